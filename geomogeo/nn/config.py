@@ -1,4 +1,4 @@
-"""Typed, validated configurations.
+"""The typed, validated model configuration.
 
 :class:`ModelConfig` holds everything needed to rebuild a network and to feed it correctly at
 inference time (input sizes, ground sample distance, band order, normalisation, anchors); it is
