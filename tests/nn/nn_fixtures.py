@@ -1,0 +1,55 @@
+"""Tiny configurations and synthetic scenes for the network tests."""
+
+from __future__ import annotations
+
+import torch
+
+from geomogeo.nn.config import ModelConfig
+
+
+def tiny_config(**overrides: object) -> ModelConfig:
+    """64 px reference (4x4 grid), 64 px query, width 1/8, 32-d embeddings; anchors scaled
+    to the reference size."""
+    base: dict[str, object] = dict(
+        reference_size=64, query_size=(64, 64), width=0.125, embed_dim=32, gaussian_sigma=8.0
+    )
+    base.update(overrides)
+    s = int(base["reference_size"]) / 1024  # type: ignore[call-overload]
+    base.setdefault("anchors", tuple((w * s, h * s) for w, h in ModelConfig().anchors))
+    return ModelConfig.light(**base)
+
+
+def synthetic_scene(
+    n_images: int, targets_per_image: list[int], size: int, query_size: int | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference images of random flat-coloured rectangles on noise; the query is the
+    reference rescaled to ``query_size`` (an aligned drone view), a click at each target
+    rectangle's centre in query pixels.
+
+    Returns reference (B, 3, S, S), query (B, 3, S, S), clicks (T, 2), batch_index (T,),
+    boxes (T, 4).
+    """
+    g = torch.Generator().manual_seed(seed)
+    refs, clicks, bidx, boxes = [], [], [], []
+    for b in range(n_images):
+        img = 0.2 * torch.rand(3, size, size, generator=g)
+        placed: list[tuple[float, float, float, float]] = []
+        while len(placed) < targets_per_image[b]:
+            w, h = (torch.randint(size // 6, size // 3, (2,), generator=g)).tolist()
+            x, y = (torch.randint(0, size - max(w, h), (2,), generator=g)).tolist()
+            box = (float(x), float(y), float(x + w), float(y + h))
+            if any(not (box[2] <= p[0] or p[2] <= box[0] or box[3] <= p[1] or p[3] <= box[1])
+                   for p in placed):
+                continue
+            placed.append(box)
+            img[:, y:y + h, x:x + w] = torch.rand(3, 1, 1, generator=g)
+        refs.append(img)
+        for box in placed:
+            clicks.append(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+            bidx.append(b)
+            boxes.append(box)
+    ref = (torch.stack(refs) - 0.45) / 0.25
+    qs = query_size or size
+    query = torch.nn.functional.interpolate(ref, size=(qs, qs), mode="bilinear", antialias=True)
+    return ref, query, torch.tensor(clicks) * (qs / size), torch.tensor(bidx), torch.tensor(boxes)
