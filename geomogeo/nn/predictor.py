@@ -1,0 +1,92 @@
+"""A :class:`~geomogeo.predictor.Predictor` backed by a :class:`~geomogeo.nn.model.MOGeoNet`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from geomogeo.nn.head import decode
+from geomogeo.nn.model import MOGeoNet
+from geomogeo.predictor import InputSpec, Prediction
+
+__all__ = ["TorchPredictor"]
+
+
+class TorchPredictor:
+    """Runs a network on numpy inputs: normalise, one forward pass, decode.
+
+    Inputs are (H, W, 3) float32 in [0, 1] sized to :attr:`spec`; points are (m, 2) click
+    positions (x, y) in query-input pixels. Boxes come back in reference-input pixels (not
+    clipped), scores in [0, 1], heatmaps are the attention maps A_k (m, G, G).
+    """
+
+    def __init__(
+        self, model: MOGeoNet, *, name: str, sha256: str, device: str | torch.device = "cpu"
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.name = name
+        self.sha256 = sha256
+        cfg = model.config
+        self.spec = InputSpec(cfg.reference_size, tuple(cfg.query_size), cfg.gsd, cfg.band_names)
+        self._mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def predict(self, reference: np.ndarray, query: np.ndarray, points: np.ndarray) -> Prediction:
+        """Localize the m clicks of one query photo in one reference window."""
+        return self.predict_batch([reference], [query], [points])[0]
+
+    def predict_batch(
+        self, references: Sequence[np.ndarray], queries: Sequence[np.ndarray],
+        points: Sequence[np.ndarray],
+    ) -> list[Prediction]:
+        """Several (reference, query, points) triples in one forward pass."""
+        if not len(references) == len(queries) == len(points):
+            raise ValueError("predict_batch needs as many references, queries and point sets")
+        r = self.spec.reference_size
+        pts = [self._check_points(p) for p in points]
+        counts = [len(p) for p in pts]
+        out = [self._empty() for _ in counts]
+        keep = [i for i, c in enumerate(counts) if c]
+        if not keep:
+            return out
+        ref = self._to_tensor([references[i] for i in keep], (r, r), "reference")
+        qry = self._to_tensor([queries[i] for i in keep], self.spec.query_size, "query")
+        clicks = torch.from_numpy(np.concatenate([pts[i] for i in keep])).float()
+        per_photo = torch.tensor([counts[i] for i in keep])
+        bidx = torch.repeat_interleave(torch.arange(len(keep)), per_photo)  # (T,)
+        with torch.inference_mode():
+            res = self.model(ref, qry, clicks.to(self.device), bidx.to(self.device))
+            boxes, scores = decode(res.raw, self.model.anchors, self.model.config.stride)
+        boxes_np = boxes.cpu().double().numpy()
+        scores_np = scores.cpu().double().numpy()
+        heat_np = res.attention.float().cpu().numpy()
+        start = 0
+        for i in keep:
+            sl = slice(start, start + counts[i])
+            out[i] = Prediction(boxes_np[sl], scores_np[sl], heat_np[sl])
+            start = sl.stop
+        return out
+
+    def _empty(self) -> Prediction:
+        g = self.model.config.grid_size
+        return Prediction(np.zeros((0, 4)), np.zeros(0), np.zeros((0, g, g), np.float32))
+
+    @staticmethod
+    def _check_points(points: np.ndarray) -> np.ndarray:
+        p = np.asarray(points, dtype=np.float32).reshape(-1, 2)  # (m, 2), m may be 0
+        if not np.isfinite(p).all():
+            raise ValueError("click points must be finite")
+        return p
+
+    def _to_tensor(
+        self, images: Sequence[np.ndarray], size: tuple[int, int], what: str
+    ) -> torch.Tensor:
+        for im in images:
+            if im.shape != (*size, 3):
+                raise ValueError(f"{what} must be {(*size, 3)} (H, W, 3), got {im.shape}")
+        x = torch.from_numpy(np.stack(images).astype(np.float32, copy=False))
+        x = x.permute(0, 3, 1, 2)  # (N, H, W, 3) -> (N, 3, H, W)
+        return ((x - self._mean) / self._std).to(self.device)
