@@ -19,8 +19,24 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+_LAZY = {"Localizer", "LocalizationResult", "Target"}
+
+
+def __getattr__(name: str) -> object:
+    # The localizer pulls in the GIS stack; import it on first use only, so that
+    # ``import geomogeo.nn`` stays light.
+    if name in _LAZY:
+        from geomogeo import localize
+
+        return getattr(localize, name)
+    raise AttributeError(f"module 'geomogeo' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
+    "LocalizationResult",
+    "Localizer",
+    "Target",
     "ClickError",
     "GeomogeoError",
     "GeoreferenceError",
