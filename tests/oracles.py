@@ -205,6 +205,14 @@ class ChromiumResult:
     dom: str
     screenshot: Path
     stderr: str
+    #: JavaScript console messages of the --dump-dom run (e.g. "Uncaught ReferenceError: ...").
+    console: list[str] = field(default_factory=list)
+
+    @property
+    def js_errors(self) -> list[str]:
+        """Console messages that report an uncaught exception or a failed resource load."""
+        return [c for c in self.console
+                if "Uncaught" in c or "Failed to load" in c or "ERR_" in c]
 
 
 def chromium_render(
@@ -230,7 +238,8 @@ def chromium_render(
     stderr = []
     with tempfile.TemporaryDirectory() as prof1, tempfile.TemporaryDirectory() as prof2:
         dom = subprocess.run(
-            [exe, *base, f"--user-data-dir={prof1}", "--dump-dom", url],
+            [exe, *base, f"--user-data-dir={prof1}", "--enable-logging=stderr", "--v=0",
+             "--dump-dom", url],
             capture_output=True, text=True, timeout=_TIMEOUT_S, check=False,
         )
         stderr.append(dom.stderr)
@@ -244,4 +253,6 @@ def chromium_render(
         stderr.append(shot.stderr)
         if shot.returncode != 0 or not out_png.exists():
             raise AssertionError(f"chromium --screenshot failed on {url}: {shot.stderr}")
-    return ChromiumResult(dom=dom.stdout, screenshot=out_png, stderr="\n".join(stderr))
+    console = re.findall(r":CONSOLE[^\]]*\] (.*)$", dom.stderr, re.M)
+    return ChromiumResult(dom=dom.stdout, screenshot=out_png, stderr="\n".join(stderr),
+                          console=console)

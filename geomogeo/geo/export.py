@@ -197,8 +197,12 @@ def _check_frame(path: Path, layer: str, gdf: Any) -> None:
         )
 
 
-def _check_append(path: Path, layer: str, gdf: gpd.GeoDataFrame) -> None:
-    """Raise OutputError if ``gdf`` cannot be appended to the existing ``layer`` of ``path``."""
+def _check_append(path: Path, layer: str, gdf: gpd.GeoDataFrame) -> bool:
+    """Raise OutputError if ``gdf`` cannot be appended to the existing ``layer`` of ``path``.
+
+    Returns True when single geometries must be promoted to the layer's multi type (Polygons
+    appended to a MultiPolygon layer).
+    """
     info = pyogrio.read_info(path, layer=layer)
     existing_crs = CRS.from_user_input(info["crs"]) if info["crs"] else None
     if existing_crs is None or not existing_crs.equals(CRS.from_user_input(gdf.crs)):
@@ -217,12 +221,17 @@ def _check_append(path: Path, layer: str, gdf: gpd.GeoDataFrame) -> None:
     layer_kind = _geom_kind(str(info["geometry_type"]))
     if layer_kind not in ("Unknown", "Geometry", ""):
         new_kinds = {_geom_kind(t) for t in gdf.geom_type.dropna().unique()}
-        bad = sorted(new_kinds - {layer_kind})
+        allowed = {layer_kind}
+        if layer_kind.startswith("Multi"):
+            allowed.add(layer_kind[len("Multi"):])
+        bad = sorted(new_kinds - allowed)
         if bad:
             raise OutputError(
                 f"cannot append to layer {layer!r} of {str(path)!r}: it holds {layer_kind} "
                 f"geometries but the new features contain {bad}"
             )
+        return layer_kind.startswith("Multi") and bool(new_kinds - {layer_kind})
+    return False
 
 
 def write_geopackage(
@@ -261,6 +270,7 @@ def write_geopackage(
         _check_frame(target, name, gdf)
 
     existing: dict[str, str] = {}
+    promote: set[str] = set()
     use_existing = append and target.exists()
     if use_existing:
         if not is_geopackage(target):
@@ -270,8 +280,8 @@ def write_geopackage(
             )
         existing = list_layers(target)
         for name, gdf in layers.items():
-            if name in existing:
-                _check_append(target, name, gdf)
+            if name in existing and _check_append(target, name, gdf):
+                promote.add(name)
         if _gpkg_user_version(target) > _GPKG_USER_VERSION_13:
             logger.warning(
                 "%s is a GeoPackage newer than %s; GDAL < 3.7 may warn when opening it",
@@ -288,6 +298,8 @@ def write_geopackage(
             if created:
                 # Appending to an existing dataset: existing layer -> add features, else new layer.
                 kwargs["append"] = True
+                if name in promote:
+                    kwargs["promote_to_multi"] = True
             else:
                 kwargs["dataset_options"] = {"VERSION": GEOPACKAGE_VERSION}
             try:

@@ -218,6 +218,16 @@ def test_geopackage_append_schema_and_crs_mismatch(tmp_path: Path) -> None:
     assert gpkg.read_bytes() == before
 
 
+def test_geopackage_append_polygons_to_multipolygon_layer(tmp_path: Path) -> None:
+    gpkg = tmp_path / "out.gpkg"
+    multi = _targets(2)
+    multi["geometry"] = [shapely.MultiPolygon([g]) for g in multi.geometry]
+    write_geopackage(gpkg, {"targets": multi})
+    write_geopackage(gpkg, {"targets": _targets(1, start=2)})
+    s = ogrinfo_summary(gpkg, "targets")
+    assert (s.geometry, s.feature_count, s.stderr) == ("Multi Polygon", 3, "")
+
+
 # --------------------------------------------------------------------------- GeoJSON
 
 

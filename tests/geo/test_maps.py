@@ -74,6 +74,7 @@ def test_offline_html_has_no_remote_resources(rendered) -> None:
 def test_chromium_builds_the_map(rendered) -> None:
     _, res = rendered
     dom = res.dom
+    assert res.js_errors == [], res.js_errors
     assert "leaflet-container" in dom
     imgs = re.findall(r"<img\b[^>]*class=\"([^\"]*leaflet-image-layer[^\"]*)\"", dom)
     assert len(imgs) == 1 and "geomogeo-window" in imgs[0]  # heatmaps hidden at start
