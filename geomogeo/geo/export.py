@@ -386,8 +386,8 @@ def write_geojson(
 def write_heatmap(
     path: str | os.PathLike[str],
     heatmap: np.ndarray,
-    transform: Any,
-    crs: Any,
+    transform: Affine,
+    crs: str | CRS | rasterio.crs.CRS,
 ) -> Path:
     """Write a (h, w) heatmap as a single-band float32 GeoTIFF, atomically.
 
