@@ -1,0 +1,243 @@
+"""The ``geomogeo`` command line: a thin layer over the Python API.
+
+Exit codes: 0 success; 1 unexpected failure (a bug: please report it); 2 bad usage (unknown
+option, missing argument); 3 bad input (a file or value geomogeo refuses, with a message
+naming it); 4 an output could not be written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geomogeo.errors import GeomogeoError, OutputError
+
+log = logging.getLogger("geomogeo")
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT = 1, 2, 3, 4
+
+
+def _point(text: str) -> tuple[float, float]:
+    from geomogeo.geo.photo import parse_point
+
+    return parse_point(text)
+
+
+def _pair(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        a, b = (float(v) for v in value.split(","))
+    except ValueError as e:
+        raise click.BadParameter(f"expected two numbers 'a,b', got {value!r}") from e
+    return a, b
+
+
+def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated band numbers, got {value!r}") from e
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="geomogeo")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
+    """Find the clicked objects of a field photo on a georeferenced orthophoto."""
+    levels = (logging.WARNING, logging.INFO, logging.DEBUG)
+    level = logging.ERROR if quiet else levels[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    ctx.obj = {"quiet": quiet}
+
+
+@cli.command()
+@click.argument("photo", type=click.Path(path_type=Path))
+@click.argument("raster", type=click.Path(path_type=Path))
+@click.option("-p", "--point", "points", multiple=True, metavar="X,Y",
+              help="A click in photo pixels (repeatable).")
+@click.option("--points-file", type=click.Path(path_type=Path),
+              help="CSV (x,y) or JSON file of clicks.")
+@click.option("--center", callback=_pair, metavar="A,B",
+              help="Window centre: lon,lat (or x,y in --center-crs). "
+              "Default: EXIF GPS, else search.")
+@click.option("--center-crs", default="EPSG:4326", show_default=True)
+@click.option("--bands", callback=_ints, metavar="B1,B2,B3", help="Raster bands for R,G,B.")
+@click.option("--extent", metavar="XMIN,YMIN,XMAX,YMAX", help="Limit the search (raster CRS).")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="Checkpoint (default: the shipped model).")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("geomogeo_out"), show_default=True, help="Output folder.")
+@click.option("--heatmaps/--no-heatmaps", default=True, show_default=True)
+@click.option("--map/--no-map", "make_map", default=True, show_default=True)
+@click.pass_context
+def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str],
+             points_file: Path | None, center: tuple[float, float] | None, center_crs: str,
+             bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
+             out_dir: Path, heatmaps: bool, make_map: bool) -> None:
+    """Localize the clicked objects of PHOTO on RASTER."""
+    from geomogeo.geo.photo import read_points_file
+    from geomogeo.localize import Localizer
+
+    pts = [_point(p) for p in points]
+    if points_file is not None:
+        pts += [tuple(p) for p in read_points_file(points_file)]
+    ext = None
+    if extent:
+        try:
+            ext = tuple(float(v) for v in extent.split(","))
+            assert len(ext) == 4
+        except (ValueError, AssertionError) as e:
+            raise click.BadParameter(f"--extent needs four numbers, got {extent!r}") from e
+    loc = Localizer.load(model_path)
+    res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
+                       extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"])
+    written = write_outputs(res, out_dir, heatmaps=heatmaps, make_map=make_map)
+    for t in res.targets:
+        c = t.polygon.centroid
+        click.echo(f"target {t.index}: score {t.score:.3f}  centre {c.x:.3f} {c.y:.3f}"
+                   f"{'  (on nodata)' if t.on_nodata else ''}")
+    click.echo(f"{res.windows_searched} window(s) searched; wrote {', '.join(map(str, written))}")
+
+
+def write_outputs(res: Any, out_dir: Path, *, heatmaps: bool, make_map: bool) -> list[Path]:
+    """Write a result's GeoPackage, GeoJSON, heatmaps and map into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [res.to_file(out_dir / "targets.gpkg"),
+               res.to_file(out_dir / f"{res.photo.stem}.geojson")]
+    if heatmaps:
+        written += res.write_heatmaps(out_dir / "heatmaps")
+    if make_map:
+        written.append(res.to_map(out_dir / f"{res.photo.stem}_map.html"))
+    return written
+
+
+@cli.command()
+@click.argument("boxes_file", type=click.Path(path_type=Path))
+@click.argument("raster", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path), required=True,
+              help="Output .gpkg (appended to) or .geojson.")
+@click.option("--layer", default="boxes", show_default=True, help="GeoPackage layer name.")
+def georeference(boxes_file: Path, raster: Path, out_path: Path, layer: str) -> None:
+    """Turn pixel boxes (CSV/JSON, raster pixel edges) detected elsewhere into polygons."""
+    from geomogeo.boxes import georeference_boxes, read_boxes_file
+    from geomogeo.geo import export
+
+    boxes, attrs = read_boxes_file(boxes_file)
+    gdf = georeference_boxes(raster, boxes, attrs)
+    suffix = out_path.suffix.lower()
+    if suffix == ".gpkg":
+        export.write_geopackage(out_path, {layer: gdf}, append=True)
+    elif suffix in (".geojson", ".json"):
+        export.write_geojson(out_path, gdf)
+    else:
+        raise click.BadParameter(f"unknown output format {suffix!r}; use .gpkg or .geojson")
+    click.echo(f"wrote {len(gdf)} polygon(s) to {out_path}")
+
+
+@cli.command()
+@click.argument("raster", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(raster: Path, as_json: bool) -> None:
+    """CRS, size, bands, GSD in metres, bounds in lon/lat and nodata of RASTER."""
+    from geomogeo.geo.raster import raster_info
+
+    meta = raster_info(raster)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, default=str))
+        return
+    for key, value in meta.items():
+        click.echo(f"{key:>14}: {value}")
+
+
+@cli.command()
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("out/demo"), show_default=True)
+@click.option("--samples", type=click.Path(path_type=Path), default=None,
+              help="Sample folder with demo.json (default: the shipped sample_tiles/).")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None)
+@click.pass_context
+def demo(ctx: click.Context, out_dir: Path, samples: Path | None, model_path: Path | None) -> None:
+    """Localize the shipped sample photos and compare with the known answers."""
+    from geomogeo.demo import run_demo
+
+    run_demo(out_dir, samples=samples, model_path=model_path, quiet=ctx.obj["quiet"],
+             echo=click.echo)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--resume", type=click.Path(path_type=Path), default=None)
+@click.pass_context
+def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
+    """Train a model from a TOML/JSON CONFIG file."""
+    from geomogeo.engine.train import train_from_file
+
+    result = train_from_file(config, resume=resume, quiet=ctx.obj["quiet"])
+    click.echo(f"best checkpoint: {result.best_checkpoint}")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None)
+def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None) -> None:
+    """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image."""
+    from geomogeo.engine.evaluate import evaluate as run_eval
+
+    metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir)
+    click.echo(json.dumps(metrics, indent=2, default=str))
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--n", "n_per_tile", type=int, default=200, show_default=True,
+              help="Photos per tile.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder with the source orthophotos (default: ../shared/data).")
+@click.pass_context
+def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
+          data_dir: Path | None) -> None:
+    """Render a cross-view training set from real orthophotos."""
+    from geomogeo.data.synth.engine import synthesize_default
+
+    manifest = synthesize_default(out_dir, n_per_tile=n_per_tile, seed=seed, data_dir=data_dir,
+                                  quiet=ctx.obj["quiet"])
+    click.echo(f"wrote {manifest}")
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (tests call it in-process)."""
+    try:
+        cli.main(args=list(args) if args is not None else None, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_FAILURE
+    except OutputError as e:
+        click.echo(f"error: {e}", err=True)
+        return EXIT_OUTPUT
+    except (GeomogeoError, FileNotFoundError) as e:
+        click.echo(f"error: {e}", err=True)
+        return EXIT_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Localize the clicked objects of a photo on a georeferenced raster.
+
+This is the one place where the GIS layer (:mod:`geomogeo.geo`) meets the network: it hands a
+:class:`~geomogeo.predictor.Predictor` plain arrays and turns its pixel boxes into polygons.
+
+Conventions:
+    * Click points are continuous photo pixel coordinates (x right, y down), origin at the
+      top-left corner of the top-left pixel, in the photo as displayed (EXIF orientation
+      applied).
+    * Boxes are (x1, y1, x2, y2) pixel EDGES of the model's reference input (the window).
+    * Polygons are in the raster's CRS (the GeoPackage keeps it); GeoJSON is EPSG:4326.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from geomogeo.errors import CheckpointError, LocationError
+from geomogeo.geo import export, georef, maps, photo, raster
+from geomogeo.predictor import Prediction, Predictor
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    from pyproj import CRS
+
+__all__ = ["LocalizationResult", "Localizer", "Target", "default_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+#: A target whose box covers more than this fraction of nodata/off-raster pixels is flagged.
+NODATA_FLAG_FRACTION = 0.5
+
+_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+
+
+def default_checkpoint() -> tuple[Path, str]:
+    """Path and recorded sha256 of the default checkpoint shipped in ``model/``.
+
+    ``GEOMOGEO_MODEL`` (a path) overrides it; its hash is then not checked against the card.
+    """
+    env = os.environ.get("GEOMOGEO_MODEL")
+    if env:
+        return Path(env), ""
+    import json
+
+    index = _MODEL_DIR / "checkpoints.json"
+    if not index.is_file():
+        raise CheckpointError(
+            f"no default checkpoint: {index} is missing; pass a checkpoint path or set "
+            "GEOMOGEO_MODEL"
+        )
+    meta = json.loads(index.read_text(encoding="utf-8"))
+    default = meta["default"]
+    return _MODEL_DIR / default, meta["files"][default]["sha256"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One localized target.
+
+    Attributes:
+        index: position of the click in the input list (0-based).
+        click: (x, y) continuous photo pixels (EXIF orientation applied).
+        score: the model's confidence in [0, 1].
+        box: (x1, y1, x2, y2) pixel edges in the window's model input.
+        polygon: the box as a polygon in the raster's CRS.
+        window: index into :attr:`LocalizationResult.windows` of the window it was found in.
+        on_nodata: True when most of the box covers nodata or lies off the raster.
+        heatmap: (h, w) float32 in [0, 1] over the window, or None.
+    """
+
+    index: int
+    click: tuple[float, float]
+    score: float
+    box: tuple[float, float, float, float]
+    polygon: Any
+    window: int
+    on_nodata: bool
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """What :meth:`Localizer.localize` found.
+
+    Attributes:
+        photo: path of the photo.
+        raster: path of the raster.
+        crs: the raster's CRS (polygons are in it).
+        targets: one :class:`Target` per click, in click order.
+        windows: the reference windows whose boxes were kept (each a
+            :class:`geomogeo.geo.raster.ReferenceWindow`).
+        windows_searched: how many windows were run through the model.
+        photo_location: (lon, lat) of the photo in EPSG:4326 when known (EXIF or given centre).
+        model_name, model_sha256: the model that produced the boxes.
+        time: when the localization ran (UTC).
+    """
+
+    photo: Path
+    raster: Path
+    crs: CRS
+    targets: tuple[Target, ...]
+    windows: tuple[raster.ReferenceWindow, ...]
+    windows_searched: int
+    photo_location: tuple[float, float] | None
+    model_name: str
+    model_sha256: str
+    time: datetime
+
+    # ---- tables -------------------------------------------------------------------------
+    def to_geodataframe(self, crs: Any = None) -> gpd.GeoDataFrame:
+        """Targets as polygons with their attributes, in the raster CRS or ``crs``."""
+        import geopandas as gpd
+
+        rows = [
+            {
+                "photo": str(self.photo),
+                "target": t.index,
+                "click_x": t.click[0],
+                "click_y": t.click[1],
+                "score": t.score,
+                "box_x1": t.box[0],
+                "box_y1": t.box[1],
+                "box_x2": t.box[2],
+                "box_y2": t.box[3],
+                "on_nodata": t.on_nodata,
+                "window": t.window,
+                "windows_searched": self.windows_searched,
+                "raster": str(self.raster),
+                "model": self.model_name,
+                "model_sha256": self.model_sha256,
+                "time": self.time.isoformat(timespec="seconds"),
+            }
+            for t in self.targets
+        ]
+        gdf = gpd.GeoDataFrame(rows, geometry=[t.polygon for t in self.targets], crs=self.crs)
+        if crs is not None:
+            out_crs = georef.as_crs(crs)
+            gdf = gpd.GeoDataFrame(
+                gdf.drop(columns="geometry"),
+                geometry=georef.reproject_geometries(list(gdf.geometry), self.crs, out_crs),
+                crs=out_crs,
+            )
+        return gdf
+
+    def photo_geodataframe(self) -> gpd.GeoDataFrame:
+        """The photo's location as a one-point layer in the raster CRS (empty when unknown)."""
+        import geopandas as gpd
+        from shapely.geometry import Point
+
+        rows, geoms = [], []
+        if self.photo_location is not None:
+            x, y = georef.lonlat_to_crs(*self.photo_location, self.crs)
+            rows.append({"photo": str(self.photo), "lon": self.photo_location[0],
+                         "lat": self.photo_location[1]})
+            geoms.append(Point(float(x), float(y)))
+        return gpd.GeoDataFrame(rows, geometry=geoms, crs=self.crs)
+
+    # ---- files --------------------------------------------------------------------------
+    def to_file(self, path: str | os.PathLike[str], *, append: bool = True) -> Path:
+        """Write the targets: ``.gpkg`` (layers ``targets`` and ``photo``, native CRS,
+        appended to an existing GeoPackage) or ``.geojson``/``.json`` (RFC 7946)."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".gpkg":
+            layers = {"targets": self.to_geodataframe()}
+            if self.photo_location is not None:
+                layers["photo"] = self.photo_geodataframe()
+            export.write_geopackage(path, layers, append=append)
+        elif suffix in (".geojson", ".json"):
+            export.write_geojson(path, self.to_geodataframe())
+        else:
+            raise ValueError(f"{path}: unknown output format {suffix!r}; use .gpkg or .geojson")
+        return path
+
+    def write_heatmaps(self, folder: str | os.PathLike[str], stem: str | None = None) -> list[Path]:
+        """One float32 GeoTIFF per target with its heatmap, georeferenced like its window."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = stem or self.photo.stem
+        out = []
+        for t in self.targets:
+            if t.heatmap is None:
+                continue
+            win = self.windows[t.window]
+            transform = georef.scale_transform(win.transform, win.size / t.heatmap.shape[1])
+            p = folder / f"{stem}_target{t.index}_heatmap.tif"
+            export.write_heatmap(p, t.heatmap, transform, win.crs)
+            out.append(p)
+        return out
+
+    def to_map(self, path: str | os.PathLike[str], *, offline: bool | None = None) -> Path:
+        """An HTML map: window image, target polygons with popups, photo location, heatmaps."""
+        targets = self.to_geodataframe(crs="EPSG:4326")
+        win = self.windows[0] if self.windows else None
+        image = bounds = None
+        heatmaps = []
+        if win is not None:
+            image = (np.clip(win.image, 0, 1) * 255).astype(np.uint8)
+            bounds = georef.window_bounds_lonlat(win.transform, win.crs, win.size)
+            for t in self.targets:
+                if t.heatmap is not None and t.window == 0:
+                    heatmaps.append((f"heatmap target {t.index}", maps.heatmap_rgba(t.heatmap),
+                                     bounds))
+        return maps.make_map(
+            path, window_image=image, window_bounds_lonlat=bounds, targets=targets,
+            photo_location=self.photo_location, heatmaps=heatmaps, offline=offline,
+        )
+
+    # ---- display ------------------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        head = (
+            f"<b>geomogeo localization</b>: {len(self.targets)} target(s) of "
+            f"<code>{html.escape(self.photo.name)}</code> on "
+            f"<code>{html.escape(self.raster.name)}</code> ({html.escape(self.crs.name)}); "
+            f"{self.windows_searched} window(s) searched; model "
+            f"<code>{html.escape(self.model_name)}</code> ({self.model_sha256[:12]})"
+        )
+        rows = "".join(
+            f"<tr><td>{t.index}</td><td>{t.click[0]:.1f}, {t.click[1]:.1f}</td>"
+            f"<td>{t.score:.3f}</td><td>{t.polygon.centroid.x:.3f}, {t.polygon.centroid.y:.3f}"
+            f"</td><td>{t.polygon.area:.1f}</td><td>{'yes' if t.on_nodata else ''}</td></tr>"
+            for t in self.targets
+        )
+        return (
+            f"<div>{head}<table><tr><th>target</th><th>click x, y (px)</th><th>score</th>"
+            f"<th>centroid (raster CRS)</th><th>area (CRS units²)</th><th>on nodata</th></tr>"
+            f"{rows}</table></div>"
+        )
+
+
+class Localizer:
+    """Photo + clicks + raster -> georeferenced target polygons, with one model.
+
+    Build it with :meth:`load` (a checkpoint) or directly around any
+    :class:`~geomogeo.predictor.Predictor`.
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, *, device: str = "cpu"
+    ) -> Localizer:
+        """Load a checkpoint (``None``: the default one in ``model/``, hash-checked).
+
+        Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickled.
+        """
+        from geomogeo.engine.checkpoint import load_checkpoint
+        from geomogeo.nn.predictor import TorchPredictor
+
+        expected = None
+        if path is None:
+            ckpt_path, expected = default_checkpoint()
+        else:
+            ckpt_path = Path(path)
+        loaded = load_checkpoint(ckpt_path, expected_sha256=expected or None)
+        predictor = TorchPredictor(
+            loaded.model, name=loaded.model_config.name, sha256=loaded.sha256, device=device
+        )
+        return cls(predictor)
+
+    @property
+    def spec(self) -> Any:
+        return self.predictor.spec
+
+    def localize(
+        self,
+        photo_path: str | os.PathLike[str],
+        raster_path: str | os.PathLike[str],
+        points: Sequence[Sequence[float]] | np.ndarray,
+        center: tuple[float, float] | None = None,
+        *,
+        center_crs: Any = "EPSG:4326",
+        bands: Sequence[int] | None = None,
+        extent: tuple[float, float, float, float] | None = None,
+        overlap: float = 0.5,
+        heatmaps: bool = True,
+        quiet: bool = False,
+    ) -> LocalizationResult:
+        """Find each clicked object of ``photo_path`` on ``raster_path``.
+
+        Args:
+            photo_path: JPEG/PNG/TIFF photo; EXIF orientation is applied before clicks are read.
+            raster_path: any GeoTIFF/COG rasterio opens.
+            points: (x, y) click positions in photo pixels, continuous, origin at the top-left
+                corner of the top-left pixel.
+            center: where the reference window is centred: (lon, lat) in EPSG:4326, or (x, y)
+                in ``center_crs``. None: the photo's EXIF GPS position; if it has none, the
+                raster (or ``extent``) is searched with overlapping windows.
+            center_crs: CRS of ``center`` (default EPSG:4326, x = lon).
+            bands: 1-based raster bands mapped to the model's RGB input (default: first three;
+                a single band is replicated).
+            extent: (xmin, ymin, xmax, ymax) in the raster CRS limiting the search.
+            overlap: fraction of overlap between search windows.
+            heatmaps: keep each target's attention map.
+            quiet: no progress bar.
+        """
+        ph = photo.load_photo(photo_path)
+        pts = photo.validate_points(points, ph.width, ph.height, ph.path)
+        src = raster.open_raster(raster_path, bands=bands)
+        spec = self.predictor.spec
+
+        location: tuple[float, float] | None = None
+        if center is not None:
+            centres = [georef.to_crs(center[0], center[1], georef.as_crs(center_crs), src.crs)]
+            location = georef.to_lonlat(centres[0][0], centres[0][1], src.crs)
+        elif ph.gps is not None:
+            location = (ph.gps.lon, ph.gps.lat)
+            centres = [georef.lonlat_to_crs(ph.gps.lon, ph.gps.lat, src.crs)]
+        else:
+            centres = raster.search_centers(
+                src, spec.reference_size, spec.gsd, overlap=overlap, extent=extent
+            )
+            log.info("no location given and no EXIF GPS: searching %d windows", len(centres))
+
+        qh, qw = spec.query_size
+        query = _resize(ph.image, qw, qh)
+        qpts = pts * np.array([qw / ph.width, qh / ph.height])
+
+        best: list[tuple[float, int, int]] = [(-1.0, -1, -1)] * len(pts)  # (score, window, run)
+        kept_windows: list[raster.ReferenceWindow] = []
+        kept_preds: list[Prediction] = []
+        searched = 0
+        for c in tqdm(centres, desc="windows", disable=quiet or len(centres) < 2, unit="win"):
+            try:
+                win = raster.read_window(src, c, spec.reference_size, spec.gsd)
+            except LocationError:
+                if len(centres) == 1:
+                    raise
+                continue
+            if len(centres) > 1 and win.fraction_valid < 0.25:
+                continue
+            searched += 1
+            pred = self.predictor.predict(win.image, query, qpts)
+            improved = False
+            for k in range(len(pts)):
+                if pred.scores[k] > best[k][0]:
+                    best[k] = (float(pred.scores[k]), len(kept_windows), k)
+                    improved = True
+            if improved:
+                kept_windows.append(win)
+                kept_preds.append(pred)
+        if searched == 0:
+            raise LocationError(f"{src.path}: no search window overlaps valid raster data")
+
+        # Keep only the windows some target was finally taken from, renumbered in order.
+        used = sorted({w for _, w, _ in best})
+        renumber = {w: i for i, w in enumerate(used)}
+        targets = []
+        for k, (score, w, _) in enumerate(best):
+            win, pred = kept_windows[w], kept_preds[w]
+            box = tuple(float(v) for v in pred.boxes[k])
+            poly = georef.boxes_to_polygons(np.array([box]), win.transform)[0]
+            if not georef.as_crs(win.crs).equals(src.crs):
+                poly = georef.reproject_geometries([poly], win.crs, src.crs)[0]
+            targets.append(
+                Target(
+                    index=k,
+                    click=(float(pts[k, 0]), float(pts[k, 1])),
+                    score=score,
+                    box=box,  # type: ignore[arg-type]
+                    polygon=poly,
+                    window=renumber[w],
+                    on_nodata=_invalid_fraction(win.valid, box) > NODATA_FLAG_FRACTION,
+                    heatmap=pred.heatmaps[k].astype(np.float32) if heatmaps else None,
+                )
+            )
+        return LocalizationResult(
+            photo=ph.path,
+            raster=src.path,
+            crs=src.crs,
+            targets=tuple(targets),
+            windows=tuple(kept_windows[w] for w in used),
+            windows_searched=searched,
+            photo_location=location,
+            model_name=self.predictor.name,
+            model_sha256=self.predictor.sha256,
+            time=datetime.now(timezone.utc),
+        )
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (height, width, 3) in [0, 1], bilinear (stretching the
+    aspect ratio like the training data does)."""
+    im = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def _invalid_fraction(valid: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Fraction of the box's window pixels that are invalid (nodata or off-raster); a box
+    entirely off the window counts as invalid."""
+    h, w = valid.shape
+    x1, y1, x2, y2 = (int(np.floor(box[0])), int(np.floor(box[1])),
+                      int(np.ceil(box[2])), int(np.ceil(box[3])))
+    area = max(x2 - x1, 1) * max(y2 - y1, 1)
+    cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    inside = valid[cy1:cy2, cx1:cx2].sum() if cx2 > cx1 and cy2 > cy1 else 0
+    return 1.0 - float(inside) / area
