@@ -1,0 +1,373 @@
+"""The one owner of pixel <-> map and CRS conversions.
+
+Terms used throughout:
+
+- *Pixel coordinates* ``(col, row)`` are continuous: ``(0, 0)`` is the top-left CORNER of the
+  top-left pixel, ``(1, 1)`` the bottom-right corner of that pixel, so the centre of pixel index
+  ``(i, j)`` is ``(i + 0.5, j + 0.5)``. Functions here use coordinates as given; none adds a
+  half-pixel offset. Boxes ``(x1, y1, x2, y2)`` are pixel EDGES.
+- *Transform*: a rasterio/affine ``Affine`` mapping pixel coordinates to map ``(x, y)`` exactly as
+  GDAL stores it; rotated, sheared and south-up (positive ``e``) transforms all work because every
+  point goes through the full affine.
+- *Map coordinates* are ``(x, y)`` in the axis order of ``always_xy=True``: x = easting or
+  longitude, y = northing or latitude, in the CRS's own units.
+- Every CRS argument accepts anything :func:`as_crs` accepts (EPSG string/int, WKT, PROJ string,
+  ``pyproj.CRS``, ``rasterio.crs.CRS``). Every transformation runs with ``errcheck=True``, so a
+  failing transformation raises instead of returning ``inf``.
+
+Nothing else in geomogeo does arithmetic on transforms.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import CRS, Geod, Transformer
+from pyproj.exceptions import CRSError, ProjError
+from shapely.geometry import Polygon
+from shapely.geometry.polygon import orient
+
+from geomogeo.errors import GeoreferenceError
+
+__all__ = [
+    "WGS84",
+    "as_crs",
+    "bounds_lonlat",
+    "boxes_to_polygons",
+    "get_transformer",
+    "ground_sample_distance",
+    "linear_unit_factor",
+    "local_metric_crs",
+    "lonlat_to_crs",
+    "map_to_pixel",
+    "pixel_to_map",
+    "reproject_geometries",
+    "require_georeferenced",
+    "scale_transform",
+    "scaled_window_transform",
+    "to_crs",
+    "to_lonlat",
+    "window_bounds_lonlat",
+]
+
+log = logging.getLogger(__name__)
+
+WGS84 = CRS.from_epsg(4326)
+
+
+def as_crs(crs: Any) -> CRS:
+    """Return ``crs`` as a ``pyproj.CRS``.
+
+    Accepts a ``pyproj.CRS``, a ``rasterio.crs.CRS`` (anything with ``to_wkt()``), an EPSG integer,
+    or a string pyproj understands ("EPSG:32631", WKT, PROJ).
+
+    Raises:
+        GeoreferenceError: ``crs`` is None or not a valid CRS.
+    """
+    if isinstance(crs, CRS):
+        return crs
+    if crs is None:
+        raise GeoreferenceError("a CRS is required, got None")
+    try:
+        if hasattr(crs, "to_wkt"):
+            return CRS.from_wkt(crs.to_wkt())
+        return CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise GeoreferenceError(f"not a valid CRS: {crs!r} ({exc})") from exc
+
+
+@lru_cache(maxsize=64)
+def _transformer_from_wkt(src_wkt: str, dst_wkt: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
+
+
+def get_transformer(src_crs: Any, dst_crs: Any) -> Transformer:
+    """A cached ``pyproj.Transformer`` from ``src_crs`` to ``dst_crs`` with ``always_xy=True``.
+
+    Transformers are costly to build; this caches them on the WKT of both CRSs. Call its
+    ``transform`` with ``errcheck=True`` (the helpers of this module do).
+    """
+    return _transformer_from_wkt(as_crs(src_crs).to_wkt(), as_crs(dst_crs).to_wkt())
+
+
+def _transform_xy(tr: Transformer, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.asarray(y, dtype=np.float64)
+    try:
+        ox, oy = tr.transform(xa, ya, errcheck=True)
+    except ProjError as exc:
+        raise GeoreferenceError(
+            f"coordinate transformation {tr.source_crs.name!r} -> {tr.target_crs.name!r} failed "
+            f"for x={xa.tolist()!r}, y={ya.tolist()!r}: {exc}"
+        ) from exc
+    return np.asarray(ox, dtype=np.float64), np.asarray(oy, dtype=np.float64)
+
+
+def _out(x: Any, ox: np.ndarray, oy: np.ndarray) -> tuple[Any, Any]:
+    """Scalars in, floats out; arrays in, arrays out."""
+    if np.ndim(x) == 0:
+        return float(ox), float(oy)
+    return ox, oy
+
+
+def to_crs(x: Any, y: Any, src_crs: Any, dst_crs: Any) -> tuple[Any, Any]:
+    """Transform map coordinates ``(x, y)`` (scalars or arrays) from ``src_crs`` to ``dst_crs``.
+
+    Axis order is always x = easting/longitude, y = northing/latitude. Scalars give floats,
+    arrays give float64 arrays.
+
+    Raises:
+        GeoreferenceError: the transformation fails (e.g. outside the CRS's domain).
+    """
+    src, dst = as_crs(src_crs), as_crs(dst_crs)
+    if src.equals(dst):
+        xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        return _out(x, xa, ya)
+    ox, oy = _transform_xy(get_transformer(src, dst), x, y)
+    return _out(x, ox, oy)
+
+
+def lonlat_to_crs(lon: Any, lat: Any, crs: Any) -> tuple[Any, Any]:
+    """WGS84 longitude/latitude in degrees -> ``(x, y)`` in ``crs``."""
+    return to_crs(lon, lat, WGS84, crs)
+
+
+def to_lonlat(x: Any, y: Any, crs: Any) -> tuple[Any, Any]:
+    """``(x, y)`` in ``crs`` -> WGS84 ``(lon, lat)`` in degrees."""
+    return to_crs(x, y, crs, WGS84)
+
+
+def pixel_to_map(transform: Affine, cols: Any, rows: Any) -> tuple[Any, Any]:
+    """Continuous pixel coordinates -> map ``(x, y)`` through the full affine, used as given.
+
+    Args:
+        transform: pixel EDGES -> map affine.
+        cols, rows: continuous pixel coordinates (pixel ``(0, 0)`` = top-left corner of the
+            raster); pass ``i + 0.5`` for the centre of pixel index ``i``.
+
+    Returns:
+        ``(xs, ys)`` in the transform's CRS units; floats for scalars, arrays otherwise.
+    """
+    c = np.asarray(cols, dtype=np.float64)
+    r = np.asarray(rows, dtype=np.float64)
+    a, b, xoff, d, e, yoff = transform.a, transform.b, transform.c, transform.d, transform.e, \
+        transform.f
+    xs = a * c + b * r + xoff
+    ys = d * c + e * r + yoff
+    return _out(cols, np.asarray(xs), np.asarray(ys))
+
+
+def map_to_pixel(transform: Affine, xs: Any, ys: Any) -> tuple[Any, Any]:
+    """Map ``(x, y)`` -> continuous pixel ``(col, row)`` (the exact inverse of
+    :func:`pixel_to_map`; no flooring, no centre offset).
+
+    Raises:
+        GeoreferenceError: the transform is degenerate (not invertible).
+    """
+    if transform.is_degenerate:
+        raise GeoreferenceError(f"transform is not invertible: {transform!r}")
+    return pixel_to_map(~transform, xs, ys)
+
+
+def scale_transform(transform: Affine, factor: float | tuple[float, float]) -> Affine:
+    """Transform of the same area sampled with pixels ``factor`` times as large.
+
+    ``scale_transform(t, s) * (col, row) == t * (s * col, s * row)``: e.g. a heatmap of ``w``
+    pixels covering a window of ``size`` pixels uses ``factor = size / w``.
+    """
+    sx, sy = (factor, factor) if np.isscalar(factor) else factor  # type: ignore[misc]
+    return transform * Affine.scale(float(sx), float(sy))
+
+
+def scaled_window_transform(
+    window_transform: Affine,
+    window_size_px: tuple[float, float] | float,
+    model_size_px: tuple[float, float] | float,
+) -> Affine:
+    """Compose a window transform with the resize of that window to a model input.
+
+    Args:
+        window_transform: pixel EDGES of the window -> map.
+        window_size_px: (width, height) of the window in its own pixels (or one number).
+        model_size_px: (width, height) of the model input (or one number).
+
+    Returns:
+        An affine from model-input pixel edges to map: model ``(0, 0)`` and ``(W, H)`` land on the
+        window's corners ``(0, 0)`` and ``(window_w, window_h)``.
+    """
+    ww, wh = (window_size_px, window_size_px) if np.isscalar(window_size_px) else window_size_px  # type: ignore[misc]
+    mw, mh = (model_size_px, model_size_px) if np.isscalar(model_size_px) else model_size_px  # type: ignore[misc]
+    return scale_transform(window_transform, (float(ww) / float(mw), float(wh) / float(mh)))
+
+
+def boxes_to_polygons(boxes: Any, transform: Affine) -> list[Polygon]:
+    """Boxes in pixel coordinates -> map polygons (one per box, counter-clockwise exterior).
+
+    Args:
+        boxes: (n, 4) ``(x1, y1, x2, y2)`` continuous pixel EDGES (x = column, y = row).
+        transform: pixel -> map affine; all four corners go through it, so rotated, sheared and
+            south-up transforms give the exact parallelogram.
+
+    Returns:
+        n shapely Polygons in the transform's CRS.
+
+    Raises:
+        ValueError: ``boxes`` is not (n, 4) finite.
+    """
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim == 1 and b.size == 4:
+        b = b[None, :]
+    if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
+        raise ValueError(f"boxes must be (n, 4) finite x1, y1, x2, y2, got shape {b.shape}")
+    x1, y1, x2, y2 = b.T
+    cols = np.stack([x1, x2, x2, x1], axis=1)
+    rows = np.stack([y1, y1, y2, y2], axis=1)
+    xs, ys = pixel_to_map(transform, cols, rows)
+    return [orient(Polygon(np.column_stack([xs[i], ys[i]])), sign=1.0) for i in range(len(b))]
+
+
+def reproject_geometries(
+    geoms: Sequence[Any], src_crs: Any, dst_crs: Any, densify_pts: int = 21
+) -> list[Any]:
+    """Reproject shapely geometries, densifying their edges first.
+
+    Each geometry's segments are split so its longest segment gets ``densify_pts`` intermediate
+    vertices (shorter ones proportionally fewer), then every vertex is transformed in one
+    vectorised pyproj call. Polygons stay valid lines of the true (curved) image of each edge.
+
+    Args:
+        geoms: shapely geometries in ``src_crs``.
+        src_crs, dst_crs: CRSs (see :func:`as_crs`).
+        densify_pts: intermediate points on the longest segment; 0 disables densification.
+
+    Raises:
+        GeoreferenceError: the transformation fails.
+    """
+    src, dst = as_crs(src_crs), as_crs(dst_crs)
+    if src.equals(dst):
+        return list(geoms)
+    tr = get_transformer(src, dst)
+
+    def fn(coords: np.ndarray) -> np.ndarray:
+        ox, oy = _transform_xy(tr, coords[:, 0], coords[:, 1])
+        return np.column_stack([ox, oy])
+
+    out = []
+    for g in geoms:
+        if g is None or g.is_empty:
+            out.append(g)
+            continue
+        if densify_pts > 0 and g.geom_type not in ("Point", "MultiPoint"):
+            c = shapely.get_coordinates(g)
+            if len(c) > 1:
+                longest = float(np.max(np.hypot(*np.diff(c, axis=0).T)))
+                if longest > 0:
+                    g = shapely.segmentize(g, longest / (densify_pts + 1) * (1 + 1e-9))
+        out.append(shapely.transform(g, fn))
+    return out
+
+
+def linear_unit_factor(crs: Any) -> float:
+    """Metres per unit of the first axis of a projected CRS (1.0 for metres, 0.3048006... for
+    US survey feet)."""
+    c = as_crs(crs)
+    for ax in c.axis_info:
+        if ax.unit_conversion_factor:
+            return float(ax.unit_conversion_factor)
+    return 1.0
+
+
+def ground_sample_distance(
+    transform: Affine, crs: Any, at: tuple[float, float] = (0.5, 0.5)
+) -> tuple[float, float]:
+    """Ground size of one pixel, metres: ``(along a row, along a column)``.
+
+    Args:
+        transform: pixel -> map affine.
+        crs: the raster's CRS. Geographic: geodesic distances on the CRS's ellipsoid between the
+            midpoints of opposite pixel edges (depends on latitude). Projected: length of the
+            affine's pixel vectors times the CRS's linear unit (e.g. US feet -> metres); scale
+            distortion of the projection is ignored, as GIS tools do.
+        at: continuous pixel coordinate ``(col, row)`` where the pixel is measured; the default
+            is the centre of the top-left pixel.
+    """
+    c = as_crs(crs)
+    col, row = float(at[0]), float(at[1])
+    if c.is_geographic:
+        xs, ys = pixel_to_map(
+            transform, [col - 0.5, col + 0.5, col, col], [row, row, row - 0.5, row + 0.5]
+        )
+        to_deg = math.degrees(linear_unit_factor(c))  # radians per unit -> degrees per unit
+        lon, lat = np.asarray(xs) * to_deg, np.asarray(ys) * to_deg
+        geod = c.get_geod() or Geod(ellps="WGS84")
+        _, _, dists = geod.inv(lon[[0, 2]], lat[[0, 2]], lon[[1, 3]], lat[[1, 3]])
+        return float(dists[0]), float(dists[1])
+    f = linear_unit_factor(c)
+    return (float(math.hypot(transform.a, transform.d) * f),
+            float(math.hypot(transform.b, transform.e) * f))
+
+
+def local_metric_crs(lon: float, lat: float) -> CRS:
+    """A metric CRS with square pixels near ``(lon, lat)`` (degrees, WGS84).
+
+    The WGS84 UTM zone containing the point (north or south), or, beyond 84 N / 80 S where
+    UTM is undefined, an azimuthal equidistant projection centred on the point.
+    """
+    if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lat) > 90:
+        raise GeoreferenceError(f"invalid lon/lat ({lon}, {lat})")
+    if -80.0 <= lat <= 84.0:
+        lon_n = (lon + 180.0) % 360.0 - 180.0
+        zone = min(int((lon_n + 180.0) // 6.0) + 1, 60)
+        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return CRS.from_proj4(
+        f"+proj=aeqd +lat_0={lat:.9f} +lon_0={lon:.9f} +x_0=0 +y_0=0 +datum=WGS84 +units=m"
+    )
+
+
+def bounds_lonlat(
+    transform: Affine, crs: Any, width: float, height: float, densify_pts: int = 21
+) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` degrees of the raster area ``[0, width] x [0, height]``
+    (pixel edges), with each edge densified before the transformation."""
+    ring = boxes_to_polygons([[0.0, 0.0, float(width), float(height)]], transform)[0]
+    ll = reproject_geometries([ring], crs, WGS84, densify_pts=densify_pts)[0]
+    w, s, e, n = ll.bounds
+    return float(w), float(s), float(e), float(n)
+
+
+def window_bounds_lonlat(
+    transform: Affine, crs: Any, size: float | tuple[float, float]
+) -> tuple[float, float, float, float]:
+    """Leaflet-style ``(south, west, north, east)`` degrees of a window of ``size`` pixels
+    (one number for square windows, or (width, height))."""
+    w_px, h_px = (size, size) if np.isscalar(size) else size  # type: ignore[misc]
+    w, s, e, n = bounds_lonlat(transform, crs, float(w_px), float(h_px))
+    return s, w, n, e
+
+
+def require_georeferenced(
+    crs: Any, transform: Affine | None, path: str | os.PathLike[str] | None = None
+) -> None:
+    """Raise :class:`GeoreferenceError` naming ``path`` when ``crs`` is missing or ``transform``
+    is missing, the identity (GDAL's default for an ungeoreferenced image) or degenerate."""
+    where = f"{os.fspath(path)}: " if path is not None else ""
+    if crs is None or (isinstance(crs, str) and not crs.strip()):
+        raise GeoreferenceError(
+            f"{where}raster has no CRS; it is not georeferenced (pass crs=... explicitly if you "
+            "know it)"
+        )
+    if transform is None or transform.is_identity:
+        raise GeoreferenceError(
+            f"{where}raster has no geotransform (identity {transform!r}); it is not "
+            "georeferenced (pass transform=... explicitly if you know it)"
+        )
+    if transform.is_degenerate:
+        raise GeoreferenceError(f"{where}raster geotransform is degenerate: {transform!r}")

@@ -1,0 +1,494 @@
+"""Open georeferenced rasters and read north-up reference windows at a ground sample distance.
+
+Terms:
+
+- *Raster CRS*: the CRS stored in the file (or passed explicitly). *Working CRS* of a window:
+  the raster CRS when it is projected; for geographic rasters (degrees) a local metric CRS (UTM
+  zone, or AEQD near the poles) around the window centre, so window pixels are square metres.
+- A *reference window* is ``size x size`` pixels of ``gsd`` metres, north-up in the working CRS's
+  map axes (even when the raster itself is rotated, sheared or south-up), resampled on read with
+  bilinear interpolation. Its ``transform`` maps window pixel EDGES to the working CRS.
+- *Band mapping*: three 1-based raster band indexes feeding the model's R, G, B channels.
+- *Stretch*: per raster (not per window), per mapped band, the 2nd..98th percentile of valid
+  pixels, estimated from overviews or a decimated read of at most ~1M pixels; a window's values
+  map linearly to [0, 1] and are clipped.
+- *Valid*: a window pixel is valid when it lies on the raster and is not nodata / masked (declared
+  nodata value, mask band or alpha band). Invalid pixels are 0 in the image.
+
+Memory of :func:`read_window` depends on the window only: it reads just the source window
+covering the destination, decimated (using overviews) when the window down-samples a lot.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.crs
+import rasterio.errors
+import rasterio.windows
+from affine import Affine
+from pyproj import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.warp import reproject
+
+from geomogeo.errors import LocationError, RasterError
+from geomogeo.geo import georef
+
+__all__ = [
+    "RasterSource",
+    "ReferenceWindow",
+    "default_bands",
+    "display_image",
+    "open_raster",
+    "raster_info",
+    "read_window",
+    "search_centers",
+]
+
+log = logging.getLogger(__name__)
+
+#: Percentiles of the per-raster stretch.
+STRETCH_PERCENTILES = (2.0, 98.0)
+#: Most pixels read (per band) to estimate the stretch.
+STRETCH_SAMPLE_PIXELS = 1_000_000
+
+
+@dataclass(frozen=True)
+class RasterSource:
+    """An opened raster's metadata, band mapping and stretch (no pixel data is kept).
+
+    Attributes:
+        path: the raster file.
+        crs: raster CRS (``pyproj.CRS``), from the file or passed explicitly.
+        transform: pixel EDGES -> raster CRS affine (from the file or passed explicitly).
+        width, height: size in pixels.
+        count: number of bands.
+        dtypes: numpy dtype name of each band.
+        nodata: declared nodata value, or None.
+        has_mask: True when validity also comes from a mask or alpha band.
+        bands: 1-based band indexes mapped to the model's (R, G, B).
+        stretch_low, stretch_high: per mapped band, the values mapped to 0 and 1.
+    """
+
+    path: Path
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    nodata: float | None
+    has_mask: bool
+    bands: tuple[int, int, int]
+    stretch_low: tuple[float, float, float]
+    stretch_high: tuple[float, float, float]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(xmin, ymin, xmax, ymax)`` of the raster's four corners in the raster CRS."""
+        xs, ys = georef.pixel_to_map(
+            self.transform, [0, self.width, self.width, 0], [0, 0, self.height, self.height]
+        )
+        return float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys))
+
+    def contains(self, x: float, y: float) -> bool:
+        """Whether map point ``(x, y)`` (raster CRS) lies on the raster (edges included)."""
+        col, row = georef.map_to_pixel(self.transform, x, y)
+        eps = 1e-9
+        return bool(-eps <= col <= self.width + eps and -eps <= row <= self.height + eps)
+
+
+@dataclass(frozen=True)
+class ReferenceWindow:
+    """A north-up window resampled to a ground sample distance.
+
+    Attributes:
+        image: (size, size, 3) float32 in [0, 1] after the raster's stretch; invalid pixels 0.
+        valid: (size, size) bool, True on raster data that is not nodata / masked.
+        transform: window pixel EDGES -> working CRS; north-up, pixel side ``gsd`` metres.
+        crs: working CRS (``pyproj.CRS``).
+        gsd: metres per window pixel.
+        center: window centre ``(x, y)`` in the working CRS.
+        fraction_valid: mean of ``valid``.
+        raster: path of the raster it was read from.
+    """
+
+    image: np.ndarray
+    valid: np.ndarray
+    transform: Affine
+    crs: CRS
+    gsd: float
+    center: tuple[float, float]
+    fraction_valid: float
+    raster: Path
+
+    @property
+    def size(self) -> int:
+        """Side of the window, pixels."""
+        return int(self.image.shape[0])
+
+
+def default_bands(count: int) -> tuple[int, int, int]:
+    """Default band mapping: bands (1, 2, 3) when there are three or more; otherwise band 1
+    replicated (1, 1, 1). Two-band rasters are usually gray + alpha or two polarisations, neither
+    of which makes a colour image, so the second band is not used as a colour."""
+    return (1, 2, 3) if count >= 3 else (1, 1, 1)
+
+
+def _check_bands(bands: Any, count: int, path: Path) -> tuple[int, int, int]:
+    if bands is None:
+        return default_bands(count)
+    try:
+        b = tuple(int(v) for v in ([bands] if np.isscalar(bands) else bands))
+    except (TypeError, ValueError) as exc:
+        raise RasterError(f"{path}: bands must be 1 or 3 band indexes, got {bands!r}") from exc
+    if len(b) == 1:
+        b = b * 3
+    if len(b) != 3 or any(v < 1 or v > count for v in b):
+        raise RasterError(
+            f"{path}: bands must be 1 or 3 indexes in 1..{count} (1-based), got {bands!r}"
+        )
+    return b  # type: ignore[return-value]
+
+
+def _rio_crs(crs: CRS) -> rasterio.crs.CRS:
+    return rasterio.crs.CRS.from_wkt(crs.to_wkt())
+
+
+def _open(path: Path) -> Any:
+    if not path.exists():
+        raise RasterError(f"{path}: raster file not found")
+    if path.is_dir():
+        raise RasterError(f"{path}: is a directory, not a raster file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except rasterio.errors.RasterioError as exc:
+        raise RasterError(f"{path}: cannot open as a raster ({exc})") from exc
+
+
+def _stretch(ds: Any, bands: tuple[int, int, int], path: Path) -> tuple[list[float], list[float]]:
+    """Per-band 2/98 percentiles of valid pixels from a decimated read (overviews if any)."""
+    step = max(1.0, math.sqrt(ds.width * ds.height / STRETCH_SAMPLE_PIXELS))
+    out_h = max(1, round(ds.height / step))
+    out_w = max(1, round(ds.width / step))
+    uniq = sorted(set(bands))
+    try:
+        data = ds.read(uniq, out_shape=(len(uniq), out_h, out_w), resampling=Resampling.nearest,
+                       masked=True)
+    except rasterio.errors.RasterioError as exc:
+        raise RasterError(f"{path}: cannot read pixel data, truncated or corrupt? ({exc})") \
+            from exc
+    lo: dict[int, float] = {}
+    hi: dict[int, float] = {}
+    for i, b in enumerate(uniq):
+        band = data[i]
+        vals = np.asarray(band.compressed(), dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            lo[b], hi[b] = 0.0, 1.0
+            continue
+        p_lo, p_hi = np.percentile(vals, STRETCH_PERCENTILES)
+        if not p_hi > p_lo:
+            p_lo, p_hi = float(vals.min()), float(vals.max())
+            if not p_hi > p_lo:
+                p_hi = p_lo + 1.0
+        lo[b], hi[b] = float(p_lo), float(p_hi)
+    return [lo[b] for b in bands], [hi[b] for b in bands]
+
+
+def open_raster(
+    path: str | os.PathLike[str],
+    bands: Any = None,
+    crs: Any = None,
+    transform: Affine | None = None,
+) -> RasterSource:
+    """Open a raster, check its georeferencing, pick its bands and compute its stretch.
+
+    Args:
+        path: any raster GDAL reads (GeoTIFF, COG, VRT ...).
+        bands: 1-based band indexes for the model's (R, G, B): three indexes, or one replicated.
+            Default :func:`default_bands`.
+        crs: CRS to use instead of the file's (anything :func:`georef.as_crs` accepts).
+        transform: pixel EDGES -> map affine to use instead of the file's.
+
+    Raises:
+        RasterError: missing file, not a raster, truncated/corrupt data, bad ``bands``.
+        GeoreferenceError: no CRS or no geotransform in the file and none passed.
+    """
+    p = Path(path)
+    with _open(p) as ds:
+        the_crs = georef.as_crs(crs) if crs is not None else (
+            georef.as_crs(ds.crs) if ds.crs else None)
+        the_transform = transform if transform is not None else ds.transform
+        georef.require_georeferenced(the_crs, the_transform, p)
+        assert the_crs is not None
+        b = _check_bands(bands, ds.count, p)
+        flags = [ds.mask_flag_enums[i - 1] for i in range(1, ds.count + 1)]
+        has_mask = any(
+            any(f.name in ("per_dataset", "alpha") for f in fl) for fl in flags
+        ) or any(ci == ColorInterp.alpha for ci in ds.colorinterp)
+        low, high = _stretch(ds, b, p)
+        src = RasterSource(
+            path=p,
+            crs=the_crs,
+            transform=the_transform,
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtypes=tuple(ds.dtypes),
+            nodata=None if ds.nodata is None else float(ds.nodata),
+            has_mask=has_mask,
+            bands=b,
+            stretch_low=(low[0], low[1], low[2]),
+            stretch_high=(high[0], high[1], high[2]),
+        )
+    log.debug("opened %s: %dx%d, %d bands, bands=%s, stretch %s..%s", p, src.width, src.height,
+              src.count, src.bands, src.stretch_low, src.stretch_high)
+    return src
+
+
+def _working_crs(src: RasterSource, cx: float, cy: float) -> CRS:
+    if src.crs.is_geographic:
+        lon, lat = georef.to_lonlat(cx, cy, src.crs)
+        return georef.local_metric_crs(lon, lat)
+    return src.crs
+
+
+def read_window(
+    src: RasterSource,
+    center: tuple[float, float],
+    size: int,
+    gsd: float,
+    center_crs: Any = None,
+) -> ReferenceWindow:
+    """Read a north-up ``size x size`` window of ``gsd`` metres per pixel centred on ``center``.
+
+    Args:
+        src: from :func:`open_raster`.
+        center: window centre ``(x, y)`` in the raster CRS, or in ``center_crs`` when given
+            (e.g. ``"EPSG:4326"`` with ``(lon, lat)``).
+        size: window side, pixels (the model's reference input size).
+        gsd: ground sample distance, metres per window pixel.
+        center_crs: CRS of ``center``; None = the raster CRS.
+
+    Returns:
+        A :class:`ReferenceWindow` in the working CRS (see module docstring); off-raster and
+        nodata parts are 0 and False in ``valid``.
+
+    Raises:
+        LocationError: the centre lies outside the raster, or ``size``/``gsd`` are invalid.
+        RasterError: the pixel data cannot be read.
+    """
+    if int(size) != size or size < 1:
+        raise LocationError(f"{src.path}: window size must be a positive integer, got {size!r}")
+    if not (math.isfinite(gsd) and gsd > 0):
+        raise LocationError(f"{src.path}: gsd must be a positive number of metres, got {gsd!r}")
+    size = int(size)
+    cx, cy = (float(center[0]), float(center[1]))
+    if center_crs is not None:
+        cx, cy = georef.to_crs(cx, cy, center_crs, src.crs)
+    if not (math.isfinite(cx) and math.isfinite(cy)) or not src.contains(cx, cy):
+        raise LocationError(
+            f"{src.path}: window centre {center!r}"
+            + (f" ({center_crs})" if center_crs is not None else "")
+            + f" -> ({cx:.6f}, {cy:.6f}) in the raster CRS is outside the raster, whose bounds "
+            f"are {src.bounds} ({src.crs.name}), lon/lat "
+            f"{georef.bounds_lonlat(src.transform, src.crs, src.width, src.height)}"
+        )
+
+    wcrs = _working_crs(src, cx, cy)
+    wx, wy = georef.to_crs(cx, cy, src.crs, wcrs)
+    step = gsd / georef.linear_unit_factor(wcrs)  # working-CRS units per window pixel
+    half = size * step / 2.0
+    dst_transform = Affine(step, 0.0, wx - half, 0.0, -step, wy + half)
+
+    # Source pixels covering the destination: densified outline -> raster pixel coordinates.
+    outline = georef.boxes_to_polygons([[0, 0, size, size]], dst_transform)
+    outline = georef.reproject_geometries(outline, wcrs, src.crs, densify_pts=21)
+    coords = np.asarray(outline[0].exterior.coords)
+    cols, rows = georef.map_to_pixel(src.transform, coords[:, 0], coords[:, 1])
+    pad = 2
+    c0 = max(0, math.floor(np.min(cols)) - pad)
+    r0 = max(0, math.floor(np.min(rows)) - pad)
+    c1 = min(src.width, math.ceil(np.max(cols)) + pad)
+    r1 = min(src.height, math.ceil(np.max(rows)) + pad)
+
+    dst = np.full((3, size, size), np.nan, dtype=np.float32)
+    if c1 > c0 and r1 > r0:
+        win = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
+        # Down-sample on read (GDAL uses overviews) when source pixels are much finer than the
+        # destination's, keeping at least ~1 source sample per destination pixel.
+        factor = max(1.0, min((c1 - c0), (r1 - r0)) / (size + 2 * pad))
+        out_w = max(1, math.ceil((c1 - c0) / factor))
+        out_h = max(1, math.ceil((r1 - r0) / factor))
+        uniq = sorted(set(src.bands))
+        with _open(src.path) as ds:
+            try:
+                data = ds.read(uniq, window=win, out_shape=(len(uniq), out_h, out_w),
+                               resampling=Resampling.average if factor > 1 else Resampling.nearest)
+                mask = ds.read_masks(1, window=win, out_shape=(out_h, out_w),
+                                     resampling=Resampling.nearest)
+            except rasterio.errors.RasterioError as exc:
+                raise RasterError(f"{src.path}: cannot read window {win} ({exc})") from exc
+        arr = data.astype(np.float32)
+        bad = mask == 0
+        if src.nodata is not None:
+            bad |= np.any(data == src.nodata, axis=0)
+        bad |= ~np.all(np.isfinite(arr), axis=0)
+        arr[:, bad] = np.nan
+        read_transform = (src.transform * Affine.translation(c0, r0)
+                          * Affine.scale((c1 - c0) / out_w, (r1 - r0) / out_h))
+        srcarr = np.stack([arr[uniq.index(b)] for b in src.bands])
+        reproject(
+            source=srcarr,
+            destination=dst,
+            src_transform=read_transform,
+            src_crs=_rio_crs(src.crs),
+            src_nodata=np.nan,
+            dst_transform=dst_transform,
+            dst_crs=_rio_crs(wcrs),
+            dst_nodata=np.nan,
+            resampling=Resampling.bilinear,
+        )
+    valid = np.all(np.isfinite(dst), axis=0)
+    lo = np.asarray(src.stretch_low, dtype=np.float32)[:, None, None]
+    hi = np.asarray(src.stretch_high, dtype=np.float32)[:, None, None]
+    img = np.clip((dst - lo) / (hi - lo), 0.0, 1.0)
+    img[:, ~valid] = 0.0
+    image = np.ascontiguousarray(np.moveaxis(img, 0, -1), dtype=np.float32)
+    return ReferenceWindow(
+        image=image,
+        valid=valid,
+        transform=dst_transform,
+        crs=wcrs,
+        gsd=float(gsd),
+        center=(float(wx), float(wy)),
+        fraction_valid=float(valid.mean()),
+        raster=src.path,
+    )
+
+
+def search_centers(
+    src: RasterSource,
+    size: int,
+    gsd: float,
+    overlap: float = 0.5,
+    extent: tuple[float, float, float, float] | None = None,
+) -> list[tuple[float, float]]:
+    """Centres (raster CRS) of overlapping windows covering the raster or ``extent``.
+
+    The grid is laid out in the raster CRS's axes: windows of ``size * gsd`` metres (converted to
+    degrees at the extent's centre latitude for geographic rasters) with steps of
+    ``(1 - overlap)`` window sides, the first and last windows flush with the extent's edges
+    (one centred window along an axis shorter than a window). Rows go north to south, columns
+    west to east; centres off the raster (corners of rotated rasters) are dropped.
+
+    Args:
+        src: from :func:`open_raster`.
+        size, gsd: window side in pixels and metres per pixel, as for :func:`read_window`.
+        overlap: fraction in [0, 1) of a window shared with its neighbour.
+        extent: ``(xmin, ymin, xmax, ymax)`` in the raster CRS; default the raster's bounds.
+
+    Raises:
+        LocationError: bad ``overlap`` or an extent that misses the raster.
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise LocationError(f"{src.path}: overlap must be in [0, 1), got {overlap!r}")
+    xmin, ymin, xmax, ymax = src.bounds if extent is None else (float(v) for v in extent)
+    if not (xmax > xmin and ymax > ymin):
+        raise LocationError(f"{src.path}: extent must be (xmin, ymin, xmax, ymax), got {extent!r}")
+    side_m = size * gsd
+    if src.crs.is_geographic:
+        lon, lat = georef.to_lonlat((xmin + xmax) / 2, (ymin + ymax) / 2, src.crs)
+        geod = src.crs.get_geod()
+        assert geod is not None
+        _, _, dx = geod.inv(lon - 0.5, lat, lon + 0.5, lat)
+        _, _, dy = geod.inv(lon, lat - 0.5, lon, lat + 0.5)
+        unit_deg = math.degrees(georef.linear_unit_factor(src.crs))
+        side_x, side_y = side_m / dx / unit_deg, side_m / dy / unit_deg
+    else:
+        side_x = side_y = side_m / georef.linear_unit_factor(src.crs)
+
+    def axis(lo: float, hi: float, side: float) -> np.ndarray:
+        length = hi - lo
+        if length <= side:
+            return np.array([(lo + hi) / 2])
+        n = math.ceil((length - side) / (side * (1.0 - overlap)) - 1e-9) + 1
+        return np.linspace(lo + side / 2, hi - side / 2, n)
+
+    xs = axis(xmin, xmax, side_x)
+    ys = axis(ymin, ymax, side_y)[::-1]
+    out = [(float(x), float(y)) for y in ys for x in xs if src.contains(x, y)]
+    if not out:
+        raise LocationError(
+            f"{src.path}: search extent {extent!r} does not overlap the raster bounds {src.bounds}"
+        )
+    return out
+
+
+def raster_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Metadata of a raster for display (``geomogeo info``).
+
+    Returns a dict with: ``path``, ``crs_name``, ``crs_epsg`` (int or None), ``crs_wkt``,
+    ``width``, ``height``, ``count``, ``dtypes``, ``nodata``, ``transform`` (6 GDAL-order
+    coefficients a, b, c, d, e, f), ``gsd_m`` ((x, y) metres at the raster centre),
+    ``bounds`` ((xmin, ymin, xmax, ymax) raster CRS) and ``bounds_lonlat``
+    ((west, south, east, north) degrees, densified edges).
+
+    Raises:
+        RasterError, GeoreferenceError: as :func:`open_raster`.
+    """
+    p = Path(path)
+    with _open(p) as ds:
+        crs = georef.as_crs(ds.crs) if ds.crs else None
+        georef.require_georeferenced(crs, ds.transform, p)
+        assert crs is not None
+        t = ds.transform
+        info: dict[str, Any] = {
+            "path": str(p),
+            "crs_name": crs.name,
+            "crs_epsg": crs.to_epsg(),
+            "crs_wkt": crs.to_wkt(),
+            "width": ds.width,
+            "height": ds.height,
+            "count": ds.count,
+            "dtypes": list(ds.dtypes),
+            "nodata": ds.nodata,
+            "transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+            "gsd_m": georef.ground_sample_distance(t, crs, at=(ds.width / 2, ds.height / 2)),
+            "bounds": tuple(float(v) for v in ds.bounds),
+            "bounds_lonlat": georef.bounds_lonlat(t, crs, ds.width, ds.height),
+        }
+    return info
+
+
+def display_image(src: RasterSource, max_size: int = 1024) -> np.ndarray:
+    """The whole raster as a display image: (h, w, 3) uint8 RGB after the raster's stretch,
+    decimated (overviews) so its longer side is at most ``max_size``; nodata is 0. Rows and
+    columns are the raster's own (not north-up when the raster is rotated)."""
+    scale = max(1.0, max(src.width, src.height) / max_size)
+    h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
+    uniq = sorted(set(src.bands))
+    with _open(src.path) as ds:
+        try:
+            data = ds.read(uniq, out_shape=(len(uniq), h, w), resampling=Resampling.average)
+            mask = ds.read_masks(1, out_shape=(h, w))
+        except rasterio.errors.RasterioError as exc:
+            raise RasterError(f"{src.path}: cannot read pixel data ({exc})") from exc
+    arr = np.stack([data[uniq.index(b)] for b in src.bands]).astype(np.float32)
+    lo = np.asarray(src.stretch_low, dtype=np.float32)[:, None, None]
+    hi = np.asarray(src.stretch_high, dtype=np.float32)[:, None, None]
+    img = np.nan_to_num(np.clip((arr - lo) / (hi - lo), 0, 1))
+    img[:, mask == 0] = 0
+    return (np.moveaxis(img, 0, -1) * 255 + 0.5).astype(np.uint8)
+
