@@ -184,7 +184,7 @@ def scale_transform(transform: Affine, factor: float | tuple[float, float]) -> A
     pixels covering a window of ``size`` pixels uses ``factor = size / w``.
     """
     sx, sy = (factor, factor) if np.isscalar(factor) else factor  # type: ignore[misc]
-    return transform * Affine.scale(float(sx), float(sy))
+    return transform @ Affine.scale(float(sx), float(sy))
 
 
 def scaled_window_transform(

@@ -346,8 +346,8 @@ def read_window(
             bad |= np.any(data == src.nodata, axis=0)
         bad |= ~np.all(np.isfinite(arr), axis=0)
         arr[:, bad] = np.nan
-        read_transform = (src.transform * Affine.translation(c0, r0)
-                          * Affine.scale((c1 - c0) / out_w, (r1 - r0) / out_h))
+        read_transform = (src.transform @ Affine.translation(c0, r0)
+                          @ Affine.scale((c1 - c0) / out_w, (r1 - r0) / out_h))
         srcarr = np.stack([arr[uniq.index(b)] for b in src.bands])
         reproject(
             source=srcarr,
