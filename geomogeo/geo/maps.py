@@ -40,6 +40,7 @@ from geomogeo.geo.export import atomic_write, to_rfc7946_frame
 __all__ = [
     "LEAFLET_DIRNAME",
     "TARGET_CLASS",
+    "heatmap_rgba",
     "make_map",
     "offline_leaflet_assets",
     "remote_references",
@@ -104,6 +105,30 @@ def offline_leaflet_assets(dest_dir: str | os.PathLike[str]) -> dict[str, str]:
     except OSError as exc:
         raise OutputError(f"cannot copy Leaflet assets into {str(dest)!r}: {exc}") from exc
     return {"js": f"{LEAFLET_DIRNAME}/leaflet.js", "css": f"{LEAFLET_DIRNAME}/leaflet.css"}
+
+
+#: Colour ramp of heatmaps (value 0 -> 1): dark purple, red, orange, pale yellow.
+_RAMP = np.array(
+    [[40, 11, 84], [120, 28, 109], [187, 55, 84], [237, 105, 37], [251, 180, 26],
+     [252, 255, 164]], dtype=np.float64,
+)
+
+
+def heatmap_rgba(heatmap: np.ndarray, max_alpha: int = 200) -> np.ndarray:
+    """A (h, w) heatmap in [0, 1] -> (h, w, 4) uint8 RGBA for an overlay: colour from a
+    perceptual ramp, alpha growing with the value so the imagery shows through weak areas.
+    NaN is fully transparent."""
+    v = np.asarray(heatmap, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D, got shape {v.shape}")
+    nan = ~np.isfinite(v)
+    v = np.clip(np.where(nan, 0.0, v), 0.0, 1.0)
+    pos = v * (len(_RAMP) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(_RAMP) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = _RAMP[lo] * (1 - frac) + _RAMP[lo + 1] * frac
+    alpha = np.where(nan, 0.0, 40 + (max_alpha - 40) * v)
+    return np.dstack([rgb, alpha]).round().astype(np.uint8)
 
 
 def remote_references(html: str) -> list[str]:
