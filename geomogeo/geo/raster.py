@@ -229,7 +229,12 @@ def open_raster(
     with _open(p) as ds:
         the_crs = georef.as_crs(crs) if crs is not None else (
             georef.as_crs(ds.crs) if ds.crs else None)
-        the_transform = transform if transform is not None else ds.transform
+        if transform is not None:
+            the_transform = transform
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                the_transform = ds.transform
         georef.require_georeferenced(the_crs, the_transform, p)
         assert the_crs is not None
         b = _check_bands(bands, ds.count, p)
@@ -317,25 +322,29 @@ def read_window(
     outline = georef.reproject_geometries(outline, wcrs, src.crs, densify_pts=21)
     coords = np.asarray(outline[0].exterior.coords)
     cols, rows = georef.map_to_pixel(src.transform, coords[:, 0], coords[:, 1])
-    pad = 2
-    c0 = max(0, math.floor(np.min(cols)) - pad)
-    r0 = max(0, math.floor(np.min(rows)) - pad)
+    # Integer decimation on read (GDAL averages, from overviews when there are some) when a
+    # window pixel spans >= 2 source pixels; the warp below then resamples by <= ~2x.
+    src_gsd = min(georef.ground_sample_distance(
+        src.transform, src.crs, at=georef.map_to_pixel(src.transform, cx, cy)))
+    dec = max(1, math.floor(gsd / src_gsd + 1e-9))
+    pad = 2 * dec
+    c0 = max(0, (math.floor(np.min(cols)) - pad) // dec * dec)
+    r0 = max(0, (math.floor(np.min(rows)) - pad) // dec * dec)
     c1 = min(src.width, math.ceil(np.max(cols)) + pad)
     r1 = min(src.height, math.ceil(np.max(rows)) + pad)
+    # whole blocks of dec x dec source pixels only (drops < dec pixels at the raster's far edge)
+    c1 = c0 + (c1 - c0) // dec * dec
+    r1 = r0 + (r1 - r0) // dec * dec
 
     dst = np.full((3, size, size), np.nan, dtype=np.float32)
     if c1 > c0 and r1 > r0:
         win = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
-        # Down-sample on read (GDAL uses overviews) when source pixels are much finer than the
-        # destination's, keeping at least ~1 source sample per destination pixel.
-        factor = max(1.0, min((c1 - c0), (r1 - r0)) / (size + 2 * pad))
-        out_w = max(1, math.ceil((c1 - c0) / factor))
-        out_h = max(1, math.ceil((r1 - r0) / factor))
+        out_w, out_h = (c1 - c0) // dec, (r1 - r0) // dec
         uniq = sorted(set(src.bands))
         with _open(src.path) as ds:
             try:
                 data = ds.read(uniq, window=win, out_shape=(len(uniq), out_h, out_w),
-                               resampling=Resampling.average if factor > 1 else Resampling.nearest)
+                               resampling=Resampling.average if dec > 1 else Resampling.nearest)
                 mask = ds.read_masks(1, window=win, out_shape=(out_h, out_w),
                                      resampling=Resampling.nearest)
             except rasterio.errors.RasterioError as exc:
@@ -347,7 +356,7 @@ def read_window(
         bad |= ~np.all(np.isfinite(arr), axis=0)
         arr[:, bad] = np.nan
         read_transform = (src.transform @ Affine.translation(c0, r0)
-                          @ Affine.scale((c1 - c0) / out_w, (r1 - r0) / out_h))
+                          @ Affine.scale(dec, dec))
         srcarr = np.stack([arr[uniq.index(b)] for b in src.bands])
         reproject(
             source=srcarr,
@@ -359,6 +368,10 @@ def read_window(
             dst_crs=_rio_crs(wcrs),
             dst_nodata=np.nan,
             resampling=Resampling.bilinear,
+            # plain 2x2 bilinear (GDAL otherwise widens the kernel when down-sampling, which
+            # blurs and is no longer exact on linear ramps); anti-aliasing is the decimation's job
+            XSCALE=1,
+            YSCALE=1,
         )
     valid = np.all(np.isfinite(dst), axis=0)
     lo = np.asarray(src.stretch_low, dtype=np.float32)[:, None, None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import rasterio.errors
 from affine import Affine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,8 +46,10 @@ def write_raster(
     if nodata is not None:
         kw["nodata"] = nodata
     kw.update(profile)
-    with rasterio.open(path, "w", **kw) as ds:
-        ds.write(arr)
+    with warnings.catch_warnings():  # writing a deliberately ungeoreferenced file
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **kw) as ds:
+            ds.write(arr)
     return path
 
 
