@@ -1,0 +1,119 @@
+"""The command line in-process: ``geomogeo.cli.main(args)`` returns the exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from oracles import gdaltransform_points, ogrinfo_summary, qgis_layer_check
+
+from geomogeo.cli import EXIT_INPUT, EXIT_OUTPUT, EXIT_USAGE, main
+
+REPO = Path(__file__).resolve().parents[2]
+ROTTERDAM = REPO / "sample_tiles" / "rotterdam_pan_0p5m_c.tif"
+VEGAS = REPO / "sample_tiles" / "las_vegas_pan_0p3m_wgs84.tif"
+
+
+def gdaltransform_pixels(raster: Path, pixels: list[tuple[float, float]]) -> np.ndarray:
+    """Pixel (col, row) -> map x, y by Debian's gdaltransform from the raster's geotransform."""
+    proc = subprocess.run(["gdaltransform", str(raster)], check=True, capture_output=True,
+                          text=True, input="".join(f"{c!r} {r!r}\n" for c, r in pixels),
+                          env={"PATH": "/usr/bin:/bin"})
+    return np.array([[float(v) for v in ln.split()[:2]] for ln in proc.stdout.splitlines()])
+
+
+def test_info_reports_crs_gsd_and_bounds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(ROTTERDAM), "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["crs_epsg"] == 32631
+    assert meta["width"] == 600 and meta["height"] == 600
+    gsd = meta["gsd_m"]
+    assert gsd[0] == pytest.approx(0.5, abs=1e-3) and gsd[1] == pytest.approx(0.5, abs=1e-3)
+    # lon/lat bounds agree with Debian's gdaltransform of the raster corners
+    with rasterio.open(ROTTERDAM) as ds:
+        b = ds.bounds
+    corners = [(b.left, b.bottom), (b.right, b.bottom), (b.right, b.top), (b.left, b.top)]
+    ll = np.array(gdaltransform_points(corners, "EPSG:32631", "EPSG:4326"))
+    # the edges of a 300 m UTM square are straight in lon/lat to far below 1e-8 degrees
+    assert meta["bounds_lonlat"] == pytest.approx(
+        [ll[:, 0].min(), ll[:, 1].min(), ll[:, 0].max(), ll[:, 1].max()], abs=1e-8)
+
+
+def test_info_on_geographic_raster_gives_metres(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(VEGAS), "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    gx, gy = meta["gsd_m"]
+    assert 0.2 < gx < 0.3 and 0.28 < gy < 0.32  # 2.7e-6 deg: ~0.24 m E-W, ~0.30 m N-S at 36 N
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_georeference_boxes_to_geopackage(tmp_path: Path, fmt: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # a rotated raster, so a wrong (min/max) polygon construction would be caught
+    t = Affine.translation(593000, 5750400) @ Affine.rotation(-20) @ Affine.scale(0.5, -0.5)
+    ras = tmp_path / "r.tif"
+    with rasterio.open(ras, "w", driver="GTiff", width=100, height=80, count=1, dtype="uint8",
+                       crs="EPSG:32631", transform=t) as ds:
+        ds.write(np.ones((1, 80, 100), np.uint8))
+    boxes = [(10.0, 5.0, 30.5, 25.0), (50.0, 40.0, 90.0, 70.0)]
+    if fmt == "csv":
+        src = tmp_path / "b.csv"
+        src.write_text("x1,y1,x2,y2,label\n" + "".join(f"{a},{b},{c},{d},obj{i}\n"
+                                                      for i, (a, b, c, d) in enumerate(boxes)))
+    else:
+        src = tmp_path / "b.json"
+        src.write_text(json.dumps([dict(zip(("x1", "y1", "x2", "y2"), b, strict=True),
+                                        label=f"obj{i}") for i, b in enumerate(boxes)]))
+    out = tmp_path / "boxes.gpkg"
+    assert main(["georeference", str(src), str(ras), "-o", str(out)]) == 0
+    s = ogrinfo_summary(out, "boxes")
+    assert s.feature_count == 2 and s.epsg == 32631
+    # every corner equals Debian gdaltransform of the pixel corner (pixel edges)
+    import geopandas as gpd
+
+    gdf = gpd.read_file(out, layer="boxes")
+    for (x1, y1, x2, y2), geom in zip(boxes, gdf.geometry, strict=True):
+        corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+        expected = gdaltransform_pixels(ras, corners)
+        got = np.array(geom.exterior.coords)[:-1]
+        for p in expected:
+            assert np.min(np.hypot(*(got - p).T)) < 1e-6
+    assert list(gdf["label"]) == ["obj0", "obj1"]
+    q = qgis_layer_check(out, "boxes")
+    assert q["isValid"] and q["featureCount"] == 2
+    # appending a second run keeps the first
+    assert main(["georeference", str(src), str(ras), "-o", str(out)]) == 0
+    assert ogrinfo_summary(out, "boxes").feature_count == 4
+
+
+def test_georeference_bad_inputs_exit_codes(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "b.csv"
+    good.write_text("x1,y1,x2,y2\n1,1,5,5\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x1,y1,x2,y2\n5,1,1,5\n")
+    out = tmp_path / "o.gpkg"
+    assert main(["georeference", str(bad), str(ROTTERDAM), "-o", str(out)]) == EXIT_INPUT
+    assert "bad.csv" in capsys.readouterr().err
+    assert not out.exists()
+    # an existing output that is not a GeoPackage: refused, its bytes kept
+    notgpkg = tmp_path / "keep.gpkg"
+    notgpkg.write_bytes(b"precious data")
+    assert main(["georeference", str(good), str(ROTTERDAM), "-o", str(notgpkg)]) == EXIT_OUTPUT
+    assert notgpkg.read_bytes() == b"precious data"
+    assert "keep.gpkg" in capsys.readouterr().err
+    # a raster without CRS
+    nocrs = tmp_path / "nocrs.tif"
+    with rasterio.open(nocrs, "w", driver="GTiff", width=8, height=8, count=1,
+                       dtype="uint8") as ds:
+        ds.write(np.ones((1, 8, 8), np.uint8))
+    assert main(["georeference", str(good), str(nocrs), "-o", str(out)]) == EXIT_INPUT
+    assert "nocrs.tif" in capsys.readouterr().err
+    # usage errors
+    assert main(["georeference", str(good)]) == EXIT_USAGE
+    assert main(["no-such-command"]) == EXIT_USAGE
