@@ -1,0 +1,172 @@
+"""photo: EXIF orientation and GPS, click validation, points files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
+
+from geomogeo.errors import ClickError, PhotoError
+from geomogeo.geo import photo
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def _stored_image() -> Image.Image:
+    """6 x 4 (w x h) stored image: red pixel at stored (x=0, y=0), blue at stored (x=5, y=0)."""
+    a = np.zeros((4, 6, 3), np.uint8)
+    a[0, 0] = RED
+    a[0, 5] = BLUE
+    return Image.fromarray(a)
+
+
+# orientation tag -> where the stored (0, 0) red and (5, 0) blue pixels are displayed (x, y)
+ORIENTATIONS = {
+    1: ((6, 4), (0, 0), (5, 0)),
+    3: ((6, 4), (5, 3), (0, 3)),  # rotated 180
+    6: ((4, 6), (3, 0), (3, 5)),  # display = stored rotated 90 degrees clockwise
+    8: ((4, 6), (0, 5), (0, 0)),  # display = stored rotated 90 degrees counter-clockwise
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[274] = orientation
+    p = tmp_path / f"o{orientation}.png"
+    _stored_image().save(p, exif=exif)
+    ph = photo.load_photo(p)
+    (w, h), red, blue = ORIENTATIONS[orientation]
+    assert (ph.width, ph.height) == (w, h) and ph.image.shape == (h, w, 3)
+    assert ph.image.dtype == np.uint8
+    assert tuple(ph.image[red[1], red[0]]) == RED
+    assert tuple(ph.image[blue[1], blue[0]]) == BLUE
+    assert ph.gps is None
+
+
+def _gps_exif(lat_ref="S", lon_ref="W", alt_ref=0):
+    exif = Image.Exif()
+    exif[274] = 1
+    gps = exif.get_ifd(0x8825)
+    gps[1] = lat_ref
+    gps[2] = (IFDRational(33), IFDRational(51), IFDRational(2191, 100))
+    gps[3] = lon_ref
+    gps[4] = (IFDRational(151), IFDRational(12), IFDRational(3047, 1000))
+    gps[5] = bytes([alt_ref])
+    gps[6] = IFDRational(4215, 100)
+    gps[16] = "T"
+    gps[17] = IFDRational(27325, 100)
+    return exif
+
+
+def test_exif_gps_jpeg(tmp_path):
+    p = tmp_path / "gps.jpg"
+    Image.new("RGB", (32, 24), (10, 20, 30)).save(p, exif=_gps_exif(), quality=95)
+    ph = photo.load_photo(p)
+    g = ph.gps
+    assert g is not None
+    assert g.lat == pytest.approx(-(33 + 51 / 60 + 21.91 / 3600), abs=1e-7)
+    assert g.lon == pytest.approx(-(151 + 12 / 60 + 3.047 / 3600), abs=1e-7)
+    assert g.altitude == pytest.approx(42.15, abs=1e-9)
+    assert g.heading == pytest.approx(273.25, abs=1e-9) and g.heading_ref == "T"
+
+
+def test_exif_gps_north_east_and_below_sea_level(tmp_path):
+    p = tmp_path / "gps_ne.jpg"
+    Image.new("RGB", (8, 8)).save(p, exif=_gps_exif("N", "E", alt_ref=1))
+    g = photo.load_photo(p).gps
+    assert g is not None
+    assert g.lat == pytest.approx(33 + 51 / 60 + 21.91 / 3600, abs=1e-7)
+    assert g.lon == pytest.approx(151 + 12 / 60 + 3.047 / 3600, abs=1e-7)
+    assert g.altitude == pytest.approx(-42.15, abs=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
+def test_grayscale_rgba_palette_become_rgb(tmp_path, mode):
+    p = tmp_path / f"m_{mode}.png"
+    Image.new(mode, (5, 3)).save(p)
+    ph = photo.load_photo(p)
+    assert ph.image.shape == (3, 5, 3)
+
+
+def test_tiff_photo(tmp_path):
+    p = tmp_path / "photo.tif"
+    Image.new("RGB", (7, 5), (1, 2, 3)).save(p)
+    ph = photo.load_photo(p)
+    assert (ph.width, ph.height) == (7, 5) and tuple(ph.image[4, 6]) == (1, 2, 3)
+
+
+def test_non_images_are_photo_errors(tmp_path):
+    txt = tmp_path / "notes.jpg"
+    txt.write_text("not an image")
+    with pytest.raises(PhotoError, match=r"notes\.jpg"):
+        photo.load_photo(txt)
+    with pytest.raises(PhotoError, match=r"missing\.jpg.*not found"):
+        photo.load_photo(tmp_path / "missing.jpg")
+    cut = tmp_path / "cut.png"
+    Image.new("RGB", (64, 64)).save(cut)
+    cut.write_bytes(cut.read_bytes()[:60])
+    with pytest.raises(PhotoError, match=r"cut\.png"):
+        photo.load_photo(cut)
+
+
+def test_validate_points_accepts_edges_and_returns_float64():
+    pts = photo.validate_points([[0, 0], [640, 480], [12.5, 7.25]], 640, 480)
+    assert pts.dtype == np.float64 and pts.shape == (3, 2)
+    np.testing.assert_array_equal(pts[2], [12.5, 7.25])
+    assert photo.validate_points((3, 4), 10, 10).shape == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("points", "match"),
+    [
+        ([], "at least one"),
+        ([[1, 2, 3]], "shape"),
+        ([[np.nan, 2]], "click 0 .* not finite"),
+        ([[1, 2], [641, 3]], r"click 1 \(641, 3\) is outside.*\[0, 640\] x \[0, 480\]"),
+        ([[1, -0.5]], r"click 0 \(1, -0.5\) is outside"),
+        ([[1, 2], [3, 4], [1, 2]], r"click 0 \(1, 2\) is given twice"),
+        ("abc", "numbers"),
+    ],
+)
+def test_validate_points_errors_name_point_and_photo(points, match):
+    with pytest.raises(ClickError, match=match) as info:
+        photo.validate_points(points, 640, 480, path="field.jpg")
+    assert "field.jpg" in str(info.value)
+
+
+def test_parse_point():
+    assert photo.parse_point("12.5, 7") == (12.5, 7.0)
+    for bad in ["12", "1,2,3", "a,b", "inf,1"]:
+        with pytest.raises(ClickError, match=r"x,y|finite"):
+            photo.parse_point(bad)
+
+
+def test_read_points_file_csv_and_json(tmp_path):
+    csv_h = tmp_path / "pts.csv"
+    csv_h.write_text("x,y\n10,20\n30.5, 40.25\n")
+    np.testing.assert_array_equal(photo.read_points_file(csv_h), [[10, 20], [30.5, 40.25]])
+    csv_n = tmp_path / "pts_noheader.csv"
+    csv_n.write_text("1,2\n\n3,4\n")
+    np.testing.assert_array_equal(photo.read_points_file(csv_n), [[1, 2], [3, 4]])
+    j1 = tmp_path / "a.json"
+    j1.write_text(json.dumps([[1, 2], [3.5, 4]]))
+    np.testing.assert_array_equal(photo.read_points_file(j1), [[1, 2], [3.5, 4]])
+    j2 = tmp_path / "b.json"
+    j2.write_text(json.dumps([{"x": 5, "y": 6}]))
+    np.testing.assert_array_equal(photo.read_points_file(j2), [[5, 6]])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\nfoo,3\n")
+    with pytest.raises(ClickError, match=r"bad\.csv:3"):
+        photo.read_points_file(bad)
+    badj = tmp_path / "bad.json"
+    badj.write_text('[{"x": 1}]')
+    with pytest.raises(ClickError, match=r"bad\.json"):
+        photo.read_points_file(badj)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("x,y\n")
+    with pytest.raises(ClickError, match="no click points"):
+        photo.read_points_file(empty)
