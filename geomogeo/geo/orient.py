@@ -1,0 +1,54 @@
+"""Rotate a photo and its clicks so that north is up, from the camera heading.
+
+The reference image is north-up; a drone photo's "up" is wherever the camera looked. When the
+heading is known (EXIF ``GPSImgDirection``, a drone's gimbal yaw, or the data engine's compass
+reading), the query is rotated so that the camera's forward direction points to the top,
+leaving only the residual compass error for the network to absorb. Training and inference
+use this same function.
+
+Conventions: heading in degrees clockwise from north (0 = camera looks north, 90 = east).
+Images are (H, W, 3) uint8 arrays; points are continuous pixel coordinates (x right, y down,
+origin at the top-left corner of the top-left pixel). The output canvas is expanded so no
+pixel (and no click) is cut off; new corners are filled with 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["rotate_north_up"]
+
+
+def rotate_north_up(
+    image: np.ndarray, points: np.ndarray, heading: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate ``image`` clockwise by ``heading`` degrees about its centre (expanding the
+    canvas) and move ``points`` (m, 2) with it.
+
+    A camera looking east (heading 90) has north on the left of its photo; a clockwise
+    quarter turn brings it to the top.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    h, w = image.shape[:2]
+    theta = math.radians(heading)
+    c, s = math.cos(theta), math.sin(theta)
+    # Output canvas: the bounding box of the rotated corners, rounded up to whole pixels.
+    nw = math.ceil(abs(w * c) + abs(h * s) - 1e-9)
+    nh = math.ceil(abs(w * s) + abs(h * c) - 1e-9)
+    # Forward map (y down, so this matrix turns clockwise on screen): p' = R (p - ctr) + ctr'.
+    R = np.array([[c, -s], [s, c]])
+    ctr, nctr = np.array([w / 2, h / 2]), np.array([nw / 2, nh / 2])
+    out_pts = (pts - ctr) @ R.T + nctr
+    # PIL wants the inverse map, output pixel -> input pixel, as (a, b, c, d, e, f) with
+    # x_in = a x + b y + c; sampling happens at pixel centres, which this continuous affine
+    # handles exactly.
+    Ri = R.T
+    off = ctr - Ri @ nctr
+    coeffs = (Ri[0, 0], Ri[0, 1], off[0], Ri[1, 0], Ri[1, 1], off[1])
+    out = Image.fromarray(image).transform(
+        (nw, nh), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR
+    )
+    return np.asarray(out), out_pts
