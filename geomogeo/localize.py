@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from geomogeo.errors import CheckpointError, LocationError
-from geomogeo.geo import export, georef, maps, photo, raster
+from geomogeo.geo import export, georef, maps, orient, photo, raster
 from geomogeo.predictor import Prediction, Predictor
 
 if TYPE_CHECKING:
@@ -286,6 +286,7 @@ class Localizer:
         center_crs: Any = "EPSG:4326",
         bands: Sequence[int] | None = None,
         extent: tuple[float, float, float, float] | None = None,
+        heading: float | None = None,
         overlap: float = 0.5,
         heatmaps: bool = True,
         quiet: bool = False,
@@ -304,6 +305,9 @@ class Localizer:
             bands: 1-based raster bands mapped to the model's RGB input (default: first three;
                 a single band is replicated).
             extent: (xmin, ymin, xmax, ymax) in the raster CRS limiting the search.
+            heading: the camera's heading, degrees clockwise from north; the photo and its
+                clicks are rotated north-up before the model sees them (as in training).
+                None: the EXIF ``GPSImgDirection`` when present, else no rotation.
             overlap: fraction of overlap between search windows.
             heatmaps: keep each target's attention map.
             quiet: no progress bar.
@@ -326,9 +330,14 @@ class Localizer:
             )
             log.info("no location given and no EXIF GPS: searching %d windows", len(centres))
 
+        if heading is None and ph.gps is not None:
+            heading = ph.gps.heading
+        image, model_pts = ph.image, pts
+        if heading is not None:
+            image, model_pts = orient.rotate_north_up(ph.image, pts, heading)
         qh, qw = spec.query_size
-        query = _resize(ph.image, qw, qh)
-        qpts = pts * np.array([qw / ph.width, qh / ph.height])
+        query = _resize(image, qw, qh)
+        qpts = model_pts * np.array([qw / image.shape[1], qh / image.shape[0]])
 
         best: list[tuple[float, int, int]] = [(-1.0, -1, -1)] * len(pts)  # (score, window, run)
         kept_windows: list[raster.ReferenceWindow] = []
