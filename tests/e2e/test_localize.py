@@ -271,3 +271,12 @@ def test_bad_inputs_raise_clear_errors(case: str, error: type, utm_raster: Path,
         Localizer(FakePredictor()).localize(ph, ras, pts, center=centre, center_crs="EPSG:32631")
     if named:
         assert named in str(exc.value)
+
+
+def test_heading_rotates_clicks_north_up_before_the_model(utm_raster: Path, photo: Path) -> None:
+    # camera looks east: the left-edge midpoint of the 160 x 120 photo is north, i.e. the
+    # top-edge midpoint of the rotated 120 x 160 canvas, then scaled to the 32 x 32 query.
+    fake = FakePredictor()
+    Localizer(fake).localize(photo, utm_raster, [(0.0, 60.0), (160.0, 60.0)],
+                             center=(X0 + 200, Y0 - 200), center_crs="EPSG:32631", heading=90)
+    np.testing.assert_allclose(fake.calls[0][2], [[16.0, 0.0], [16.0, 32.0]], atol=1e-9)
