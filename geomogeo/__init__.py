@@ -34,15 +34,15 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "CheckpointError",
-    "LocalizationResult",
-    "Localizer",
-    "Target",
     "ClickError",
     "GeomogeoError",
     "GeoreferenceError",
+    "LocalizationResult",
+    "Localizer",
     "LocationError",
     "OutputError",
     "PhotoError",
     "RasterError",
+    "Target",
     "__version__",
 ]

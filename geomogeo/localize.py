@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from geomogeo.errors import CheckpointError, LocationError
@@ -332,12 +331,7 @@ class Localizer:
 
         if heading is None and ph.gps is not None:
             heading = ph.gps.heading
-        image, model_pts = ph.image, pts
-        if heading is not None:
-            image, model_pts = orient.rotate_north_up(ph.image, pts, heading)
-        qh, qw = spec.query_size
-        query = _resize(image, qw, qh)
-        qpts = model_pts * np.array([qw / image.shape[1], qh / image.shape[0]])
+        query, qpts = orient.prepare_query(ph.image, pts, heading, spec.query_size)
 
         best: list[tuple[float, int, int]] = [(-1.0, -1, -1)] * len(pts)  # (score, window, run)
         kept_windows: list[raster.ReferenceWindow] = []
@@ -399,13 +393,6 @@ class Localizer:
             model_sha256=self.predictor.sha256,
             time=datetime.now(timezone.utc),
         )
-
-
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (height, width, 3) in [0, 1], bilinear (stretching the
-    aspect ratio like the training data does)."""
-    im = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.float32) / 255.0
 
 
 def _invalid_fraction(valid: np.ndarray, box: tuple[float, float, float, float]) -> float:

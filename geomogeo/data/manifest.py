@@ -3,10 +3,10 @@
 Each line is one query photo and its reference image::
 
     {"id": "vegas-000017",
-     "query": "queries/vegas-000017.jpg",          # relative to the manifest's folder
-     "reference": "references/vegas-000017.png",   # RGB, already at the model's GSD and size
-     "clicks": [[x, y], ...],                      # query pixels, continuous, origin top-left corner
-     "boxes": [[x1, y1, x2, y2], ...],             # reference pixels, edges; k-th box <-> k-th click
+     "query": "queries/vegas-000017.jpg",         # relative to the manifest's folder
+     "reference": "references/vegas-000017.png",  # RGB, at the model's GSD and size
+     "clicks": [[x, y], ...],                     # query pixels, origin top-left corner
+     "boxes": [[x1, y1, x2, y2], ...],            # reference pixels (edges), k-th <-> k-th click
      "georef": {"crs": "EPSG:32631", "transform": [a, b, c, d, e, f]},   # optional
      "split": "train",                              # optional: train / val / test
      "meta": {...}}                                 # optional, free-form (camera pose, tile...)
@@ -85,8 +85,10 @@ def _parse(obj: Any, root: Path, where: str) -> Record:
         if not isinstance(c, list) or len(c) != 2 or not _finite(c):
             raise ManifestError(f"{where}: bad click {c!r}, expected [x, y]")
     for b in boxes:
-        if not isinstance(b, list) or len(b) != 4 or not _finite(b) or b[2] <= b[0] or b[3] <= b[1]:
-            raise ManifestError(f"{where}: bad box {b!r}, expected [x1, y1, x2, y2] with x2>x1, y2>y1")
+        if not (isinstance(b, list) and len(b) == 4 and _finite(b)) or b[2] <= b[0] or b[3] <= b[1]:
+            raise ManifestError(
+                f"{where}: bad box {b!r}, expected [x1, y1, x2, y2] with x2 > x1, y2 > y1"
+            )
     georef = None
     if obj.get("georef") is not None:
         g = obj["georef"]

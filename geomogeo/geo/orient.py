@@ -19,7 +19,7 @@ import math
 import numpy as np
 from PIL import Image
 
-__all__ = ["rotate_north_up"]
+__all__ = ["prepare_query", "rotate_north_up"]
 
 
 def rotate_north_up(
@@ -52,3 +52,22 @@ def rotate_north_up(
         (nw, nh), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR
     )
     return np.asarray(out), out_pts
+
+
+def prepare_query(
+    image: np.ndarray, points: np.ndarray, heading: float | None, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's query input: rotate north-up when ``heading`` is known, then resize to
+    ``size`` = (height, width) with bilinear filtering, stretching the aspect ratio.
+
+    Returns the image as float32 (height, width, 3) in [0, 1] and the points (m, 2) in
+    query-input pixels (same corner-origin convention). Training data and inference both go
+    through this function, so the network always sees queries prepared the same way.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if heading is not None:
+        image, pts = rotate_north_up(image, pts, heading)
+    qh, qw = size
+    h, w = image.shape[:2]
+    im = Image.fromarray(image).resize((qw, qh), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255.0, pts * np.array([qw / w, qh / h])
