@@ -13,7 +13,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "torch==2.13.0"
 fi
-if ! .venv/bin/python -c "import geomogeo, pytest, nbclient" 2>/dev/null; then
+if ! .venv/bin/python -c "import geomogeo, scipy, pytest, nbclient" 2>/dev/null; then
   .venv/bin/pip install -q -e ".[test]"
 fi
 if [ "${1:-}" = "--test-tools" ]; then
