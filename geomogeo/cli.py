@@ -56,7 +56,8 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
 def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
     """Find the clicked objects of a field photo on a georeferenced orthophoto."""
     levels = (logging.WARNING, logging.INFO, logging.DEBUG)
-    level = logging.ERROR if quiet else levels[min(verbose, 2)]
+    # -q alone: errors only; -q -v: no progress bars but INFO logs (for log files).
+    level = logging.ERROR if quiet and not verbose else levels[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     ctx.obj = {"quiet": quiet}
 

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from geomogeo.data.dataset import PackItem
 from geomogeo.data.manifest import Georef, Record, write_manifest
 from geomogeo.data.synth.camera import Camera, CameraRanges, sample_camera
 from geomogeo.data.synth.render import PhotoEffects, degrade, render_photo, render_reference
@@ -157,6 +158,14 @@ class Sample:
         """The decoded photo, (H, W, 3) uint8."""
         return np.asarray(Image.open(io.BytesIO(self.jpeg)).convert("RGB"))
 
+    def pack_item(self) -> PackItem:
+        """This sample as training/evaluation input (see :mod:`geomogeo.data.dataset`)."""
+        return PackItem(
+            id=self.id, reference=self.reference, photo=self.photo(), clicks=self.clicks,
+            boxes=self.boxes, heading=self.heading,
+            metres_per_pixel=self.transform[0] if self.crs else None,
+        )
+
     @property
     def num_targets(self) -> int:
         return len(self.boxes)
@@ -275,40 +284,41 @@ def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool) ->
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(worlds: Sequence[World], cfg: SynthConfig, seed: int, prefix: str) -> None:
-    _WORKER.update(worlds=worlds, cfg=cfg, seed=seed, prefix=prefix)
+def _init_worker(worlds: Sequence[World], cfg: SynthConfig, seed: int, prefix: str,
+                 post: Callable[[Sample], Any] | None) -> None:
+    _WORKER.update(worlds=worlds, cfg=cfg, seed=seed, prefix=prefix, post=post)
 
 
-def _one(i: int) -> Sample:
+def _one(i: int) -> Any:
     w = _WORKER["worlds"]
     rng = np.random.default_rng([_WORKER["seed"], i])
-    return render_sample(w[i % len(w)], rng, _WORKER["cfg"], f"{_WORKER['prefix']}{i:06d}")
+    s = render_sample(w[i % len(w)], rng, _WORKER["cfg"], f"{_WORKER['prefix']}{i:06d}")
+    return s if _WORKER["post"] is None else _WORKER["post"](s)
 
 
 def generate(
     worlds: Sequence[World], n: int, *, seed: int, cfg: SynthConfig, prefix: str = "",
-    workers: int = 1, quiet: bool = False, consume: Callable[[Sample], None] | None = None,
-) -> list[Sample]:
+    workers: int = 1, quiet: bool = False, post: Callable[[Sample], Any] | None = None,
+) -> list[Any]:
     """Render ``n`` samples, sample i from ``worlds[i % len(worlds)]`` with the random stream
     ``(seed, i)``; ``workers`` > 1 renders in forked processes (same bytes as in series).
 
-    With ``consume``, each sample is handed over as it arrives and not kept (the returned list
-    is then empty), which bounds memory for large sets.
+    ``post`` is applied to each sample inside the worker (e.g. ``Sample.pack_item``, so that
+    decoding and query preparation run in parallel too); the list holds its results.
     """
-    _init_worker(worlds, cfg, seed, prefix)
-    out: list[Sample] = []
+    _init_worker(worlds, cfg, seed, prefix, post)
+    out: list[Any] = []
     bar = tqdm(total=n, desc="rendering", unit="photo", disable=quiet)
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
             it = ex.map(_one, range(n), chunksize=max(1, min(64, n // (4 * workers) or 1)))
             for s in it:
-                (consume or out.append)(s)
+                out.append(s)
                 bar.update()
     else:
         for i in range(n):
-            s = _one(i)
-            (consume or out.append)(s)
+            out.append(_one(i))
             bar.update()
     bar.close()
     return out

@@ -1,0 +1,217 @@
+"""Typed, validated training configuration.
+
+A training run is described by one JSON file (``geomogeo train CONFIG``)::
+
+    {"model": {"preset": "light", "click_encoding": "impulse", ...},
+     "data": {"manifest": "data/manifest.jsonl"},
+     "optim": {"lr": 1e-4, "batch_size": 8, "epochs": 24, "lr_steps": [10, 20]},
+     "out_dir": "runs/light", "seed": 0}
+
+Every field has a default; the defaults reproduce the paper's recipe (Adam, lr 1e-4, batch 8,
+24 epochs, step decay x0.1 at epochs 10 and 20, L = L_cn + L_reg + L_s). The whole
+configuration is saved as JSON inside each checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from geomogeo.data.augment import AugmentConfig
+from geomogeo.nn.config import ModelConfig
+
+__all__ = ["DataConfig", "ModelSpec", "OptimConfig", "TrainConfig", "load_train_config"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The network: a preset (``"light"`` or ``"paper"``) plus any :class:`ModelConfig`
+    field as an override. ``anchors="kmeans"`` recomputes the nine anchors from the training
+    boxes (k-means with 1 - IoU); ``"preset"`` keeps the preset's."""
+
+    preset: Literal["light", "paper"] = "light"
+    anchors: Literal["kmeans", "preset"] = "kmeans"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> ModelConfig:
+        """The :class:`ModelConfig` (anchors from the preset; see ``anchors``)."""
+        if self.preset == "light":
+            return ModelConfig.light(**self.overrides)
+        return ModelConfig(**self.overrides)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the photos come from.
+
+    Attributes:
+        manifest: a multi-object JSON Lines manifest (relative paths are relative to the
+            config file).
+        train_split, val_split: split names in the manifest (``val_split`` None: no
+            validation, the last epoch is kept as best).
+        packed_train, packed_val: ``.npz`` files written by ``PackedData.save`` to use
+            instead of the manifest (faster start for large sets).
+    """
+
+    manifest: str | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"
+    packed_train: str | None = None
+    packed_val: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation (defaults: the paper's recipe).
+
+    Attributes:
+        lr: Adam learning rate.
+        batch_size: photos per step (each with all its targets).
+        epochs: passes over the training photos.
+        lr_steps: epochs after which the learning rate is multiplied by ``gamma``.
+        gamma: step-decay factor.
+        warmup_steps: linear warm-up from 0 (0 = none).
+        weight_decay: Adam weight decay.
+        similarity_weight: weight of L_s in the total loss (0 = the "without L_s" ablation).
+        similarity_tau: temperature of L_s.
+        grad_clip: clip the gradient norm (0 = off).
+    """
+
+    lr: float = 1e-4
+    batch_size: int = 8
+    epochs: int = 24
+    lr_steps: tuple[int, ...] = (10, 20)
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    similarity_weight: float = 1.0
+    similarity_tau: float = 0.1
+    grad_clip: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run.
+
+    Attributes:
+        model, data, optim, augment: see their classes.
+        out_dir: run folder (``best.pt``, ``last.pt``, ``metrics.csv``, ``config.json``).
+        seed: seeds Python, numpy and torch; data order and augmentations follow it.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"`` or ``"fp32"``.
+        channels_last: use the channels-last memory format (``"auto"``: on CUDA).
+        max_minutes: stop after this wall time (None = no limit); the run still saves.
+        max_steps: stop after this many optimiser steps (None = no limit).
+        eval_every: validate every this many epochs.
+        eval_batch_size: photos per validation forward pass.
+        compile: wrap the model in ``torch.compile`` (CUDA only).
+    """
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    out_dir: str = "runs/mogeo"
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    max_minutes: float | None = None
+    max_steps: int | None = None
+    eval_every: int = 1
+    eval_batch_size: int = 32
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        o = self.optim
+        checks = [
+            (o.lr > 0, f"optim.lr={o.lr} must be > 0"),
+            (o.batch_size >= 1, f"optim.batch_size={o.batch_size} must be >= 1"),
+            (o.epochs >= 1, f"optim.epochs={o.epochs} must be >= 1"),
+            (0 < o.gamma <= 1, f"optim.gamma={o.gamma} must be in (0, 1]"),
+            (o.similarity_weight >= 0, "optim.similarity_weight must be >= 0"),
+            (list(o.lr_steps) == sorted(o.lr_steps), "optim.lr_steps must be increasing"),
+            (self.precision in ("auto", "bf16", "fp32"), f"precision={self.precision!r}"),
+            (self.channels_last in ("auto", "on", "off"), "channels_last: auto, on or off"),
+            (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
+            (self.model.preset in ("light", "paper"), f"model.preset={self.model.preset!r}"),
+            (self.model.anchors in ("kmeans", "preset"), "model.anchors: kmeans or preset"),
+            (self.data.manifest is not None or self.data.packed_train is not None,
+             "data.manifest (or data.packed_train) is required"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"invalid TrainConfig: {msg}")
+        self.model.build()  # validates the model overrides
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base_dir: str | os.PathLike[str] | None = None
+                  ) -> TrainConfig:
+        """Build from a plain dict, rejecting unknown keys; relative data paths are resolved
+        against ``base_dir`` when given."""
+        def sub(klass: type, value: Any, where: str) -> Any:
+            if value is None:
+                return klass()
+            if not isinstance(value, dict):
+                raise ValueError(f"invalid TrainConfig: {where} must be an object")
+            known = {f.name for f in dataclasses.fields(klass)}
+            unknown = set(value) - known
+            if klass is ModelSpec:
+                # Model fields may be given flat: everything but preset/anchors is an override.
+                flat = {k: v for k, v in value.items() if k not in ("preset", "anchors",
+                                                                    "overrides")}
+                kw = {k: value[k] for k in ("preset", "anchors") if k in value}
+                kw["overrides"] = {**value.get("overrides", {}), **flat}
+                return ModelSpec(**kw)
+            if unknown:
+                raise ValueError(f"invalid TrainConfig: unknown keys in {where}: {sorted(unknown)}")
+            kw = dict(value)
+            if klass is OptimConfig and "lr_steps" in kw:
+                kw["lr_steps"] = tuple(kw["lr_steps"])
+            return klass(**kw)
+
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"invalid TrainConfig: unknown keys {sorted(unknown)}")
+        kw = dict(d)
+        kw["model"] = sub(ModelSpec, d.get("model"), "model")
+        data = sub(DataConfig, d.get("data"), "data")
+        if base_dir is not None:
+            def res(p: str | None) -> str | None:
+                return None if p is None else str((Path(base_dir) / p).resolve())
+            data = dataclasses.replace(data, manifest=res(data.manifest),
+                                       packed_train=res(data.packed_train),
+                                       packed_val=res(data.packed_val))
+        kw["data"] = data
+        kw["optim"] = sub(OptimConfig, d.get("optim"), "optim")
+        kw["augment"] = sub(AugmentConfig, d.get("augment"), "augment")
+        return cls(**kw)
+
+
+def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a JSON training configuration; errors name the file."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"training config not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: the training config must be a JSON object")
+    try:
+        return TrainConfig.from_dict(d, base_dir=path.parent)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e

@@ -1,0 +1,63 @@
+"""Evaluation of a checkpoint on a manifest split (``geomogeo evaluate``).
+
+Writes ``metrics.json`` (everything, machine-readable) and ``metrics.md`` (the table) when an
+output folder is given. Metric definitions: :mod:`geomogeo.engine.metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from geomogeo.data.dataset import pack_manifest
+from geomogeo.engine.checkpoint import load_checkpoint
+from geomogeo.engine.metrics import metrics_markdown
+from geomogeo.engine.train import evaluate_model, resolve_device
+from geomogeo.geo.export import atomic_write
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    manifest: str | os.PathLike[str],
+    *,
+    split: str | None = "test",
+    out_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on the photos of ``split`` (None = all) of ``manifest``.
+
+    Returns ``{"checkpoint", "sha256", "model", "manifest", "split", "photos", "targets",
+    "metrics"}`` where ``metrics`` is :func:`~geomogeo.engine.metrics.evaluate_boxes`'s dict.
+    """
+    ck = load_checkpoint(checkpoint)
+    cfg = ck.model_config
+    data = pack_manifest(manifest, split, tuple(cfg.query_size), cfg.reference_size,
+                         quiet=quiet)
+    dev = resolve_device(device)
+    metrics = evaluate_model(ck.model.to(dev), data, batch_size=batch_size, device=dev,
+                             bf16=dev.type == "cuda")
+    result = {
+        "checkpoint": str(Path(checkpoint)),
+        "sha256": ck.sha256,
+        "model": cfg.name,
+        "manifest": str(Path(manifest)),
+        "split": split,
+        "photos": len(data),
+        "targets": int(data.counts.sum()),
+        "metrics": metrics,
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        title = f"{cfg.name} on {Path(manifest).name} ({split or 'all'})"
+        with atomic_write(out / "metrics.json") as p:
+            Path(p).write_text(json.dumps(result, indent=2), encoding="utf-8")
+        with atomic_write(out / "metrics.md") as p:
+            Path(p).write_text(metrics_markdown(metrics, title=title), encoding="utf-8")
+    return result

@@ -1,0 +1,155 @@
+"""Train the shipped model and its ablations on data rendered from the sample tiles.
+
+Stages (each reproducible from the seed):
+
+1. scenes: the default tiles (``geomogeo.data.synth.engine.DEFAULT_TILES``) as metric scenes
+   at 0.5 m, cached as ``.npz`` in ``--scenes`` (made with rasterio when missing, so the
+   training machine itself needs only numpy, scipy, Pillow and torch);
+2. data: ``--n-train`` photos from the training tiles (with their rotated/mirrored copies)
+   and ``--n-val`` from the validation tiles, rendered in ``--workers`` processes, prepared as
+   at inference and packed into ``.npz`` files in ``--work``;
+3. training: one ``geomogeo train`` run per variant (full MOGeo, without MOPE, without CVMF,
+   without L_s, DetGeo-style baseline) with the same data, seed, steps and schedule,
+   side by side on one GPU with ``--parallel`` or one after another.
+
+The held-out test tiles are not used here: evaluate the checkpoints with ``geomogeo
+evaluate`` on a manifest from ``geomogeo synth`` (split ``test``).
+
+Example (the shipped model)::
+
+    python scripts/train_default.py --out runs/default --n-train 16000 --epochs 12 --parallel
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from geomogeo.data.dataset import pack_items  # noqa: E402
+from geomogeo.data.synth.engine import (  # noqa: E402
+    DEFAULT_TILES,
+    Sample,
+    SynthConfig,
+    build_worlds,
+    generate,
+    load_default_scenes,
+)
+from geomogeo.data.synth.scene import save_scene  # noqa: E402
+from geomogeo.nn.config import ModelConfig  # noqa: E402
+
+log = logging.getLogger("train_default")
+
+#: The compared variants: model overrides and loss weight. Everything else is shared.
+VARIANTS: dict[str, dict[str, object]] = {
+    "full": {},
+    "no_mope": {"model": {"click_encoding": "gaussian"}},
+    "no_cvmf": {"model": {"fusion": "multiply"}},
+    "no_ls": {"optim": {"similarity_weight": 0.0}},
+    "detgeo": {"model": {"variant": "detgeo", "click_encoding": "square"}},
+}
+
+
+def prepare_scenes(folder: Path) -> None:
+    """Cache the default tiles as scenes (needs rasterio, only when the cache is missing)."""
+    stems = [Path(n).stem for tiles in DEFAULT_TILES.values() for n, _ in tiles]
+    if all((folder / f"{s}.npz").is_file() for s in stems):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for split_scenes in load_default_scenes(ROOT / "sample_tiles", SynthConfig()).values():
+        for sc in split_scenes:
+            save_scene(sc, folder / f"{sc.name}.npz")
+
+
+def make_data(args: argparse.Namespace, cfg: SynthConfig, light: ModelConfig) -> dict[str, Path]:
+    scenes = load_default_scenes(args.scenes, cfg)
+    out = {}
+    for k, (split, n) in enumerate((("train", args.n_train), ("val", args.n_val))):
+        path = args.work / f"packed_{split}.npz"
+        out[split] = path
+        if path.is_file():
+            continue
+        worlds = build_worlds(scenes[split], cfg, augment=split == "train")
+        t = time.perf_counter()
+        items = generate(worlds, n, seed=args.seed * 1000 + k, cfg=cfg, prefix=f"{split}-",
+                         workers=args.workers, quiet=args.quiet, post=Sample.pack_item)
+        packed = pack_items(items, tuple(light.query_size), light.reference_size)
+        packed.save(path)
+        log.info("%s: %d photos, %d targets in %.0f s", split, len(packed),
+                 int(packed.counts.sum()), time.perf_counter() - t)
+    return out
+
+
+def variant_config(name: str, args: argparse.Namespace, data: dict[str, Path]) -> dict:
+    over = VARIANTS[name]
+    return {
+        "model": {"preset": "light", "name": f"mogeo-light-{name}" if name != "full"
+                  else "mogeo-light", **over.get("model", {})},
+        "data": {"packed_train": str(data["train"]), "packed_val": str(data["val"])},
+        "optim": {"lr": args.lr, "batch_size": args.batch, "epochs": args.epochs,
+                  "lr_steps": [round(args.epochs * 0.7), round(args.epochs * 0.9)],
+                  "gamma": 0.1, "warmup_steps": 200, **over.get("optim", {})},
+        "out_dir": str(args.out / name),
+        "seed": args.seed,
+        "device": args.device,
+        "max_minutes": args.max_minutes,
+        "eval_batch_size": 64,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--scenes", type=Path, default=ROOT / ".cache" / "scenes")
+    p.add_argument("--work", type=Path, default=ROOT / ".cache" / "packed")
+    p.add_argument("--n-train", type=int, default=16000)
+    p.add_argument("--n-val", type=int, default=400)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--parallel", action="store_true", help="run the variants side by side")
+    p.add_argument("--data-only", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    prepare_scenes(args.scenes)
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = make_data(args, SynthConfig(), ModelConfig.light())
+    if args.data_only:
+        return
+    procs = []
+    for name in args.variants.split(","):
+        run = args.out / name
+        run.mkdir(parents=True, exist_ok=True)
+        cfg_path = run / "train.json"
+        cfg_path.write_text(json.dumps(variant_config(name, args, data), indent=2))
+        cmd = [sys.executable, "-m", "geomogeo.cli", "-q", "-v", "train", str(cfg_path)]
+        log.info("%s: %s", name, " ".join(cmd))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        log_file = (run / "train.log").open("w")
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        if args.parallel:
+            procs.append((name, proc))
+        else:
+            proc.wait()
+            procs.append((name, proc))
+    for name, proc in procs:
+        rc = proc.wait()
+        log.info("%s finished with exit code %d", name, rc)
+
+
+if __name__ == "__main__":
+    main()
