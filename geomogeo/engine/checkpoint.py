@@ -58,13 +58,15 @@ def save_checkpoint(
     """Write ``model`` atomically (temporary file + rename) and return the file's sha256.
 
     ``dtype`` applies to floating-point tensors (``torch.float16`` halves the file; BatchNorm
-    statistics survive fp16 well at these magnitudes). ``extra`` entries (optimizer state,
-    progress) must be tensors, numbers, strings or containers of them.
+    statistics survive fp16 well at these magnitudes) except the ``anchors`` buffer, which stays
+    fp32 so that the loaded network decodes with the anchors of its ``model_config``. ``extra``
+    entries (optimizer state, progress) must be tensors, numbers, strings or containers of them.
     """
     from geomogeo import __version__
 
     state = {
-        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
+        k: (v.detach().to("cpu", dtype if k != "anchors" else torch.float32)
+            if v.is_floating_point() else v.detach().cpu())
         for k, v in model.state_dict().items()
     }
     obj: dict[str, Any] = {

@@ -39,9 +39,9 @@ class ModelSpec:
 
     def build(self) -> ModelConfig:
         """The :class:`ModelConfig` (anchors from the preset; see ``anchors``)."""
-        if self.preset == "light":
-            return ModelConfig.light(**self.overrides)
-        return ModelConfig(**self.overrides)
+        base = ModelConfig.light() if self.preset == "light" else ModelConfig()
+        # Through from_dict: JSON lists (query_size, anchors, mean...) become tuples.
+        return ModelConfig.from_dict({**base.to_dict(), **self.overrides})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,306 @@
+"""The training loop end to end on tiny models: run folder contents, k-means anchors, best
+checkpoint selection, determinism, exact resume, the loss at initialisation, evaluation."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geomogeo.data.anchors import kmeans_anchors
+from geomogeo.data.dataset import PackedData, PackItem, pack_items, pack_manifest
+from geomogeo.data.manifest import Georef, Record, write_manifest
+from geomogeo.engine import train as train_mod
+from geomogeo.engine.checkpoint import load_checkpoint
+from geomogeo.engine.config import DataConfig, ModelSpec, OptimConfig, TrainConfig
+from geomogeo.engine.metrics import PhotoEval, evaluate_boxes, metrics_markdown
+from geomogeo.engine.train import CSV_FIELDS, predict_boxes, train, train_from_file
+
+#: The tiny network: 64 px reference (a 4 x 4 grid), 64 px query, width 1/8, 32-d embeddings.
+TINY = {"reference_size": 64, "query_size": [64, 64], "width": 0.125, "embed_dim": 32}
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Any:
+    """One thread for every run, module fixtures included: float sums in another order (more
+    threads) would give other bits, and the runs here are compared bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _items(n: int, seed: int) -> list[PackItem]:
+    """Flat-coloured rectangles on dark noise; the photo is the reference (an aligned view),
+    each target clicked at its centre."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = rng.integers(0, 50, (64, 64, 3)).astype(np.uint8)
+        boxes = []
+        for _ in range(int(rng.integers(1, 4))):
+            w, h = (int(v) for v in rng.integers(8, 24, 2))
+            x, y = (int(v) for v in rng.integers(0, 64 - 24, 2))
+            img[y:y + h, x:x + w] = rng.integers(60, 256, 3)
+            boxes.append([x, y, x + w, y + h])
+        b = np.array(boxes, np.float64)
+        out.append(PackItem(f"s{seed}-{i}", img, img.copy(), (b[:, :2] + b[:, 2:]) / 2, b,
+                            None, 0.5))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[PackedData, PackedData]:
+    return pack_items(_items(8, 0), (64, 64), 64), pack_items(_items(4, 1), (64, 64), 64)
+
+
+def _config(out_dir: Path, **kw: Any) -> TrainConfig:
+    optim = OptimConfig(lr=1e-3, batch_size=4, epochs=kw.pop("epochs", EPOCHS),
+                        lr_steps=(1, 2), gamma=0.5)
+    base: dict[str, Any] = dict(
+        model=ModelSpec(preset="light", anchors="kmeans", overrides=dict(TINY)),
+        data=DataConfig(packed_train="unused.npz"), optim=optim, out_dir=str(out_dir),
+        device="cpu", seed=3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, data: tuple[PackedData, PackedData]
+        ) -> tuple[Path, Any]:
+    """A 3-epoch run from a JSON file whose packed data paths are relative to it."""
+    root = tmp_path_factory.mktemp("train")
+    tr, va = data
+    (root / "packed").mkdir()
+    tr.save(root / "packed" / "train.npz")
+    va.save(root / "packed" / "val.npz")
+    cfg = _config(root / "run").to_dict()
+    cfg["data"] = {"packed_train": "packed/train.npz", "packed_val": "packed/val.npz"}
+    cfg["model"] = {"preset": "light", "anchors": "kmeans", **TINY}  # flat model keys
+    path = root / "cfg.json"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    result = train_from_file(path, quiet=True)
+    return root / "run", result
+
+
+def test_run_folder(run: tuple[Path, Any]) -> None:
+    folder, result = run
+    assert result.best_checkpoint == folder / "best.pt" and result.best_checkpoint.is_file()
+    assert result.last_checkpoint == folder / "last.pt" and result.last_checkpoint.is_file()
+    rows = _rows(folder)
+    assert len(rows) == EPOCHS
+    assert tuple(rows[0]) == CSV_FIELDS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]  # 8 photos, batches of 4
+    # lr after each epoch: decayed x0.5 after epochs 1 and 2.
+    assert [float(r["lr"]) for r in rows] == pytest.approx([5e-4, 2.5e-4, 2.5e-4], rel=1e-12)
+    for r, h in zip(rows, result.history, strict=True):
+        for k in CSV_FIELDS:
+            assert r[k] != "", k
+            assert float(r[k]) == h[k], k  # the csv holds the exact floats
+        assert math.isfinite(float(r["loss"]))
+        assert float(r["loss"]) == pytest.approx(float(r["cn"]) + float(r["reg"])
+                                                 + float(r["s"]), rel=1e-6)
+        assert 0.0 <= float(r["val_mean_iou"]) <= 1.0
+    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert saved["optim"]["epochs"] == EPOCHS and saved["seed"] == 3
+    assert saved["data"]["packed_train"].endswith("packed/train.npz")
+    assert Path(saved["data"]["packed_train"]).is_absolute()
+
+
+def test_best_checkpoint(run: tuple[Path, Any], data: tuple[PackedData, PackedData]) -> None:
+    folder, result = run
+    tr, va = data
+    ck = load_checkpoint(folder / "best.pt")
+    wh = (tr.boxes[:, 2:] - tr.boxes[:, :2]).astype(np.float64)
+    expected = kmeans_anchors(wh, 9, seed=3)
+    np.testing.assert_allclose(np.array(ck.model_config.anchors), expected, rtol=0, atol=1e-5)
+    assert torch.allclose(ck.model.anchors, torch.tensor(expected, dtype=torch.float32),
+                          rtol=0, atol=1e-5)
+    assert ck.model_config.reference_size == 64 and ck.model_config.query_size == (64, 64)
+    assert ck.model_config.width == 0.125 and ck.model_config.embed_dim == 32
+    assert ck.train_config is not None and ck.train_config["seed"] == 3
+    # fp16 weights; last.pt keeps fp32 and the state to resume.
+    assert ck.raw["state_dict"]["head.out.weight"].dtype == torch.float16
+    last = torch.load(folder / "last.pt", weights_only=True)
+    assert last["state_dict"]["head.out.weight"].dtype == torch.float32
+    assert {"optimizer", "scheduler", "progress"} <= set(last)
+    assert json.loads(last["progress"])["epoch"] == EPOCHS - 1
+    # The best epoch: highest val acc@0.5, ties broken by mean IoU, the first one on full ties.
+    rows = _rows(folder)
+    key = [(float(r["val_acc@0.5"]), float(r["val_mean_iou"])) for r in rows]
+    best = max(range(len(rows)), key=lambda i: (key[i], -i))
+    m = ck.metrics
+    assert m is not None and m["epoch"] == best + 1 and m["step"] == int(rows[best]["step"])
+    a = m["val"]["all"]
+    r = rows[best]
+    assert a["acc@0.25"] == float(r["val_acc@0.25"])
+    assert a["acc@0.5"] == float(r["val_acc@0.5"])
+    assert a["accI@0.5"] == float(r["val_accI@0.5"])
+    assert a["mean_iou"] == float(r["val_mean_iou"])
+    assert a["photos"] == len(va) and a["targets"] == int(va.counts.sum())
+    assert result.best_metrics == m["val"]
+    if best == EPOCHS - 1:  # best.pt is last.pt's weights rounded to fp16
+        for k, v in last["state_dict"].items():
+            if v.is_floating_point() and k != "anchors":
+                assert torch.equal(ck.raw["state_dict"][k], v.half()), k
+
+
+def test_same_seed_same_weights(tmp_path: Path, run: tuple[Path, Any],
+                                data: tuple[PackedData, PackedData]) -> None:
+    folder, _ = run
+    tr, va = data
+    train(_config(tmp_path / "again"), quiet=True, train_data=tr, val_data=va)
+    _assert_same_state(_state(tmp_path / "again" / "last.pt"), _state(folder / "last.pt"))
+    assert [r["loss"] for r in _rows(tmp_path / "again")] == [r["loss"] for r in _rows(folder)]
+
+
+def test_resume_equals_a_straight_run(tmp_path: Path, run: tuple[Path, Any],
+                                      data: tuple[PackedData, PackedData]) -> None:
+    folder, _ = run
+    tr, va = data
+    out = tmp_path / "resumed"
+    first = train(_config(out, epochs=2), quiet=True, train_data=tr, val_data=va)
+    assert len(first.history) == 2
+    second = train(_config(out), resume=out / "last.pt", quiet=True, train_data=tr,
+                   val_data=va)
+    assert [h["epoch"] for h in second.history] == [3]
+    _assert_same_state(_state(out / "last.pt"), _state(folder / "last.pt"))
+    a = torch.load(out / "last.pt", weights_only=True)
+    b = torch.load(folder / "last.pt", weights_only=True)
+    assert a["scheduler"] == b["scheduler"]
+    for k, st in b["optimizer"]["state"].items():
+        for name, v in st.items():
+            assert torch.equal(a["optimizer"]["state"][k][name], v), (k, name)
+    assert json.loads(a["progress"]) == json.loads(b["progress"])
+    assert [r["loss"] for r in _rows(out)] == [r["loss"] for r in _rows(folder)]
+    assert [r["lr"] for r in _rows(out)] == [r["lr"] for r in _rows(folder)]
+
+
+def test_first_step_loss_is_uniform_over_anchors_and_cells(
+        tmp_path: Path, data: tuple[PackedData, PackedData]) -> None:
+    tr, _ = data
+    res = train(_config(tmp_path / "one", max_steps=1), quiet=True, train_data=tr)
+    assert len(res.history) == 1 and res.history[0]["step"] == 1
+    g = 64 // 16
+    assert res.history[0]["cn"] == pytest.approx(math.log(9 * g * g), abs=0.3)
+    # No validation data: the stopped epoch is kept as best, without metrics.
+    ck = load_checkpoint(tmp_path / "one" / "best.pt")
+    assert ck.metrics == {"val": None, "epoch": 1, "step": 1}
+    assert res.best_metrics is None
+    assert _rows(tmp_path / "one")[0]["val_acc@0.5"] == ""
+
+
+def test_packed_data_of_other_sizes_is_refused(tmp_path: Path,
+                                               data: tuple[PackedData, PackedData]) -> None:
+    tr, _ = data
+    tr.save(tmp_path / "tr.npz")
+    cfg = _config(tmp_path / "bad", data=DataConfig(packed_train=str(tmp_path / "tr.npz")),
+                  model=ModelSpec(overrides={**TINY, "reference_size": 96}))
+    with pytest.raises(ValueError, match="other input sizes"):
+        train(cfg, quiet=True)
+
+
+def _manifest(root: Path) -> Path:
+    """Three test photos (64 px PNG references at 0.5 m, JPEG queries) and one train photo."""
+    (root / "img").mkdir(parents=True)
+    records = []
+    for i, it in enumerate(_items(4, 7)):
+        ref, qry = root / "img" / f"r{i}.png", root / "img" / f"q{i}.jpg"
+        Image.fromarray(it.reference).save(ref)
+        Image.fromarray(it.photo).save(qry, quality=92)
+        records.append(Record(
+            id=it.id, query=qry, reference=ref,
+            clicks=tuple((float(x), float(y)) for x, y in it.clicks),
+            boxes=tuple(tuple(float(v) for v in b) for b in it.boxes),  # type: ignore[misc]
+            georef=Georef("EPSG:32631", (0.5, 0.0, 1000.0, 0.0, -0.5, 5000.0)),
+            split="test" if i < 3 else "train"))
+    write_manifest(root / "manifest.jsonl", records)
+    return root / "manifest.jsonl"
+
+
+def test_evaluate_writes_the_recomputed_metrics(tmp_path: Path, run: tuple[Path, Any]) -> None:
+    # Imported here: the geo export stack it pulls in is not needed by the other tests (and is
+    # absent where only the CUDA test runs).
+    from geomogeo.engine.evaluate import evaluate
+
+    folder, _ = run
+    manifest = _manifest(tmp_path / "set")
+    out = tmp_path / "eval"
+    result = evaluate(folder / "best.pt", manifest, split="test", out_dir=out, device="cpu")
+    ck = load_checkpoint(folder / "best.pt")
+    packed = pack_manifest(manifest, "test", (64, 64), 64)
+    boxes, scores = predict_boxes(ck.model, packed)
+    assert boxes.shape == (int(packed.counts.sum()), 4) and scores.shape == (len(boxes),)
+    off = packed.offsets
+    expected = evaluate_boxes([
+        PhotoEval(boxes[off[i]:off[i] + packed.counts[i]],
+                  packed.boxes[off[i]:off[i] + packed.counts[i]].astype(np.float64), 0.5)
+        for i in range(len(packed))], stride=16)
+    written = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert written["metrics"] == expected
+    assert result["metrics"] == expected
+    assert written["photos"] == 3 and written["targets"] == int(packed.counts.sum())
+    assert written["sha256"] == ck.sha256 and written["split"] == "test"
+    assert written["model"] == "mogeo-light"
+    assert expected["all"]["centre_error_m_mean"] is not None  # georeferenced: metres known
+    md = (out / "metrics.md").read_text(encoding="utf-8")
+    assert md == metrics_markdown(expected, title="mogeo-light on manifest.jsonl (test)")
+    a = expected["all"]
+    assert f"{a['mean_iou']:.3f}" in md and f"{a['centre_error_m_median']:.3f}" in md
+    assert f"| all | 3 | {a['targets']} |" in md
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.md"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_channels_last_step(tmp_path: Path, data: tuple[PackedData, PackedData],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    tr, va = data
+    initial: dict[str, torch.Tensor] = {}
+    build = train_mod.build_model
+
+    def spy(cfg: Any) -> Any:
+        m = build(cfg)
+        initial.update({k: v.detach().clone() for k, v in m.state_dict().items()})
+        return m
+
+    monkeypatch.setattr(train_mod, "build_model", spy)
+    cfg = dataclasses.replace(_config(tmp_path / "cuda"), device="cuda", precision="auto",
+                              channels_last="auto", max_steps=2)
+    res = train(cfg, quiet=True, train_data=tr, val_data=va)
+    assert len(res.history) == 1 and res.history[0]["step"] == 2
+    h = res.history[0]
+    assert all(math.isfinite(h[k]) for k in ("loss", "cn", "reg", "s"))
+    assert h["val_mean_iou"] is not None
+    state = _state(tmp_path / "cuda" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    params = {k for k, _ in train_mod.build_model(cfg.model.build()).named_parameters()}
+    changed = [k for k in params if not torch.equal(state[k], initial[k].cpu())]
+    assert len(changed) > len(params) // 2
+    assert "head.out.weight" in changed
+    assert torch.equal(state["anchors"], initial["anchors"].cpu())
