@@ -77,7 +77,11 @@ def make_data(args: argparse.Namespace, cfg: SynthConfig, light: ModelConfig) ->
         out[split] = path
         if path.is_file():
             continue
-        worlds = build_worlds(scenes[split], cfg, augment=split == "train")
+        train = split == "train"
+        worlds = build_worlds(scenes[split], cfg, augment=train, seed=args.seed,
+                              rotations=args.rotations if train else 0,
+                              procedural=args.procedural if train else 0)
+        log.info("%s: %d worlds", split, len(worlds))
         t = time.perf_counter()
         items = generate(worlds, n, seed=args.seed * 1000 + k, cfg=cfg, prefix=f"{split}-",
                          workers=args.workers, quiet=args.quiet, post=Sample.pack_item)
@@ -96,7 +100,8 @@ def variant_config(name: str, args: argparse.Namespace, data: dict[str, Path]) -
         "data": {"packed_train": str(data["train"]), "packed_val": str(data["val"])},
         "optim": {"lr": args.lr, "batch_size": args.batch, "epochs": args.epochs,
                   "lr_steps": [round(args.epochs * 0.7), round(args.epochs * 0.9)],
-                  "gamma": 0.1, "warmup_steps": 200, **over.get("optim", {})},
+                  "gamma": 0.1, "warmup_steps": args.warmup, **over.get("optim", {})},
+        "init_checkpoint": None if args.init is None else str(args.init),
         "out_dir": str(args.out / name),
         "seed": args.seed,
         "device": args.device,
@@ -121,6 +126,11 @@ def main() -> None:
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--parallel", action="store_true", help="run the variants side by side")
+    p.add_argument("--rotations", type=int, default=0,
+                   help="extra random rotation/scale copies per real training tile")
+    p.add_argument("--procedural", type=int, default=0, help="procedural town scenes to add")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--data-only", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()

@@ -109,6 +109,8 @@ class TrainConfig:
         eval_every: validate every this many epochs.
         eval_batch_size: photos per validation forward pass.
         compile: wrap the model in ``torch.compile`` (CUDA only).
+        init_checkpoint: start from these weights (fine-tuning; the model configuration,
+            anchors included, comes from that checkpoint; optimiser state starts fresh).
     """
 
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -125,6 +127,7 @@ class TrainConfig:
     eval_every: int = 1
     eval_batch_size: int = 32
     compile: bool = False
+    init_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         o = self.optim

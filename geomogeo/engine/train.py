@@ -194,8 +194,9 @@ def train(
 
     model_cfg = cfg.model.build()
     ckpt = None
-    if resume is not None:
-        ckpt = load_checkpoint(resume, map_location="cpu")
+    if resume is not None or cfg.init_checkpoint is not None:
+        source = resume if resume is not None else cfg.init_checkpoint
+        ckpt = load_checkpoint(source, map_location="cpu")  # type: ignore[arg-type]
         model_cfg = ckpt.model_config
     train_data = train_data or _load_split(cfg, model_cfg, "train", quiet)
     if train_data is None:
@@ -224,7 +225,7 @@ def train(
     steps_per_epoch = math.ceil(n / (o.batch_size * world))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg, steps_per_epoch))
     start_epoch, step, best_metrics = 0, 0, None
-    if ckpt is not None:
+    if resume is not None and ckpt is not None:
         opt.load_state_dict(ckpt.raw["optimizer"])
         sched.load_state_dict(ckpt.raw["scheduler"])
         prog = json.loads(ckpt.raw["progress"])

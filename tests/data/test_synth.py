@@ -97,6 +97,7 @@ SMALL = CameraRanges(altitude=(50.0, 80.0), sizes=((256, 192), (256, 144)))
 
 
 def _flat_cfg(**kw: object) -> SynthConfig:
+    kw = {"min_object_m2": 60.0, **kw}
     return SynthConfig(click_sigma_px=0.0, effects=FLAT, **kw)  # type: ignore[arg-type]
 
 
@@ -336,7 +337,7 @@ def _same(a: Sample, b: Sample) -> bool:
 
 def test_generation_is_deterministic(blocks: tuple[Scene, list[Rect]]) -> None:
     scene, _ = blocks
-    cfg = SynthConfig()
+    cfg = SynthConfig(min_object_m2=60.0)
     worlds = [World.build(scene, cfg), World.build(dihedral(scene, 1, True), cfg)]
     one = generate(worlds, 6, seed=11, cfg=cfg, quiet=True, prefix="d-")
     again = generate(worlds, 6, seed=11, cfg=cfg, quiet=True, prefix="d-")
@@ -360,7 +361,8 @@ def test_generation_is_deterministic(blocks: tuple[Scene, list[Rect]]) -> None:
 
 def test_heading_carries_the_compass_error(blocks: tuple[Scene, list[Rect]]) -> None:
     scene, _ = blocks
-    cfg = SynthConfig(compass_sigma_deg=5.0, gps_sigma_m=3.0, reference_size=128, camera=SMALL)
+    cfg = SynthConfig(min_object_m2=60.0, compass_sigma_deg=5.0, gps_sigma_m=3.0,
+                      reference_size=128, camera=SMALL)
     samples = generate([World.build(scene, cfg)], 50, seed=21, cfg=cfg, quiet=True)
     err = np.array([(s.heading - s.camera.yaw + 180.0) % 360.0 - 180.0 for s in samples])
     assert all(0.0 <= s.heading < 360.0 for s in samples)
@@ -380,7 +382,8 @@ def test_heading_carries_the_compass_error(blocks: tuple[Scene, list[Rect]]) -> 
 def test_no_gps_error_centres_the_window_on_the_camera(
         blocks: tuple[Scene, list[Rect]]) -> None:
     scene, _ = blocks
-    cfg = SynthConfig(gps_sigma_m=0.0, compass_sigma_deg=0.0, reference_size=200, camera=SMALL)
+    cfg = SynthConfig(min_object_m2=60.0, gps_sigma_m=0.0, compass_sigma_deg=0.0,
+                      reference_size=200, camera=SMALL)
     for s in generate([World.build(scene, cfg)], 8, seed=4, cfg=cfg, quiet=True):
         a, _, c, _, e, f = s.transform
         assert (a, e) == (1.0, -1.0)
@@ -445,7 +448,7 @@ def test_find_objects_recovers_rectangles() -> None:
         np.testing.assert_allclose(obj.centroids[i], [(x1 + x2) / 2, (y1 + y2) / 2], atol=1.0)
     assert (obj.contrast > 0).all()
     # The same objects at the reference GSD (the engine's World).
-    world = World.build(scene, SynthConfig())
+    world = World.build(scene, SynthConfig(min_object_m2=60.0))
     assert len(world.objects) == 3
     np.testing.assert_allclose(np.sort(world.objects.boxes, axis=0), np.sort(obj.boxes, axis=0),
                                atol=1.0)
@@ -500,7 +503,7 @@ def test_write_samples_round_trips_through_the_manifest(
 def test_virtual_scene_samples_have_no_georef(tmp_path: Path,
                                               blocks: tuple[Scene, list[Rect]]) -> None:
     scene, _ = blocks
-    cfg = SynthConfig()
+    cfg = SynthConfig(min_object_m2=60.0)
     s = render_sample(World.build(dihedral(scene, 3, False), cfg), np.random.default_rng(1), cfg,
                       "v")
     (rec,) = write_samples([s], tmp_path, "train")

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from geomogeo.data.dataset import PackItem
 from geomogeo.data.manifest import Georef, Record, write_manifest
 from geomogeo.data.synth.camera import Camera, CameraRanges, sample_camera
+from geomogeo.data.synth.procedural import procedural_scene, rotate_zoom
 from geomogeo.data.synth.render import PhotoEffects, degrade, render_photo, render_reference
 from geomogeo.data.synth.scene import (
     Objects,
@@ -84,6 +85,8 @@ class SynthConfig:
         camera: camera pose and lens ranges.
         effects: photometric ranges.
         max_tries: camera placements tried per sample before giving up.
+        min_object_m2: smallest target area, square metres (objects much smaller than the
+            network's 16-pixel cell are too small to box reliably).
     """
 
     reference_size: int = 256
@@ -97,6 +100,7 @@ class SynthConfig:
     camera: CameraRanges = field(default_factory=CameraRanges)
     effects: PhotoEffects = field(default_factory=PhotoEffects)
     max_tries: int = 50
+    min_object_m2: float = 150.0
 
     def __post_init__(self) -> None:
         lo, hi = self.targets
@@ -118,7 +122,8 @@ class World:
     @classmethod
     def build(cls, scene: Scene, cfg: SynthConfig) -> World:
         ref = downsample(scene, round(cfg.gsd / cfg.render_gsd))
-        return cls(scene, ref, find_objects(ref, object_gsd=cfg.gsd))
+        objects = find_objects(ref, object_gsd=cfg.gsd, min_area_m2=cfg.min_object_m2)
+        return cls(scene, ref, objects)
 
 
 @dataclass(frozen=True)
@@ -271,13 +276,27 @@ def render_sample(world: World, rng: np.random.Generator, cfg: SynthConfig, samp
     )
 
 
-def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool) -> list[World]:
-    """Worlds for rendering; with ``augment``, each scene in its 8 rotated/mirrored copies."""
+def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool,
+                 rotations: int = 0, procedural: int = 0, seed: int = 0) -> list[World]:
+    """Worlds for rendering.
+
+    With ``augment``, each scene in its 8 rotated/mirrored copies, plus ``rotations`` copies
+    at random angles and scales (0.8-1.25); plus ``procedural`` random town scenes. All
+    random choices follow ``seed``.
+    """
+    rng = np.random.default_rng([seed, 7])
     out = []
     for s in scenes:
         variants = [dihedral(s, k, f) for f in (False, True) for k in range(4)] if augment \
             else [s]
+        if augment:
+            variants += [rotate_zoom(s, float(rng.uniform(0, 360)), float(rng.uniform(0.8, 1.25)))
+                         for _ in range(rotations)]
         out.extend(World.build(v, cfg) for v in variants)
+    for i in range(procedural):
+        sc = procedural_scene(np.random.default_rng([seed, 11, i]), gsd=cfg.render_gsd,
+                              name=f"procedural-{i}")
+        out.append(World.build(sc, cfg))
     return out
 
 
