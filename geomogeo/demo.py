@@ -61,16 +61,17 @@ def run_demo(
     loc = Localizer.load(model_path)
     raster = samples / spec["raster"]
     rows: list[DemoRow] = []
-    echo(f"model {loc.predictor.name} ({loc.predictor.sha256[:12]}), raster {raster.name}")
-    echo(f"{'photo':<24}{'target':>7}{'score':>8}{'IoU':>8}")
-    for item in tqdm(spec["photos"], desc="photos", disable=quiet, unit="photo"):
+    for item in tqdm(spec["photos"], desc="photos", disable=quiet, unit="photo", leave=False):
         res = loc.localize(samples / item["photo"], raster, item["clicks"], quiet=True)
         write_outputs(res, out, heatmaps=True, make_map=True)
         for t, answer in zip(res.targets, item["answers"], strict=True):
-            row = DemoRow(Path(item["photo"]).name, t.index, t.score,
-                          polygon_iou(t.polygon, Polygon(answer)))
-            rows.append(row)
-            echo(f"{row.photo:<24}{row.target:>7}{row.score:>8.3f}{row.iou:>8.3f}")
+            rows.append(DemoRow(Path(item["photo"]).name, t.index, t.score,
+                                polygon_iou(t.polygon, Polygon(answer))))
+    # The table is printed after the progress bar is gone, so the two never interleave.
+    echo(f"model {loc.predictor.name} ({loc.predictor.sha256[:12]}), raster {raster.name}")
+    echo(f"{'photo':<24}{'target':>7}{'score':>8}{'IoU':>8}")
+    for row in rows:
+        echo(f"{row.photo:<24}{row.target:>7}{row.score:>8.3f}{row.iou:>8.3f}")
     n = len(rows)
     hits = sum(r.iou > 0.5 for r in rows)
     echo(f"{hits}/{n} targets with IoU > 0.5; outputs in {out}")

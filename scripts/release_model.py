@@ -1,0 +1,53 @@
+"""Copy a trained checkpoint into ``model/`` as the default and record its sha256.
+
+    python scripts/release_model.py runs/cpu/full/best.pt --name mogeo-light-v1.pt
+
+Checks that the file loads without pickle, is at most 25 MB and covers at least 250 m of
+ground; writes ``model/checkpoints.json`` (``{"default": name, "files": {name: {"sha256",
+"bytes", "model", "reference_m"}}}``) atomically. The model card quotes the same hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from geomogeo.engine.checkpoint import load_checkpoint, sha256_file  # noqa: E402
+from geomogeo.geo.export import atomic_write  # noqa: E402
+
+MAX_BYTES = 25 * 1024 * 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--name", default="mogeo-light-v1.pt")
+    args = p.parse_args()
+    ck = load_checkpoint(args.checkpoint)
+    size = args.checkpoint.stat().st_size
+    if size > MAX_BYTES:
+        raise SystemExit(f"{args.checkpoint}: {size} bytes, over the 25 MB limit")
+    extent = ck.model_config.reference_size * ck.model_config.gsd
+    if extent < 250:
+        raise SystemExit(f"{args.checkpoint}: reference window covers {extent} m < 250 m")
+    dest = ROOT / "model" / args.name
+    dest.parent.mkdir(exist_ok=True)
+    with atomic_write(dest) as tmp:
+        shutil.copyfile(args.checkpoint, tmp)
+    digest = sha256_file(dest)
+    index = {"default": args.name, "files": {args.name: {
+        "sha256": digest, "bytes": size, "model": ck.model_config.name,
+        "reference_m": extent}}}
+    with atomic_write(ROOT / "model" / "checkpoints.json") as tmp:
+        Path(tmp).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    print(f"{dest} sha256 {digest} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The notebook in ``notebooks/`` runs top to bottom with the shipped model (nbclient)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "localize_step_by_step.ipynb"
+
+
+@pytest.mark.slow
+def test_notebook_runs_and_reports_every_target(tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(
+        o.get("text", "") if o.get("output_type") == "stream"
+        else "\n".join(str(v) for v in o.get("data", {}).values())
+        for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    spec = json.loads((ROOT / "sample_tiles" / "demo.json").read_text())
+    n = len(spec["photos"][0]["clicks"])
+    assert text.count("target ") >= n and f"{n} heatmaps" in text
+    assert "32631" in text  # the raster CRS reported by info
+    for name in ("targets.gpkg", "targets.geojson", "map.html"):
+        assert (tmp_path / "notebook_out" / name).is_file()
+    assert "<iframe" in text  # the map is shown inline
