@@ -207,15 +207,20 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None)
               help="Photos per tile.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder with the source orthophotos (default: ../shared/data).")
+              help="Folder with the source orthophotos (default: $GEOMOGEO_DATA, else the "
+              "project's sample_tiles/).")
+@click.option("--split", "splits", multiple=True, default=("train", "val", "test"),
+              show_default=True, help="Splits to render (repeatable).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Rendering processes.")
 @click.pass_context
 def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
-          data_dir: Path | None) -> None:
-    """Render a cross-view training set from real orthophotos."""
+          data_dir: Path | None, splits: tuple[str, ...], workers: int) -> None:
+    """Render a cross-view data set (JSON Lines manifest + images) from real orthophotos,
+    split by tile: train (Rotterdam a, Las Vegas), val (Rotterdam b), test (Rotterdam c)."""
     from geomogeo.data.synth.engine import synthesize_default
 
     manifest = synthesize_default(out_dir, n_per_tile=n_per_tile, seed=seed, data_dir=data_dir,
-                                  quiet=ctx.obj["quiet"])
+                                  quiet=ctx.obj["quiet"], splits=splits, workers=workers)
     click.echo(f"wrote {manifest}")
 
 

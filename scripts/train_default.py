@@ -135,6 +135,10 @@ def main() -> None:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # The per-variant configs resolve relative paths against their own folder.
+    args.out, args.work = args.out.resolve(), args.work.resolve()
+    args.scenes = args.scenes.resolve()
+    args.init = None if args.init is None else args.init.resolve()
     prepare_scenes(args.scenes)
     args.work.mkdir(parents=True, exist_ok=True)
     data = make_data(args, SynthConfig(), ModelConfig.light())

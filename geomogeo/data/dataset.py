@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from geomogeo.data.manifest import Record, read_manifest
 from geomogeo.geo.orient import prepare_query
 
-__all__ = ["Batch", "PackItem", "PackedData", "pack_items", "pack_manifest"]
+__all__ = ["Batch", "PackItem", "PackedData", "pack_items", "pack_manifest", "pack_records"]
 
 log = logging.getLogger(__name__)
 
@@ -222,5 +222,13 @@ def pack_manifest(
     records = read_manifest(path, split=split)
     if not records:
         raise ValueError(f"{path}: no records for split {split!r}")
+    return pack_records(records, query_size, reference_size, quiet=quiet)
+
+
+def pack_records(
+    records: Sequence[Record], query_size: tuple[int, int], reference_size: int,
+    *, quiet: bool = True,
+) -> PackedData:
+    """Pack manifest records (from :func:`read_manifest` or the CVOGL reader)."""
     return pack_items((_record_item(r) for r in records), query_size, reference_size,
                       quiet=quiet, total=len(records))

@@ -55,6 +55,8 @@ class DataConfig:
             validation, the last epoch is kept as best).
         packed_train, packed_val: ``.npz`` files written by ``PackedData.save`` to use
             instead of the manifest (faster start for large sets).
+        cvogl_root, cvogl_subset: train on a CVOGL folder as it is distributed
+            (``DroneAerial`` or ``SVI``; its ``train``/``val`` splits) instead of a manifest.
     """
 
     manifest: str | None = None
@@ -62,6 +64,8 @@ class DataConfig:
     val_split: str | None = "val"
     packed_train: str | None = None
     packed_val: str | None = None
+    cvogl_root: str | None = None
+    cvogl_subset: str = "DroneAerial"
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,9 @@ class TrainConfig:
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
             (self.model.preset in ("light", "paper"), f"model.preset={self.model.preset!r}"),
             (self.model.anchors in ("kmeans", "preset"), "model.anchors: kmeans or preset"),
-            (self.data.manifest is not None or self.data.packed_train is not None,
-             "data.manifest (or data.packed_train) is required"),
+            (any(v is not None for v in (self.data.manifest, self.data.packed_train,
+                                          self.data.cvogl_root)),
+             "data.manifest (or data.packed_train, data.cvogl_root) is required"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -196,7 +201,8 @@ class TrainConfig:
                 return None if p is None else str((Path(base_dir) / p).resolve())
             data = dataclasses.replace(data, manifest=res(data.manifest),
                                        packed_train=res(data.packed_train),
-                                       packed_val=res(data.packed_val))
+                                       packed_val=res(data.packed_val),
+                                       cvogl_root=res(data.cvogl_root))
         kw["data"] = data
         kw["optim"] = sub(OptimConfig, d.get("optim"), "optim")
         kw["augment"] = sub(AugmentConfig, d.get("augment"), "augment")

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from geomogeo.data.anchors import kmeans_anchors
 from geomogeo.data.augment import augment_batch
-from geomogeo.data.dataset import PackedData, pack_manifest
+from geomogeo.data.cvogl import read_cvogl
+from geomogeo.data.dataset import PackedData, pack_manifest, pack_records
 from geomogeo.engine.checkpoint import load_checkpoint, save_checkpoint
 from geomogeo.engine.config import TrainConfig, load_train_config
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
@@ -125,10 +126,15 @@ def _load_split(cfg: TrainConfig, model_cfg: ModelConfig, which: str, quiet: boo
                 data.query_size != tuple(model_cfg.query_size):
             raise ValueError(f"{packed}: packed for other input sizes than the model's")
         return data
-    if split is None or d.manifest is None:
+    if split is None:
         return None
-    return pack_manifest(d.manifest, split, tuple(model_cfg.query_size),
-                         model_cfg.reference_size, quiet=quiet)
+    size = (tuple(model_cfg.query_size), model_cfg.reference_size)
+    if d.cvogl_root is not None:
+        records = read_cvogl(d.cvogl_root, d.cvogl_subset, split)  # type: ignore[arg-type]
+        return pack_records(records, *size, quiet=quiet)  # type: ignore[arg-type]
+    if d.manifest is None:
+        return None
+    return pack_manifest(d.manifest, split, *size, quiet=quiet)  # type: ignore[arg-type]
 
 
 def _lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Any:

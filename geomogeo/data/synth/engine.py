@@ -404,6 +404,9 @@ def synthesize_default(
     tiles keep their real georeference. ``n_per_tile`` photos are rendered per tile and split.
     """
     cfg = cfg or SynthConfig()
+    unknown = set(splits) - set(DEFAULT_TILES)
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}; expected {sorted(DEFAULT_TILES)}")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     scenes = load_default_scenes(data_dir, cfg)
     out = Path(out_dir)
