@@ -193,11 +193,15 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True)
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None)
-def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None) -> None:
+@click.option("--cvogl", "cvogl_subset", type=click.Choice(["DroneAerial", "SVI"]),
+              default=None, help="MANIFEST is a CVOGL root folder; evaluate this subset.")
+def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
+             cvogl_subset: str | None) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image."""
     from geomogeo.engine.evaluate import evaluate as run_eval
 
-    metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir)
+    metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir,
+                       cvogl_subset=cvogl_subset)
     click.echo(json.dumps(metrics, indent=2, default=str))
 
 

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from geomogeo.data.dataset import pack_manifest
+from geomogeo.data.cvogl import read_cvogl
+from geomogeo.data.dataset import pack_manifest, pack_records
 from geomogeo.engine.checkpoint import load_checkpoint
 from geomogeo.engine.metrics import metrics_markdown
 from geomogeo.engine.train import evaluate_model, resolve_device
@@ -29,16 +30,24 @@ def evaluate(
     batch_size: int = 32,
     device: str = "auto",
     quiet: bool = True,
+    cvogl_subset: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the photos of ``split`` (None = all) of ``manifest``.
+
+    With ``cvogl_subset`` (``"DroneAerial"`` or ``"SVI"``), ``manifest`` is a CVOGL root folder
+    read as distributed.
 
     Returns ``{"checkpoint", "sha256", "model", "manifest", "split", "photos", "targets",
     "metrics"}`` where ``metrics`` is :func:`~geomogeo.engine.metrics.evaluate_boxes`'s dict.
     """
     ck = load_checkpoint(checkpoint)
     cfg = ck.model_config
-    data = pack_manifest(manifest, split, tuple(cfg.query_size), cfg.reference_size,
-                         quiet=quiet)
+    size = (tuple(cfg.query_size), cfg.reference_size)
+    if cvogl_subset is not None:
+        records = read_cvogl(manifest, cvogl_subset, split or "test")  # type: ignore[arg-type]
+        data = pack_records(records, *size, quiet=quiet)  # type: ignore[arg-type]
+    else:
+        data = pack_manifest(manifest, split, *size, quiet=quiet)  # type: ignore[arg-type]
     dev = resolve_device(device)
     metrics = evaluate_model(ck.model.to(dev), data, batch_size=batch_size, device=dev,
                              bf16=dev.type == "cuda")

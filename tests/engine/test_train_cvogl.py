@@ -53,3 +53,25 @@ def test_train_on_a_cvogl_folder(tmp_path):
     assert [int(r["step"]) for r in rows] == [2]  # 4 training photos, batch 2
     assert rows[0]["val_acc@0.5"] != ""  # validated on the 2 val photos
     assert res.best_checkpoint.is_file()
+
+
+def test_evaluate_a_cvogl_folder_from_the_cli(tmp_path, capsys):
+    from geomogeo.cli import main
+
+    _cvogl(tmp_path / "cvogl")
+    cfg = {
+        "model": {"preset": "light", "reference_size": 64, "query_size": [64, 64],
+                  "width": 0.125, "embed_dim": 32, "anchors": "preset"},
+        "data": {"cvogl_root": "cvogl"},
+        "optim": {"epochs": 1, "batch_size": 2}, "out_dir": str(tmp_path / "run"),
+        "device": "cpu",
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert main(["-q", "train", str(tmp_path / "cfg.json")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run" / "best.pt"), str(tmp_path / "cvogl"),
+                 "--cvogl", "DroneAerial", "--split", "val", "-o", str(tmp_path / "ev")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert printed["photos"] == written["photos"] == 2
+    assert printed["metrics"] == written["metrics"]
