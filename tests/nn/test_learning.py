@@ -31,7 +31,7 @@ def test_overfits_multi_object_batch() -> None:
     for _ in range(120):
         loss = mogeo_loss(model(ref, query, clicks, bidx), boxes, bidx, model.anchors, cfg.stride)
         if first_cn is None:
-            first_cn = float(loss["cn"])
+            first_cn = float(loss["cn"].detach())
         opt.zero_grad()
         loss["total"].backward()
         opt.step()
