@@ -214,17 +214,22 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
               help="Folder with the source orthophotos (default: $GEOMOGEO_DATA, else the "
               "project's sample_tiles/).")
 @click.option("--split", "splits", multiple=True, default=("train", "val", "test"),
+              type=click.Choice(["train", "val", "test"]),
               show_default=True, help="Splits to render (repeatable).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Rendering processes.")
+@click.option("--min-object", "min_object_m2", type=float, default=150.0, show_default=True,
+              help="Smallest target area, square metres.")
 @click.pass_context
 def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
-          data_dir: Path | None, splits: tuple[str, ...], workers: int) -> None:
+          data_dir: Path | None, splits: tuple[str, ...], workers: int,
+          min_object_m2: float) -> None:
     """Render a cross-view data set (JSON Lines manifest + images) from real orthophotos,
     split by tile: train (Rotterdam a, Las Vegas), val (Rotterdam b), test (Rotterdam c)."""
-    from geomogeo.data.synth.engine import synthesize_default
+    from geomogeo.data.synth.engine import SynthConfig, synthesize_default
 
     manifest = synthesize_default(out_dir, n_per_tile=n_per_tile, seed=seed, data_dir=data_dir,
-                                  quiet=ctx.obj["quiet"], splits=splits, workers=workers)
+                                  quiet=ctx.obj["quiet"], splits=splits, workers=workers,
+                                  cfg=SynthConfig(min_object_m2=min_object_m2))
     click.echo(f"wrote {manifest}")
 
 

@@ -117,3 +117,23 @@ def test_georeference_bad_inputs_exit_codes(tmp_path: Path,
     # usage errors
     assert main(["georeference", str(good)]) == EXIT_USAGE
     assert main(["no-such-command"]) == EXIT_USAGE
+
+
+def test_synth_renders_the_held_out_split_deterministically(tmp_path):
+    from pyproj import CRS
+
+    from geomogeo.cli import main as cli_main
+    from geomogeo.data.manifest import read_manifest
+
+    for run in ("a", "b"):
+        assert cli_main(["-q", "synth", str(tmp_path / run), "--n", "1", "--split", "test",
+                         "--seed", "3"]) == 0
+    a = read_manifest(tmp_path / "a" / "manifest.jsonl")
+    b = read_manifest(tmp_path / "b" / "manifest.jsonl")
+    assert len(a) == 2 and {r.split for r in a} == {"test"}  # one photo per test tile
+    assert [r.boxes for r in a] == [r.boxes for r in b]
+    assert all(ra.query.read_bytes() == rb.query.read_bytes()
+               for ra, rb in zip(a, b, strict=True))
+    # Held-out data keeps the tiles' real georeference (UTM 31N).
+    assert all(r.georef is not None and CRS(r.georef.crs).to_epsg() == 32631 for r in a)
+    assert cli_main(["-q", "synth", str(tmp_path / "c"), "--split", "nowhere"]) == 2
