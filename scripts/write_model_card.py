@@ -33,6 +33,7 @@ def main() -> None:
         "__GOAL_ACCI__": f"{g['accI@0.5']:.3f}",
         "__CELL__": f"{mb['all']['centre_cell']:.0%}",
         "__ACC25__": f"{mb['all']['acc@0.25']:.3f}",
+        "__ACC50__": f"{mb['all']['acc@0.5']:.3f}",
         "__MEDERR__": f"{mb['all']['centre_error_m_median']:.1f}",
     }
     text = tpl.read_text()
