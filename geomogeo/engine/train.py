@@ -73,6 +73,12 @@ def _normaliser(cfg: ModelConfig, device: torch.device) -> tuple[torch.Tensor, t
     return mean, std
 
 
+def _model_input(x01: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 memory_format: torch.memory_format) -> torch.Tensor:
+    """Images in [0, 1] (B, 3, H, W) -> normalised network input in ``memory_format``."""
+    return ((x01 - mean) / std).contiguous(memory_format=memory_format)
+
+
 @torch.inference_mode()
 def predict_boxes(
     model: MOGeoNet, data: PackedData, *, batch_size: int = 32,
@@ -88,8 +94,8 @@ def predict_boxes(
     boxes, scores = [], []
     for start in range(0, len(data), batch_size):
         b = data.batch(range(start, min(start + batch_size, len(data))), device)
-        ref = ((b.reference.float() / 255 - mean) / std).contiguous(memory_format=mf)
-        qry = ((b.query.float() / 255 - mean) / std).contiguous(memory_format=mf)
+        ref = _model_input(b.reference.float() / 255, mean, std, mf)
+        qry = _model_input(b.query.float() / 255, mean, std, mf)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(ref, qry, b.clicks, b.batch_index)
         bx, sc = decode(out.raw, model.anchors, cfg.stride)
@@ -258,8 +264,8 @@ def train(
             ref01, qry01, clicks, boxes, bidx = augment_batch(
                 b.reference.float() / 255, b.query.float() / 255, b.clicks, b.boxes,
                 b.batch_index, cfg.augment, gen)
-            ref = ((ref01 - mean) / std).contiguous(memory_format=mf)
-            qry = ((qry01 - mean) / std).contiguous(memory_format=mf)
+            ref = _model_input(ref01, mean, std, mf)
+            qry = _model_input(qry01, mean, std, mf)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 res = net(ref, qry, clicks, bidx)
             losses = mogeo_loss(res, boxes, bidx, model.anchors, model_cfg.stride,

@@ -19,7 +19,7 @@ import io
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,10 +176,12 @@ class Sample:
         return len(self.boxes)
 
 
-def _map_to_ref(transform: tuple[float, ...], x: np.ndarray, y: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _boxes_to_ref(transform: tuple[float, ...], boxes: np.ndarray) -> np.ndarray:
+    """Map boxes (n, 4) (xmin, ymin, xmax, ymax) in metres -> (n, 4) (x1, y1, x2, y2) pixel
+    edges of the north-up window with ``transform``."""
     a, _, c, _, e, f = transform
-    return (np.asarray(x) - c) / a, (np.asarray(y) - f) / e
+    return np.column_stack([(boxes[:, 0] - c) / a, (boxes[:, 3] - f) / e,
+                            (boxes[:, 2] - c) / a, (boxes[:, 1] - f) / e])
 
 
 def _pick_targets(world: World, cam: Camera, transform: tuple[float, ...], valid: np.ndarray,
@@ -191,8 +193,7 @@ def _pick_targets(world: World, cam: Camera, transform: tuple[float, ...], valid
         return []
     r = cfg.reference_size
     b = obj.boxes
-    c1, r1 = _map_to_ref(transform, b[:, 0], b[:, 3])
-    c2, r2 = _map_to_ref(transform, b[:, 2], b[:, 1])
+    c1, r1, c2, r2 = _boxes_to_ref(transform, b).T
     inside = (c1 >= 1) & (r1 >= 1) & (c2 <= r - 1) & (r2 <= r - 1)
     order = rng.permutation(np.nonzero(inside)[0])
     chosen: list[int] = []
@@ -258,14 +259,11 @@ def render_sample(world: World, rng: np.random.Generator, cfg: SynthConfig, samp
         clicks, _ = cam.ground_to_photo(ground)
         clicks = clicks + rng.normal(0, cfg.click_sigma_px, clicks.shape)
         clicks = np.clip(clicks, 0.5, np.array([cam.width, cam.height]) - 0.5)
-        b = obj.boxes[idx]
-        c1, r1 = _map_to_ref(transform, b[:, 0], b[:, 3])
-        c2, r2 = _map_to_ref(transform, b[:, 2], b[:, 1])
         photo = render_photo(scene, cam)
         jpeg = degrade(photo, rng, cfg.effects)
         heading = float((cam.yaw + rng.normal(0, cfg.compass_sigma_deg)) % 360.0)
         return Sample(
-            id=sample_id, jpeg=jpeg, clicks=clicks, boxes=np.column_stack([c1, r1, c2, r2]),
+            id=sample_id, jpeg=jpeg, clicks=clicks, boxes=_boxes_to_ref(transform, obj.boxes[idx]),
             reference=ref, valid=valid, transform=transform, crs=scene.crs, heading=heading,
             camera=cam, measured_xy=(float(measured[0]), float(measured[1])), ground=ground,
             scene=scene.name,
@@ -366,13 +364,14 @@ def _record(s: Sample, root: Path, split: str) -> Record:
     )
 
 
-def write_samples(samples_or_n: Any, root: str | os.PathLike[str], split: str) -> list[Record]:
+def write_samples(samples: Iterable[Sample], root: str | os.PathLike[str], split: str
+                  ) -> list[Record]:
     """Write samples under ``root`` (``queries/*.jpg``, ``references/*.png`` with the valid
     mask as alpha) and return their manifest records."""
     root = Path(root)
     (root / "queries").mkdir(parents=True, exist_ok=True)
     (root / "references").mkdir(parents=True, exist_ok=True)
-    return [_record(s, root, split) for s in samples_or_n]
+    return [_record(s, root, split) for s in samples]
 
 
 def load_default_scenes(data_dir: str | os.PathLike[str], cfg: SynthConfig
