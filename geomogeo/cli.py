@@ -17,10 +17,26 @@ from typing import Any
 import click
 
 from geomogeo.errors import GeomogeoError, OutputError
+from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
 
 log = logging.getLogger("geomogeo")
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT = 1, 2, 3, 4
+
+
+def _tta(ctx: click.Context, param: click.Parameter, value: str) -> TTASpec:
+    try:
+        return parse_tta(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+tta_option = click.option(
+    "--tta", default=DEFAULT_TTA, show_default=True, callback=_tta, metavar="MODE",
+    help="Test-time augmentation: GROUP or GROUP+sSTEPS. GROUP votes over 1 (none), 4 turned "
+    "(rot4) or 8 turned and mirrored (d4) views; sSTEPS adds STEPS x STEPS sub-cell shifts "
+    "of the reference (s2, s4). 'none' is one network pass.",
+)
 
 
 def _point(text: str) -> tuple[float, float]:
@@ -81,11 +97,12 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
               default=Path("geomogeo_out"), show_default=True, help="Output folder.")
 @click.option("--heatmaps/--no-heatmaps", default=True, show_default=True)
 @click.option("--map/--no-map", "make_map", default=True, show_default=True)
+@tta_option
 @click.pass_context
 def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str],
              points_file: Path | None, center: tuple[float, float] | None, center_crs: str,
              bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
-             out_dir: Path, heatmaps: bool, make_map: bool) -> None:
+             out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -100,7 +117,7 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
             assert len(ext) == 4
         except (ValueError, AssertionError) as e:
             raise click.BadParameter(f"--extent needs four numbers, got {extent!r}") from e
-    loc = Localizer.load(model_path)
+    loc = Localizer.load(model_path, tta=tta)
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
                        extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"])
     written = write_outputs(res, out_dir, heatmaps=heatmaps, make_map=make_map)
@@ -167,13 +184,15 @@ def info(raster: Path, as_json: bool) -> None:
 @click.option("--samples", type=click.Path(path_type=Path), default=None,
               help="Sample folder with demo.json (default: the shipped sample_tiles/).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None)
+@tta_option
 @click.pass_context
-def demo(ctx: click.Context, out_dir: Path, samples: Path | None, model_path: Path | None) -> None:
+def demo(ctx: click.Context, out_dir: Path, samples: Path | None, model_path: Path | None,
+         tta: TTASpec) -> None:
     """Localize the shipped sample photos and compare with the known answers."""
     from geomogeo.demo import run_demo
 
     run_demo(out_dir, samples=samples, model_path=model_path, quiet=ctx.obj["quiet"],
-             echo=click.echo)
+             echo=click.echo, tta=tta)
 
 
 @cli.command()
@@ -195,13 +214,14 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None)
 @click.option("--cvogl", "cvogl_subset", type=click.Choice(["DroneAerial", "SVI"]),
               default=None, help="MANIFEST is a CVOGL root folder; evaluate this subset.")
+@tta_option
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
-             cvogl_subset: str | None) -> None:
+             cvogl_subset: str | None, tta: TTASpec) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image."""
     from geomogeo.engine.evaluate import evaluate as run_eval
 
     metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir,
-                       cvogl_subset=cvogl_subset)
+                       cvogl_subset=cvogl_subset, tta=tta)
     click.echo(json.dumps(metrics, indent=2, default=str))
 
 

@@ -19,6 +19,7 @@ from shapely.geometry import Polygon
 from tqdm.auto import tqdm
 
 from geomogeo.localize import Localizer
+from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
 
 __all__ = ["DemoRow", "default_samples", "polygon_iou", "run_demo"]
 
@@ -51,14 +52,18 @@ def run_demo(
     model_path: str | os.PathLike[str] | None = None,
     quiet: bool = False,
     echo: Callable[[str], None] = print,
+    tta: str | TTASpec = DEFAULT_TTA,
 ) -> list[DemoRow]:
-    """Run the demo; returns one row per target (also echoed as a table)."""
+    """Run the demo; returns one row per target (also echoed as a table).
+
+    ``tta`` is the test-time augmentation of the predictor (see :class:`Localizer.load`).
+    """
     from geomogeo.cli import write_outputs
 
     samples = Path(samples) if samples is not None else default_samples()
     spec = json.loads((samples / "demo.json").read_text(encoding="utf-8"))
     out = Path(out_dir)
-    loc = Localizer.load(model_path)
+    loc = Localizer.load(model_path, tta=tta)
     raster = samples / spec["raster"]
     rows: list[DemoRow] = []
     for item in tqdm(spec["photos"], desc="photos", disable=quiet, unit="photo", leave=False):
@@ -68,7 +73,8 @@ def run_demo(
             rows.append(DemoRow(Path(item["photo"]).name, t.index, t.score,
                                 polygon_iou(t.polygon, Polygon(answer))))
     # The table is printed after the progress bar is gone, so the two never interleave.
-    echo(f"model {loc.predictor.name} ({loc.predictor.sha256[:12]}), raster {raster.name}")
+    echo(f"model {loc.predictor.name} ({loc.predictor.sha256[:12]}), raster {raster.name}, "
+         f"test-time augmentation {parse_tta(tta)}")
     echo(f"{'photo':<24}{'target':>7}{'score':>8}{'IoU':>8}")
     for row in rows:
         echo(f"{row.photo:<24}{row.target:>7}{row.score:>8.3f}{row.iou:>8.3f}")

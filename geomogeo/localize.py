@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from geomogeo.errors import CheckpointError, LocationError
 from geomogeo.geo import export, georef, maps, orient, photo, raster
-from geomogeo.predictor import Prediction, Predictor
+from geomogeo.predictor import DEFAULT_TTA, Prediction, Predictor, TTASpec
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -251,11 +251,14 @@ class Localizer:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str] | None = None, *, device: str = "cpu"
+        cls, path: str | os.PathLike[str] | None = None, *, device: str = "cpu",
+        tta: str | TTASpec = DEFAULT_TTA,
     ) -> Localizer:
         """Load a checkpoint (``None``: the default one in ``model/``, hash-checked).
 
         Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickled.
+        ``tta`` is the test-time augmentation of :class:`~geomogeo.nn.predictor.TorchPredictor`:
+        ``"rot4"`` (default: 4 quarter-turned passes voted), ``"d4"`` (8) or ``"none"``.
         """
         from geomogeo.engine.checkpoint import load_checkpoint
         from geomogeo.nn.predictor import TorchPredictor
@@ -267,7 +270,8 @@ class Localizer:
             ckpt_path = Path(path)
         loaded = load_checkpoint(ckpt_path, expected_sha256=expected or None)
         predictor = TorchPredictor(
-            loaded.model, name=loaded.model_config.name, sha256=loaded.sha256, device=device
+            loaded.model, name=loaded.model_config.name, sha256=loaded.sha256, device=device,
+            tta=tta,
         )
         return cls(predictor)
 

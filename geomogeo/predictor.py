@@ -8,12 +8,83 @@ x to the right, y down; boxes are ``(x1, y1, x2, y2)`` pixel EDGES.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["InputSpec", "Prediction", "Predictor"]
+__all__ = [
+    "DEFAULT_TTA",
+    "TTA_GROUPS",
+    "TTA_STEPS",
+    "InputSpec",
+    "Prediction",
+    "Predictor",
+    "TTASpec",
+    "parse_tta",
+]
+
+#: Orientation groups of test-time augmentation and their number of passes.
+TTA_GROUPS: dict[str, int] = {"none": 1, "rot4": 4, "d4": 8}
+TTA_STEPS: tuple[int, ...] = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class TTASpec:
+    """A test-time augmentation mode of a network predictor (:mod:`geomogeo.nn.tta`).
+
+    Written ``"<group>"`` or ``"<group>+s<steps>"`` (:func:`parse_tta`).
+
+    Attributes:
+        group: ``"none"`` (one orientation), ``"rot4"`` (the 4 quarter turns of both views) or
+            ``"d4"`` (the 8 turns and mirrors).
+        steps: sub-cell positions of the reference per axis, 1, 2, 4 or 8 (``steps ** 2``
+            shifts by multiples of ``stride / steps`` pixels).
+    """
+
+    group: str
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.group not in TTA_GROUPS:
+            raise ValueError(f"test-time augmentation group {self.group!r} is not one of "
+                             f"{sorted(TTA_GROUPS)}")
+        if self.steps not in TTA_STEPS:
+            raise ValueError(f"test-time augmentation steps {self.steps} is not one of "
+                             f"{TTA_STEPS}")
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per prediction."""
+        return TTA_GROUPS[self.group] * self.steps**2
+
+    def shifts(self, stride: int) -> tuple[tuple[int, int], ...]:
+        """The reference shifts (dx, dy) in pixels: the multiples of ``stride // steps``."""
+        if stride % self.steps:
+            raise ValueError(f"{self.steps} sub-cell steps do not divide the stride {stride}")
+        step = stride // self.steps
+        return tuple((i * step, j * step) for j in range(self.steps) for i in range(self.steps))
+
+    def __str__(self) -> str:
+        return self.group if self.steps == 1 else f"{self.group}+s{self.steps}"
+
+
+def parse_tta(mode: str | TTASpec) -> TTASpec:
+    """``"rot4+s2"`` -> ``TTASpec("rot4", 2)``; a ValueError names a bad mode."""
+    if isinstance(mode, TTASpec):
+        return mode
+    m = re.fullmatch(r"([a-z0-9]+?)(?:\+s(\d+))?", str(mode).strip())
+    try:
+        if m is None:
+            raise ValueError("expected '<group>' or '<group>+s<steps>', e.g. 'rot4+s2'")
+        return TTASpec(m.group(1), int(m.group(2) or 1))
+    except ValueError as e:
+        raise ValueError(f"unknown test-time augmentation {mode!r}: {e}") from None
+
+
+#: What inference uses unless told otherwise: chosen on the validation tile (model card).
+DEFAULT_TTA = "rot4+s2"
 
 
 @dataclass(frozen=True)
@@ -44,8 +115,9 @@ class Prediction:
 
     Attributes:
         boxes: (m, 4) float64, (x1, y1, x2, y2) in reference-input pixels (edges).
-        scores: (m,) float64 in [0, 1], the decoded box's confidence (softmax over all
-            anchors x cells of that target).
+        scores: (m,) float64 in [0, 1], the decoded box's confidence: the softmax probability
+            of its anchor and cell among all anchors x cells of that target (with test-time
+            augmentation: the chosen cell's probability mass, averaged over the passes).
         heatmaps: (m, h, w) float32 in [0, 1]; each covers the whole reference input, so pixel
             (i, j) of a heatmap spans reference pixels scaled by reference_size / w.
     """

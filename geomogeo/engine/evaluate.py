@@ -17,6 +17,7 @@ from geomogeo.engine.checkpoint import load_checkpoint
 from geomogeo.engine.metrics import metrics_markdown
 from geomogeo.engine.train import evaluate_model, resolve_device
 from geomogeo.geo.export import atomic_write
+from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
 
 __all__ = ["evaluate"]
 
@@ -31,15 +32,18 @@ def evaluate(
     device: str = "auto",
     quiet: bool = True,
     cvogl_subset: str | None = None,
+    tta: str | TTASpec = DEFAULT_TTA,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the photos of ``split`` (None = all) of ``manifest``.
 
     With ``cvogl_subset`` (``"DroneAerial"`` or ``"SVI"``), ``manifest`` is a CVOGL root folder
-    read as distributed.
+    read as distributed. ``tta`` is the decoding (:func:`~geomogeo.engine.train.predict_boxes`);
+    the default is the one inference uses.
 
-    Returns ``{"checkpoint", "sha256", "model", "manifest", "split", "photos", "targets",
+    Returns ``{"checkpoint", "sha256", "model", "manifest", "split", "tta", "photos", "targets",
     "metrics"}`` where ``metrics`` is :func:`~geomogeo.engine.metrics.evaluate_boxes`'s dict.
     """
+    spec = parse_tta(tta)
     ck = load_checkpoint(checkpoint)
     cfg = ck.model_config
     size = (tuple(cfg.query_size), cfg.reference_size)
@@ -50,13 +54,14 @@ def evaluate(
         data = pack_manifest(manifest, split, *size, quiet=quiet)  # type: ignore[arg-type]
     dev = resolve_device(device)
     metrics = evaluate_model(ck.model.to(dev), data, batch_size=batch_size, device=dev,
-                             bf16=dev.type == "cuda")
+                             bf16=dev.type == "cuda", tta=spec)
     result = {
         "checkpoint": str(Path(checkpoint)),
         "sha256": ck.sha256,
         "model": cfg.name,
         "manifest": str(Path(manifest)),
         "split": split,
+        "tta": str(spec),
         "photos": len(data),
         "targets": int(data.counts.sum()),
         "metrics": metrics,
@@ -64,7 +69,7 @@ def evaluate(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        title = f"{cfg.name} on {Path(manifest).name} ({split or 'all'})"
+        title = f"{cfg.name} on {Path(manifest).name} ({split or 'all'}, tta {spec})"
         with atomic_write(out / "metrics.json") as p:
             Path(p).write_text(json.dumps(result, indent=2), encoding="utf-8")
         with atomic_write(out / "metrics.md") as p:

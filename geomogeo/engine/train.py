@@ -41,6 +41,8 @@ from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.head import decode
 from geomogeo.nn.losses import mogeo_loss
 from geomogeo.nn.model import MOGeoNet, build_model
+from geomogeo.nn.tta import predict_tta
+from geomogeo.predictor import TTASpec, parse_tta
 
 __all__ = ["TrainResult", "evaluate_model", "predict_boxes", "train", "train_from_file"]
 
@@ -83,9 +85,16 @@ def _model_input(x01: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
 def predict_boxes(
     model: MOGeoNet, data: PackedData, *, batch_size: int = 32,
     device: torch.device | str = "cpu", bf16: bool = False, channels_last: bool = False,
+    tta: str | TTASpec = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (T, 4) in reference pixels and scores (T,) for every target of ``data``."""
+    """Boxes (T, 4) in reference pixels and scores (T,) for every target of ``data``.
+
+    ``tta="none"`` is the network's own decoding (one pass, the best anchor of the best cell);
+    other modes such as ``"rot4+s2"`` vote over turned and shifted passes
+    (:mod:`geomogeo.nn.tta`).
+    """
     device = torch.device(device)
+    spec = parse_tta(tta)
     was_training = model.training
     model.eval()
     cfg = model.config
@@ -96,9 +105,14 @@ def predict_boxes(
         b = data.batch(range(start, min(start + batch_size, len(data))), device)
         ref = _model_input(b.reference.float() / 255, mean, std, mf)
         qry = _model_input(b.query.float() / 255, mean, std, mf)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(ref, qry, b.clicks, b.batch_index)
-        bx, sc = decode(out.raw, model.anchors, cfg.stride)
+        if spec == TTASpec("none"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(ref, qry, b.clicks, b.batch_index)
+            bx, sc = decode(out.raw, model.anchors, cfg.stride)
+        else:
+            res = predict_tta(model, ref, qry, b.clicks, b.batch_index, spec,
+                              autocast_bf16=bf16)
+            bx, sc = res.boxes, res.scores
         boxes.append(bx.cpu().double().numpy())
         scores.append(sc.cpu().double().numpy())
     model.train(was_training)
@@ -106,7 +120,10 @@ def predict_boxes(
 
 
 def evaluate_model(model: MOGeoNet, data: PackedData, **kw: Any) -> dict[str, Any]:
-    """acc@t, accI@t, mean IoU, centre-cell hits and metres by group for ``data``."""
+    """acc@t, accI@t, mean IoU, centre-cell hits and metres by group for ``data``.
+
+    Keyword arguments go to :func:`predict_boxes` (``tta`` among them).
+    """
     boxes, _ = predict_boxes(model, data, **kw)
     off = data.offsets
     photos = [

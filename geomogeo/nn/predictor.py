@@ -9,22 +9,33 @@ import torch
 
 from geomogeo.nn.head import decode
 from geomogeo.nn.model import MOGeoNet
-from geomogeo.predictor import InputSpec, Prediction
+from geomogeo.nn.tta import predict_tta
+from geomogeo.predictor import DEFAULT_TTA, InputSpec, Prediction, TTASpec, parse_tta
 
 __all__ = ["TorchPredictor"]
 
 
 class TorchPredictor:
-    """Runs a network on numpy inputs: normalise, one forward pass, decode.
+    """Runs a network on numpy inputs: normalise, forward, decode.
 
     Inputs are (H, W, 3) float32 in [0, 1] sized to :attr:`spec`; points are (m, 2) click
     positions (x, y) in query-input pixels. Boxes come back in reference-input pixels (not
     clipped), scores in [0, 1], heatmaps are the attention maps A_k (m, G, G).
+
+    ``tta`` picks the decoding: ``"none"`` is one pass and the network's own decoding; other
+    modes (:mod:`geomogeo.nn.tta`; the default ``"rot4+s2"`` is 16 passes) vote over turned,
+    mirrored and shifted passes. Turning needs a square query.
     """
 
     def __init__(
-        self, model: MOGeoNet, *, name: str, sha256: str, device: str | torch.device = "cpu"
+        self, model: MOGeoNet, *, name: str, sha256: str, device: str | torch.device = "cpu",
+        tta: str | TTASpec = DEFAULT_TTA,
     ) -> None:
+        self.tta = parse_tta(tta)
+        qh, qw = model.config.query_size
+        if self.tta.group != "none" and qh != qw:
+            raise ValueError(f"tta {str(self.tta)!r} turns the query, which must be square, "
+                             f"not {qh}x{qw}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.name = name
@@ -57,12 +68,18 @@ class TorchPredictor:
         clicks = torch.from_numpy(np.concatenate([pts[i] for i in keep])).float()
         per_photo = torch.tensor([counts[i] for i in keep])
         bidx = torch.repeat_interleave(torch.arange(len(keep)), per_photo)  # (T,)
-        with torch.inference_mode():
-            res = self.model(ref, qry, clicks.to(self.device), bidx.to(self.device))
-            boxes, scores = decode(res.raw, self.model.anchors, self.model.config.stride)
+        clicks, bidx = clicks.to(self.device), bidx.to(self.device)
+        if self.tta == TTASpec("none"):
+            with torch.inference_mode():
+                res = self.model(ref, qry, clicks, bidx)
+                boxes, scores = decode(res.raw, self.model.anchors, self.model.config.stride)
+            heat = res.attention
+        else:
+            voted = predict_tta(self.model, ref, qry, clicks, bidx, self.tta)
+            boxes, scores, heat = voted.boxes, voted.scores, voted.attention
         boxes_np = boxes.cpu().double().numpy()
         scores_np = scores.cpu().double().numpy()
-        heat_np = res.attention.float().cpu().numpy()
+        heat_np = heat.float().cpu().numpy()
         start = 0
         for i in keep:
             sl = slice(start, start + counts[i])

@@ -64,6 +64,22 @@ def test_demo_prints_the_iou_of_the_written_files(tmp_path, capsys):
     assert len(list((out / "heatmaps").glob("*.tif"))) == n_targets
 
 
+def test_demo_tta_option(tmp_path, capsys):
+    import rasterio
+
+    assert main(["demo", "--out", str(tmp_path / "one"), "--tta", "none"]) == 0
+    assert "test-time augmentation none" in capsys.readouterr().out
+    with rasterio.open(tmp_path / "one" / "heatmaps" / "photo_1_target0_heatmap.tif") as ds:
+        assert (ds.width, ds.height, ds.res) == (16, 16, (16.0, 16.0))  # one pass: the grid
+    assert main(["demo", "--out", str(tmp_path / "two"), "--tta", "none+s2"]) == 0
+    assert "test-time augmentation none+s2" in capsys.readouterr().out
+    with rasterio.open(tmp_path / "two" / "heatmaps" / "photo_1_target0_heatmap.tif") as ds:
+        assert (ds.width, ds.height, ds.res) == (32, 32, (8.0, 8.0))  # the fine voting grid
+    assert main(["demo", "--out", str(tmp_path / "bad"), "--tta", "rot4+s3"]) == 2
+    assert "unknown test-time augmentation 'rot4+s3'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_shipped_checkpoint_matches_the_model_card():
     path, recorded = default_checkpoint()
     assert path.is_file() and path.stat().st_size <= 25 * 1024 * 1024

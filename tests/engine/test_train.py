@@ -244,7 +244,10 @@ def _manifest(root: Path) -> Path:
     return root / "manifest.jsonl"
 
 
-def test_evaluate_writes_the_recomputed_metrics(tmp_path: Path, run: tuple[Path, Any]) -> None:
+@pytest.mark.parametrize("tta", ["none", "rot4"])
+def test_evaluate_writes_the_recomputed_metrics(
+    tmp_path: Path, run: tuple[Path, Any], tta: str
+) -> None:
     # Imported here: the geo export stack it pulls in is not needed by the other tests (and is
     # absent where only the CUDA test runs).
     from geomogeo.engine.evaluate import evaluate
@@ -252,10 +255,11 @@ def test_evaluate_writes_the_recomputed_metrics(tmp_path: Path, run: tuple[Path,
     folder, _ = run
     manifest = _manifest(tmp_path / "set")
     out = tmp_path / "eval"
-    result = evaluate(folder / "best.pt", manifest, split="test", out_dir=out, device="cpu")
+    result = evaluate(folder / "best.pt", manifest, split="test", out_dir=out, device="cpu",
+                      tta=tta)  # type: ignore[arg-type]
     ck = load_checkpoint(folder / "best.pt")
     packed = pack_manifest(manifest, "test", (64, 64), 64)
-    boxes, scores = predict_boxes(ck.model, packed)
+    boxes, scores = predict_boxes(ck.model, packed, tta=tta)  # type: ignore[arg-type]
     assert boxes.shape == (int(packed.counts.sum()), 4) and scores.shape == (len(boxes),)
     off = packed.offsets
     expected = evaluate_boxes([
@@ -267,10 +271,11 @@ def test_evaluate_writes_the_recomputed_metrics(tmp_path: Path, run: tuple[Path,
     assert result["metrics"] == expected
     assert written["photos"] == 3 and written["targets"] == int(packed.counts.sum())
     assert written["sha256"] == ck.sha256 and written["split"] == "test"
-    assert written["model"] == "mogeo-light"
+    assert written["model"] == "mogeo-light" and written["tta"] == tta
     assert expected["all"]["centre_error_m_mean"] is not None  # georeferenced: metres known
     md = (out / "metrics.md").read_text(encoding="utf-8")
-    assert md == metrics_markdown(expected, title="mogeo-light on manifest.jsonl (test)")
+    title = f"mogeo-light on manifest.jsonl (test, tta {tta})"
+    assert md == metrics_markdown(expected, title=title)
     a = expected["all"]
     assert f"{a['mean_iou']:.3f}" in md and f"{a['centre_error_m_median']:.3f}" in md
     assert f"| all | 3 | {a['targets']} |" in md

@@ -70,8 +70,13 @@ def test_evaluate_a_cvogl_folder_from_the_cli(tmp_path, capsys):
     assert main(["-q", "train", str(tmp_path / "cfg.json")]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "run" / "best.pt"), str(tmp_path / "cvogl"),
-                 "--cvogl", "DroneAerial", "--split", "val", "-o", str(tmp_path / "ev")]) == 0
+                 "--cvogl", "DroneAerial", "--split", "val", "-o", str(tmp_path / "ev"),
+                 "--tta", "d4"]) == 0
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert printed["photos"] == written["photos"] == 2
+    assert printed["tta"] == written["tta"] == "d4"
     assert printed["metrics"] == written["metrics"]
+    assert main(["evaluate", str(tmp_path / "run" / "best.pt"), str(tmp_path / "cvogl"),
+                 "--cvogl", "DroneAerial", "--tta", "rot8"]) == 2  # a usage error
+    assert "rot8" in capsys.readouterr().err

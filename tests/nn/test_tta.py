@@ -1,0 +1,199 @@
+"""Test-time augmentation: exact geometry of the turned passes and the vote."""
+
+from __future__ import annotations
+
+import math
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from geomogeo.nn.head import decode
+from geomogeo.nn.model import MOGeoOutput
+from geomogeo.nn.tta import (
+    dense_decode,
+    invert_points,
+    predict_tta,
+    transform_images,
+    transform_points,
+    transforms_of,
+)
+from geomogeo.predictor import TTASpec, parse_tta
+
+D4 = transforms_of(TTASpec("d4"))
+
+
+def test_modes() -> None:
+    assert transforms_of(TTASpec("none")) == ((False, 0),)
+    assert transforms_of(TTASpec("rot4")) == ((False, 0), (False, 1), (False, 2), (False, 3))
+    assert len(set(D4)) == 8 and set(transforms_of(TTASpec("rot4"))) < set(D4)
+    assert parse_tta("rot4+s2") == TTASpec("rot4", 2) and str(TTASpec("rot4", 2)) == "rot4+s2"
+    assert parse_tta(" d4 ") == TTASpec("d4", 1) and str(TTASpec("d4")) == "d4"
+    assert [parse_tta(m).passes for m in ("none", "rot4", "d4+s2", "none+s4")] == [1, 4, 32, 16]
+    assert TTASpec("none", 2).shifts(16) == ((0, 0), (8, 0), (0, 8), (8, 8))
+    assert TTASpec("none", 4).shifts(16)[:5] == ((0, 0), (4, 0), (8, 0), (12, 0), (0, 4))
+    for bad, why in (("x", "group 'x'"), ("rot4+s3", "steps 3"), ("rot4+x2", "expected"),
+                     ("", "expected")):
+        with pytest.raises(ValueError, match=re.escape(f"augmentation {bad!r}: ") + f".*{why}"):
+            parse_tta(bad)
+    with pytest.raises(ValueError, match="8 sub-cell steps do not divide the stride 12"):
+        TTASpec("none", 8).shifts(12)
+
+
+@pytest.mark.parametrize("t", D4)
+def test_points_follow_the_pixels(t: tuple[bool, int]) -> None:
+    """A hot pixel's centre, mapped as a point, lands on the centre of the moved pixel."""
+    size = 7
+    for col, row in ((0, 0), (5, 1), (2, 6), (3, 3)):
+        img = torch.zeros(1, size, size)
+        img[0, row, col] = 1.0
+        moved = transform_images(img, t)
+        r2, c2 = (moved[0] == 1).nonzero()[0].tolist()
+        pt = transform_points(torch.tensor([[col + 0.5, row + 0.5]]), t, size)
+        assert pt.tolist() == [[c2 + 0.5, r2 + 0.5]]
+        back = invert_points(pt, t, size)
+        assert back.tolist() == [[col + 0.5, row + 0.5]]
+
+
+def test_quarter_turn_by_hand() -> None:
+    # One CCW turn of a 10 px image: (x, y) -> (y, 10 - x); a mirror: (x, y) -> (10 - x, y).
+    p = torch.tensor([[2.0, 3.0]])
+    assert transform_points(p, (False, 1), 10).tolist() == [[3.0, 8.0]]
+    assert transform_points(p, (True, 0), 10).tolist() == [[8.0, 3.0]]
+    assert transform_points(p, (True, 1), 10).tolist() == [[3.0, 2.0]]  # mirror, then turn
+    assert invert_points(torch.tensor([[3.0, 2.0]]), (True, 1), 10).tolist() == [[2.0, 3.0]]
+
+
+def test_dense_decode_contains_decode() -> None:
+    torch.manual_seed(0)
+    raw = torch.randn(3, 9, 5, 4, 4)
+    anchors = torch.rand(9, 2) * 30 + 2
+    boxes, prob = dense_decode(raw, anchors, 16)
+    assert boxes.shape == (3, 9, 4, 4, 4) and prob.shape == (3, 9, 4, 4)
+    torch.testing.assert_close(prob.sum((1, 2, 3)), torch.ones(3))
+    ref_boxes, ref_scores = decode(raw, anchors, 16)
+    flat = prob.reshape(3, -1).argmax(1)
+    torch.testing.assert_close(boxes.reshape(3, -1, 4)[torch.arange(3), flat], ref_boxes)
+    torch.testing.assert_close(prob.reshape(3, -1).max(1).values, ref_scores)
+
+
+class HotPixelNet(nn.Module):
+    """An exactly equivariant stand-in for the network: it boxes the brightest reference pixel.
+
+    The confidence of anchor 0 (a square 6 x 6 px anchor) is 20 at the cell holding the hot
+    pixel and 0 elsewhere; its offsets put the box centre on the pixel centre. Attention is 1
+    at that cell.
+    """
+
+    def __init__(self, size: int = 64, stride: int = 16) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(stride=stride)
+        self.anchors = torch.tensor([[6.0, 6.0]] + [[20.0, 10.0]] * 8)
+        self.size, self.stride = size, stride
+
+    def forward(self, ref: Tensor, qry: Tensor, clicks: Tensor, bidx: Tensor) -> MOGeoOutput:
+        g, s = self.size // self.stride, self.stride
+        t = clicks.shape[0]
+        raw = torch.zeros(t, 9, 5, g, g)
+        att = torch.zeros(t, g, g)
+        for k in range(t):
+            flat = ref[bidx[k], 0].argmax()
+            row, col = divmod(int(flat), self.size)
+            cx, cy = (col + 0.5) / s, (row + 0.5) / s
+            gi, gj = int(cx), int(cy)
+            raw[k, 0, 0, gj, gi] = math.log((cx - gi) / (1 - (cx - gi)))
+            raw[k, 0, 1, gj, gi] = math.log((cy - gj) / (1 - (cy - gj)))
+            raw[k, 0, 4, gj, gi] = 20.0
+            att[k, gj, gi] = 1.0
+        return MOGeoOutput(raw, att, att.flatten(1))
+
+
+def _hot_pixels() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    ref = torch.zeros(2, 3, 64, 64)
+    ref[0, 0, 40, 9] = 1.0  # photo 0: hot pixel at column 9, row 40
+    ref[1, 0, 3, 50] = 1.0  # photo 1: column 50, row 3
+    qry = torch.zeros(2, 3, 32, 32)
+    clicks = torch.tensor([[4.0, 5.0], [30.0, 1.0], [16.0, 16.0]])
+    bidx = torch.tensor([0, 1, 1])
+    want = torch.tensor([[6.5, 37.5, 12.5, 43.5], [47.5, 0.5, 53.5, 6.5], [47.5, 0.5, 53.5, 6.5]])
+    return ref, qry, clicks, bidx, want
+
+
+@pytest.mark.parametrize("mode", ["none", "rot4", "d4", "none+s2", "rot4+s2", "d4+s4"])
+def test_every_pass_maps_back_to_the_same_box(mode: str) -> None:
+    """An equivariant model: every turned, mirrored and shifted pass agrees once mapped back,
+    so the vote is the box around the hot pixel, with full confidence."""
+    ref, qry, clicks, bidx, want = _hot_pixels()
+    res = predict_tta(HotPixelNet(), ref, qry, clicks, bidx, mode)
+    torch.testing.assert_close(res.boxes, want, atol=1e-4, rtol=0)
+    assert res.scores.min() > 0.99
+    steps = parse_tta(mode).steps
+    assert res.attention.shape == (3, 4 * steps, 4 * steps)
+    # the fine cell of each hot pixel is covered by every pass: attention 1 there
+    fine = 16 // steps
+    assert res.attention[0, 40 // fine, 9 // fine] == 1
+    assert res.attention[1, 3 // fine, 50 // fine] == res.attention[2, 3 // fine, 50 // fine] == 1
+    assert res.attention.max() == 1 and res.attention.min() == 0
+
+
+def test_vote_weights_the_anchors_of_the_winning_cell() -> None:
+    """One pass, two anchors sharing the mass of cell (gi=1, gj=2); a rival cell loses."""
+    raw = torch.full((1, 9, 5, 4, 4), 0.0)
+    raw[0, :, 4] = -30.0  # every logit negligible ...
+    raw[0, 0, 4, 2, 1] = math.log(3.0)  # ... but two anchors of cell (1, 2): p = 3/6 and 2/6
+    raw[0, 1, 4, 2, 1] = math.log(2.0)
+    raw[0, 2, 4, 0, 0] = math.log(1.0)  # a rival cell with 1/6
+    # offsets 0 (sigmoid 0.5): both boxes centred on (24, 40); sizes from the anchors
+    anchors = torch.tensor([[10.0, 10.0], [20.0, 30.0]] + [[5.0, 5.0]] * 7)
+
+    class Fixed(nn.Module):
+        config = SimpleNamespace(stride=16)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.anchors = anchors
+
+        def forward(self, *_: Tensor) -> MOGeoOutput:
+            return MOGeoOutput(raw, torch.zeros(1, 4, 4), torch.zeros(1, 16))
+
+    res = predict_tta(Fixed(), torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 32, 32),
+                      torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), "none")
+    # weights 0.6 and 0.4 of the cell's 5/6: w = 0.6 * 10 + 0.4 * 20 = 14, h = 6 + 12 = 18
+    torch.testing.assert_close(res.boxes, torch.tensor([[17.0, 31.0, 31.0, 49.0]]))
+    torch.testing.assert_close(res.scores, torch.tensor([5.0 / 6.0]), atol=1e-6, rtol=0)
+
+
+
+def test_two_shifted_passes_vote_on_the_fine_grid() -> None:
+    """none+s2 by hand: 4 passes whose coarse cells are offset by 8 px; the fine cell they
+    share wins and the box is the mean of theirs."""
+    calls: list[tuple[int, int]] = []
+
+    class Shifted(nn.Module):
+        config = SimpleNamespace(stride=16)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.anchors = torch.tensor([[10.0, 10.0]] * 9)
+
+        def forward(self, ref: Tensor, *_: Tensor) -> MOGeoOutput:
+            # the pass's shift is read from where the all-ones image starts
+            rows, cols = (ref[0, 0] != 0).nonzero().min(0).values.tolist()
+            calls.append((cols, rows))
+            raw = torch.zeros(1, 9, 5, 4, 4)
+            raw[0, :, 4] = -30.0
+            raw[0, 0, 4, 1, 1] = 0.0  # all mass on cell (1, 1) of every pass
+            raw[0, 0, 2] = math.log(1.0 + cols / 8)  # box width 10, 11.25, ... by shift
+            return MOGeoOutput(raw, torch.zeros(1, 4, 4), torch.zeros(1, 16))
+
+    res = predict_tta(Shifted(), torch.ones(1, 3, 64, 64), torch.zeros(1, 3, 32, 32),
+                      torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), "none+s2")
+    assert calls == [(0, 0), (8, 0), (0, 8), (8, 8)]
+    # In original pixels, pass (dx, dy)'s cell (1, 1) spans [16 - dx, 32 - dx) x [16 - dy, ...):
+    # all four cover the fine cell [16, 24) x [16, 24), which wins with mass 4 (score 1).
+    # Centres: (24 - dx, 24 - dy); widths 10 (dx = 0) and 20 (dx = 8); heights 10.
+    # Mean centre (20, 20), mean width 15, height 10.
+    torch.testing.assert_close(res.boxes, torch.tensor([[12.5, 15.0, 27.5, 25.0]]))
+    torch.testing.assert_close(res.scores, torch.tensor([1.0]))
