@@ -217,7 +217,10 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @tta_option
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, tta: TTASpec) -> None:
-    """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image."""
+    """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image.
+
+    MANIFEST may also be a packed .npz file (all its photos) or, with --cvogl, a CVOGL folder.
+    """
     from geomogeo.engine.evaluate import evaluate as run_eval
 
     metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir,

@@ -15,7 +15,7 @@ from geomogeo.data.cvogl import read_cvogl
 from geomogeo.data.dataset import pack_manifest, pack_records
 from geomogeo.engine.checkpoint import load_checkpoint
 from geomogeo.engine.metrics import metrics_markdown
-from geomogeo.engine.train import evaluate_model, resolve_device
+from geomogeo.engine.train import evaluate_model, load_packed, resolve_device
 from geomogeo.geo.export import atomic_write
 from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
 
@@ -37,8 +37,10 @@ def evaluate(
     """Evaluate ``checkpoint`` on the photos of ``split`` (None = all) of ``manifest``.
 
     With ``cvogl_subset`` (``"DroneAerial"`` or ``"SVI"``), ``manifest`` is a CVOGL root folder
-    read as distributed. ``tta`` is the decoding (:func:`~geomogeo.engine.train.predict_boxes`);
-    the default is the one inference uses.
+    read as distributed; a ``.npz`` file is packed data (``PackedData.save``, e.g. the
+    validation photos of ``scripts/train_default.py``), evaluated whole (``split`` unused).
+    ``tta`` is the decoding (:func:`~geomogeo.engine.train.predict_boxes`); the default is
+    inference's.
 
     Returns ``{"checkpoint", "sha256", "model", "manifest", "split", "tta", "photos", "targets",
     "metrics"}`` where ``metrics`` is :func:`~geomogeo.engine.metrics.evaluate_boxes`'s dict.
@@ -50,6 +52,8 @@ def evaluate(
     if cvogl_subset is not None:
         records = read_cvogl(manifest, cvogl_subset, split or "test")  # type: ignore[arg-type]
         data = pack_records(records, *size, quiet=quiet)  # type: ignore[arg-type]
+    elif Path(manifest).suffix == ".npz":
+        data, split = load_packed(manifest, cfg), None
     else:
         data = pack_manifest(manifest, split, *size, quiet=quiet)  # type: ignore[arg-type]
     dev = resolve_device(device)

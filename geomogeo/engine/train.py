@@ -44,7 +44,9 @@ from geomogeo.nn.model import MOGeoNet, build_model
 from geomogeo.nn.tta import predict_tta
 from geomogeo.predictor import TTASpec, parse_tta
 
-__all__ = ["TrainResult", "evaluate_model", "predict_boxes", "train", "train_from_file"]
+__all__ = [
+    "TrainResult", "evaluate_model", "load_packed", "predict_boxes", "train", "train_from_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +140,24 @@ def evaluate_model(model: MOGeoNet, data: PackedData, **kw: Any) -> dict[str, An
     return evaluate_boxes(photos, stride=model.config.stride)
 
 
+def load_packed(path: str | os.PathLike[str], model_cfg: ModelConfig) -> PackedData:
+    """A ``PackedData.save`` file (no pickle), checked against the model's input sizes."""
+    data = PackedData.load(path)
+    if data.reference_size != model_cfg.reference_size or \
+            data.query_size != tuple(model_cfg.query_size):
+        raise ValueError(
+            f"{path}: packed at reference {data.reference_size} px, query {data.query_size}; "
+            f"the model takes {model_cfg.reference_size} px, {tuple(model_cfg.query_size)}")
+    return data
+
+
 def _load_split(cfg: TrainConfig, model_cfg: ModelConfig, which: str, quiet: bool
                 ) -> PackedData | None:
     d = cfg.data
     packed = d.packed_train if which == "train" else d.packed_val
     split = d.train_split if which == "train" else d.val_split
     if packed is not None:
-        data = PackedData.load(packed)
-        if data.reference_size != model_cfg.reference_size or \
-                data.query_size != tuple(model_cfg.query_size):
-            raise ValueError(f"{packed}: packed for other input sizes than the model's")
-        return data
+        return load_packed(packed, model_cfg)
     if split is None:
         return None
     size = (tuple(model_cfg.query_size), model_cfg.reference_size)

@@ -278,6 +278,15 @@ def test_evaluate_writes_the_recomputed_metrics(
     assert md == metrics_markdown(expected, title=title)
     a = expected["all"]
     assert f"{a['mean_iou']:.3f}" in md and f"{a['centre_error_m_median']:.3f}" in md
+    # the same photos packed into an .npz evaluate identically
+    packed.save(tmp_path / "test.npz")
+    from_npz = evaluate(folder / "best.pt", tmp_path / "test.npz", device="cpu",
+                        tta=tta)  # type: ignore[arg-type]
+    assert from_npz["metrics"] == expected and from_npz["split"] is None
+    bigger = pack_manifest(manifest, "test", (64, 64), 128)
+    bigger.save(tmp_path / "big.npz")
+    with pytest.raises(ValueError, match=r"big.npz: packed at reference 128 px"):
+        evaluate(folder / "best.pt", tmp_path / "big.npz", device="cpu")
     assert f"| all | 3 | {a['targets']} |" in md
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.md"]
 
