@@ -4,8 +4,8 @@
     python scripts/metrics_table.py --by tta runs/final/evalV_*
 
 Each argument is an evaluate output folder (``metrics.json``). ``--by variant`` (the ablation
-table) names a row after the folder name's part after its first underscore (``eval_full`` ->
-``full``); ``--by tta`` names it after the test-time augmentation recorded in the file, with
+table) names a row after the variant its folder name ends with (``eval_full``, ``ablA_no_ls``);
+``--by tta`` names it after the test-time augmentation recorded in the file, with
 its number of network passes.
 """
 
@@ -50,8 +50,7 @@ def row_name(folder: Path, result: dict, by: str) -> str:
     if by == "tta":
         spec = parse_tta(result.get("tta", "none"))
         return f"{spec} ({spec.passes} pass{'es' if spec.passes > 1 else ''})"
-    key = folder.name.split("_", 1)[1]
-    return NAMES.get(key, key)
+    return next((name for key, name in NAMES.items() if folder.name.endswith(key)), folder.name)
 
 
 def main() -> None:

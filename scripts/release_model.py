@@ -1,6 +1,6 @@
 """Copy a trained checkpoint into ``model/`` as the default and record its sha256.
 
-    python scripts/release_model.py runs/cpu/full/best.pt --name mogeo-light-v1.pt
+    python scripts/release_model.py runs/cpu/full/best.pt --name mogeo-light-v2.pt
 
 Checks that the file loads without pickle, is at most 25 MB and covers at least 250 m of
 ground; writes ``model/checkpoints.json`` (``{"default": name, "files": {name: {"sha256",
@@ -27,7 +27,7 @@ MAX_BYTES = 25 * 1024 * 1024
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--name", default="mogeo-light-v1.pt")
+    p.add_argument("--name", default="mogeo-light-v2.pt")
     args = p.parse_args()
     ck = load_checkpoint(args.checkpoint)
     size = args.checkpoint.stat().st_size
