@@ -25,8 +25,14 @@ __all__ = [
     "parse_tta",
 ]
 
-#: Orientation groups of test-time augmentation and their number of passes.
-TTA_GROUPS: dict[str, int] = {"none": 1, "rot4": 4, "d4": 8}
+#: The orientations of each test-time augmentation group, identity first. ``(mirror, k)``:
+#: mirror both views left-right first (when True), then turn them ``k`` quarter turns
+#: counter-clockwise.
+TTA_GROUPS: dict[str, tuple[tuple[bool, int], ...]] = {
+    "none": ((False, 0),),
+    "rot4": tuple((False, k) for k in range(4)),
+    "d4": tuple((m, k) for m in (False, True) for k in range(4)),
+}
 TTA_STEPS: tuple[int, ...] = (1, 2, 4, 8)
 
 
@@ -55,9 +61,14 @@ class TTASpec:
                              f"{TTA_STEPS}")
 
     @property
+    def transforms(self) -> tuple[tuple[bool, int], ...]:
+        """The orientations of the group, ``(mirror, k)``, identity first."""
+        return TTA_GROUPS[self.group]
+
+    @property
     def passes(self) -> int:
         """Forward passes per prediction."""
-        return TTA_GROUPS[self.group] * self.steps**2
+        return len(self.transforms) * self.steps**2
 
     def shifts(self, stride: int) -> tuple[tuple[int, int], ...]:
         """The reference shifts (dx, dy) in pixels: the multiples of ``stride // steps``."""

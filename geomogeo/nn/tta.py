@@ -45,22 +45,11 @@ __all__ = [
     "predict_tta",
     "transform_images",
     "transform_points",
-    "transforms_of",
 ]
 
-#: ``(mirror, k)``: mirror left-right first (when True), then ``k`` quarter turns CCW.
+#: ``(mirror, k)``: mirror left-right first (when True), then ``k`` quarter turns CCW
+#: (the entries of :data:`geomogeo.predictor.TTA_GROUPS`).
 Transform = tuple[bool, int]
-
-_GROUPS: dict[str, tuple[Transform, ...]] = {
-    "none": ((False, 0),),
-    "rot4": tuple((False, k) for k in range(4)),
-    "d4": tuple((m, k) for m in (False, True) for k in range(4)),
-}
-
-
-def transforms_of(spec: TTASpec) -> tuple[Transform, ...]:
-    """The orientations of a mode's group, identity first."""
-    return _GROUPS[spec.group]
 
 
 def transform_images(img: Tensor, t: Transform) -> Tensor:
@@ -205,7 +194,7 @@ def predict_tta(
     for dx, dy in spec.shifts(stride):
         shifted = _shift_images(reference, dx, dy)
         offset = torch.tensor([dx, dy, dx, dy], device=reference.device, dtype=torch.float32)
-        for t in transforms_of(spec):
+        for t in spec.transforms:
             with torch.autocast(reference.device.type, torch.bfloat16, enabled=autocast_bf16):
                 out = model(transform_images(shifted, t), transform_images(query, t),
                             transform_points(clicks.float(), t, size_q), batch_index)

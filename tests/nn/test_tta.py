@@ -18,17 +18,16 @@ from geomogeo.nn.tta import (
     predict_tta,
     transform_images,
     transform_points,
-    transforms_of,
 )
 from geomogeo.predictor import TTASpec, parse_tta
 
-D4 = transforms_of(TTASpec("d4"))
+D4 = TTASpec("d4").transforms
 
 
 def test_modes() -> None:
-    assert transforms_of(TTASpec("none")) == ((False, 0),)
-    assert transforms_of(TTASpec("rot4")) == ((False, 0), (False, 1), (False, 2), (False, 3))
-    assert len(set(D4)) == 8 and set(transforms_of(TTASpec("rot4"))) < set(D4)
+    assert TTASpec("none").transforms == ((False, 0),)
+    assert TTASpec("rot4").transforms == ((False, 0), (False, 1), (False, 2), (False, 3))
+    assert len(set(D4)) == 8 and set(TTASpec("rot4").transforms) < set(D4)
     assert parse_tta("rot4+s2") == TTASpec("rot4", 2) and str(TTASpec("rot4", 2)) == "rot4+s2"
     assert parse_tta(" d4 ") == TTASpec("d4", 1) and str(TTASpec("d4")) == "d4"
     assert [parse_tta(m).passes for m in ("none", "rot4", "d4+s2", "none+s4")] == [1, 4, 32, 16]
