@@ -257,8 +257,9 @@ class Localizer:
         """Load a checkpoint (``None``: the default one in ``model/``, hash-checked).
 
         Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickled.
-        ``tta`` is the test-time augmentation of :class:`~geomogeo.nn.predictor.TorchPredictor`:
-        ``"rot4"`` (default: 4 quarter-turned passes voted), ``"d4"`` (8) or ``"none"``.
+        ``tta`` is the test-time augmentation of :class:`~geomogeo.nn.predictor.TorchPredictor`
+        (:mod:`geomogeo.nn.tta`): ``"rot4+s2"`` by default (16 turned and shifted passes,
+        voted), ``"none"`` for one pass.
         """
         from geomogeo.engine.checkpoint import load_checkpoint
         from geomogeo.nn.predictor import TorchPredictor

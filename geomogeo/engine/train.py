@@ -38,10 +38,9 @@ from geomogeo.engine.checkpoint import load_checkpoint, save_checkpoint
 from geomogeo.engine.config import TrainConfig, load_train_config
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
 from geomogeo.nn.config import ModelConfig
-from geomogeo.nn.head import decode
 from geomogeo.nn.losses import mogeo_loss
 from geomogeo.nn.model import MOGeoNet, build_model
-from geomogeo.nn.tta import predict_tta
+from geomogeo.nn.tta import predict
 from geomogeo.predictor import TTASpec, parse_tta
 
 __all__ = [
@@ -107,16 +106,9 @@ def predict_boxes(
         b = data.batch(range(start, min(start + batch_size, len(data))), device)
         ref = _model_input(b.reference.float() / 255, mean, std, mf)
         qry = _model_input(b.query.float() / 255, mean, std, mf)
-        if spec == TTASpec("none"):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = model(ref, qry, b.clicks, b.batch_index)
-            bx, sc = decode(out.raw, model.anchors, cfg.stride)
-        else:
-            res = predict_tta(model, ref, qry, b.clicks, b.batch_index, spec,
-                              autocast_bf16=bf16)
-            bx, sc = res.boxes, res.scores
-        boxes.append(bx.cpu().double().numpy())
-        scores.append(sc.cpu().double().numpy())
+        res = predict(model, ref, qry, b.clicks, b.batch_index, spec, autocast_bf16=bf16)
+        boxes.append(res.boxes.cpu().double().numpy())
+        scores.append(res.scores.cpu().double().numpy())
     model.train(was_training)
     return np.concatenate(boxes), np.concatenate(scores)
 

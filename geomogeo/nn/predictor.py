@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from geomogeo.nn.head import decode
 from geomogeo.nn.model import MOGeoNet
-from geomogeo.nn.tta import predict_tta
+from geomogeo.nn.tta import predict
 from geomogeo.predictor import DEFAULT_TTA, InputSpec, Prediction, TTASpec, parse_tta
 
 __all__ = ["TorchPredictor"]
@@ -20,7 +19,8 @@ class TorchPredictor:
 
     Inputs are (H, W, 3) float32 in [0, 1] sized to :attr:`spec`; points are (m, 2) click
     positions (x, y) in query-input pixels. Boxes come back in reference-input pixels (not
-    clipped), scores in [0, 1], heatmaps are the attention maps A_k (m, G, G).
+    clipped), scores in [0, 1], heatmaps are the attention maps A_k: (m, G, G) in one pass,
+    (m, G * steps, G * steps) on the voting grid of a ``+s<steps>`` mode.
 
     ``tta`` picks the decoding: ``"none"`` is one pass and the network's own decoding; other
     modes (:mod:`geomogeo.nn.tta`; the default ``"rot4+s2"`` is 16 passes) vote over turned,
@@ -68,18 +68,11 @@ class TorchPredictor:
         clicks = torch.from_numpy(np.concatenate([pts[i] for i in keep])).float()
         per_photo = torch.tensor([counts[i] for i in keep])
         bidx = torch.repeat_interleave(torch.arange(len(keep)), per_photo)  # (T,)
-        clicks, bidx = clicks.to(self.device), bidx.to(self.device)
-        if self.tta == TTASpec("none"):
-            with torch.inference_mode():
-                res = self.model(ref, qry, clicks, bidx)
-                boxes, scores = decode(res.raw, self.model.anchors, self.model.config.stride)
-            heat = res.attention
-        else:
-            voted = predict_tta(self.model, ref, qry, clicks, bidx, self.tta)
-            boxes, scores, heat = voted.boxes, voted.scores, voted.attention
-        boxes_np = boxes.cpu().double().numpy()
-        scores_np = scores.cpu().double().numpy()
-        heat_np = heat.float().cpu().numpy()
+        res = predict(self.model, ref, qry, clicks.to(self.device), bidx.to(self.device),
+                      self.tta)
+        boxes_np = res.boxes.cpu().double().numpy()
+        scores_np = res.scores.cpu().double().numpy()
+        heat_np = res.attention.cpu().numpy()
         start = 0
         for i in keep:
             sl = slice(start, start + counts[i])

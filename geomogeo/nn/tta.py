@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from geomogeo.nn.head import decode
 from geomogeo.predictor import TTASpec, parse_tta
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Transform",
     "dense_decode",
     "invert_points",
+    "predict",
     "predict_tta",
     "transform_images",
     "transform_points",
@@ -215,3 +217,25 @@ def predict_tta(
     box = box_sum.reshape(n, -1, 4)[rows, best] / chosen.clamp_min(1e-12)[:, None]
     attention = grid.image_part("attention") / grid.image_part("cover")
     return TTAResult(box, chosen / spec.passes, attention)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, reference: Tensor, query: Tensor, clicks: Tensor, batch_index: Tensor,
+    mode: str | TTASpec, *, autocast_bf16: bool = False,
+) -> TTAResult:
+    """One box per click under ``mode``: what the predictor and the evaluation run.
+
+    ``"none"`` is one pass and the network's own decoding (:func:`~geomogeo.nn.head.decode`:
+    the best anchor of the best cell, its softmax probability as score, the (T, G, G)
+    attention maps); any other mode is :func:`predict_tta`. Arguments as for
+    :func:`predict_tta`.
+    """
+    spec = parse_tta(mode)
+    if spec != TTASpec("none"):
+        return predict_tta(model, reference, query, clicks, batch_index, spec,
+                           autocast_bf16=autocast_bf16)
+    with torch.autocast(reference.device.type, torch.bfloat16, enabled=autocast_bf16):
+        out = model(reference, query, clicks, batch_index)
+    boxes, scores = decode(out.raw, model.anchors, model.config.stride)
+    return TTAResult(boxes, scores, out.attention.float())
