@@ -20,6 +20,7 @@ if [ "${1:-}" = "--test-tools" ]; then
   need=()
   command -v gdaltransform >/dev/null || need+=(gdal-bin)
   command -v chromium >/dev/null || need+=(chromium)
+  [ -f /usr/lib/python3/dist-packages/osgeo_utils/samples/validate_gpkg.py ] || need+=(python3-gdal)
   /usr/bin/python3 -c "import qgis.core" 2>/dev/null || need+=(python3-qgis qgis-providers)
   if [ ${#need[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -27,6 +27,7 @@ __all__ = [
     "gdaltransform_points",
     "ogrinfo_summary",
     "qgis_layer_check",
+    "validate_gpkg",
 ]
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -101,6 +102,27 @@ def ogrinfo_summary(path: str | os.PathLike[str], layer: str) -> OgrSummary:
         stderr=proc.stderr,
         stdout=out,
     )
+
+
+_VALIDATE_GPKG = "/usr/lib/python3/dist-packages/osgeo_utils/samples/validate_gpkg.py"
+
+
+def validate_gpkg(path: str | os.PathLike[str]) -> str:
+    """Run GDAL's GeoPackage validator (Debian's python3-gdal) with warnings as errors.
+
+    Returns its output (empty when the file is valid); a failed validation is a test failure.
+    """
+    exe = _require(SYSTEM_PYTHON)
+    if not Path(_VALIDATE_GPKG).exists():
+        pytest.skip("independent oracle validate_gpkg.py (python3-gdal) is not installed")
+    proc = subprocess.run(
+        [exe, _VALIDATE_GPKG, "-k", "--warning-as-error", str(path)],
+        capture_output=True, text=True, timeout=_TIMEOUT_S, env=_clean_env(), check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"validate_gpkg.py rejects {path} ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
 
 
 def gdalinfo_json(path: str | os.PathLike[str]) -> tuple[dict, str]:

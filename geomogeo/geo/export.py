@@ -1,11 +1,21 @@
-"""GIS writers: GeoPackage, GeoJSON and heatmap GeoTIFF, all atomic.
+"""GIS writers: GeoPackage (in place, transactional), GeoJSON and heatmap GeoTIFF (atomic).
 
 Terms and conventions used in this module:
 
 - *Atomic write*: the output is written to a temporary file in the SAME folder as the target,
   flushed with ``fsync`` and moved over the target with :func:`os.replace`. A reader therefore
   sees either the old file or the complete new one, never a half-written one; on any error the
-  original file is left byte-identical and the temporary file is removed.
+  original file is left byte-identical and the temporary file is removed. GeoJSON, heatmaps and
+  maps are written this way.
+- *In-place GeoPackage write*: an existing GeoPackage is never replaced (a GIS desktop or
+  another writer may have it open); the new features are added inside one SQLite transaction
+  that waits for the write lock (see :mod:`geomogeo.geo.gpkg`). Several processes may append
+  to one file at once; a write killed half-way leaves the file as it was before that write.
+- *Temporary files* are named ``.<stem>.<host>-<pid>-<random>.tmp<suffix>``. A write first
+  deletes the temporary files in the target's folder whose process (same host) is gone: the
+  leftovers of a killed write.
+- *Symbolic links*: a target that is a symbolic link is written through (the file it points to
+  is updated or created); the link stays a link.
 - *Native CRS*: a GeoPackage keeps every layer in the CRS of its GeoDataFrame (normally the
   reference raster's CRS, e.g. a UTM zone in metres). Nothing is reprojected.
 - *RFC 7946 GeoJSON*: WGS 84 longitude/latitude in degrees with x = longitude, exterior rings
@@ -22,14 +32,17 @@ frames; pixel <-> map conversion belongs to :mod:`geomogeo.geo.georef`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
-import shutil
+import re
+import secrets
+import socket
 import sqlite3
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import geopandas as gpd
 import numpy as np
@@ -41,6 +54,7 @@ from affine import Affine
 from pyproj import CRS
 
 from geomogeo.errors import GeoreferenceError, OutputError
+from geomogeo.geo import gpkg
 
 __all__ = [
     "GEOPACKAGE_VERSION",
@@ -59,12 +73,15 @@ logger = logging.getLogger(__name__)
 #: which recent GDAL writes by default, so new files are created as 1.3.
 GEOPACKAGE_VERSION = "1.3"
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _GPKG_USER_VERSION_13 = 10300
 
 #: Default densification length (metres) applied to projected geometries before reprojecting
 #: them to lon/lat.
 DEFAULT_DENSIFY_M = 100.0
+
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:32] or "host"
+_TEMP_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
+_SIDECARS = ("-journal", "-wal", "-shm", ".aux.xml")
 
 
 def _fsync_file(path: Path) -> None:
@@ -84,10 +101,53 @@ def _fsync_dir(path: Path) -> None:
 
 def _remove_temp(tmp: Path) -> None:
     # GDAL/SQLite may leave journal side-files next to a temp database.
-    sidecars = ("-journal", "-wal", "-shm", ".aux.xml")
-    for p in (tmp, *(tmp.with_name(tmp.name + s) for s in sidecars)):
+    for p in (tmp, *(tmp.with_name(tmp.name + s) for s in _SIDECARS)):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
+
+
+def _temp_path(target: Path) -> Path:
+    """A fresh temporary name next to ``target``, tagged with this host and process id."""
+    tag = f"{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+    return target.with_name(f".{target.stem}.{tag}.tmp{target.suffix}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists but belongs to another user
+        return True
+    return True
+
+
+def _sweep_temps(folder: Path) -> None:
+    """Delete temporary files (and their SQLite side-files) left in ``folder`` by dead writers.
+
+    Only files named by :func:`_temp_path` on this host whose process no longer exists are
+    removed; a concurrent writer's temporary file is left alone.
+    """
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = _TEMP_RE.match(entry.name)
+            if m and m["host"] == _HOST and not _process_alive(int(m["pid"])):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    logger.info("removed %s, left by a killed write", entry.path)
+
+
+def _real_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` with symbolic links resolved (so writes go through them); its folder must exist."""
+    real = Path(os.path.realpath(path))
+    if not real.parent.is_dir():
+        raise OutputError(
+            f"cannot write {str(path)!r}: folder {str(real.parent)!r} does not exist; "
+            "create it first"
+        )
+    if real.is_dir():
+        raise OutputError(f"cannot write {str(path)!r}: it is a folder")
+    return real
 
 
 @contextlib.contextmanager
@@ -98,29 +158,28 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     system) and keeps the target's suffix (so drivers that look at the extension still work).
     The caller writes the complete new content to the yielded path. On normal exit the file is
     fsynced and renamed over ``path``; if the block raises, the temporary file is removed, the
-    original ``path`` is left untouched and the exception propagates.
+    original ``path`` is left untouched and the exception propagates. A symbolic link is
+    written through (the file it points to is replaced; the link stays). Temporary files of
+    killed writes in the folder are deleted first.
 
     Raises:
         OutputError: the target's folder does not exist, nothing was written to the temporary
             path, or the final rename fails.
     """
     target = Path(path)
-    folder = target.parent
-    if not folder.is_dir():
-        raise OutputError(
-            f"cannot write {str(target)!r}: folder {str(folder)!r} does not exist; create it first"
-        )
-    tmp = folder / f".{target.stem}.{uuid.uuid4().hex[:12]}.tmp{target.suffix}"
+    real = _real_target(target)
+    _sweep_temps(real.parent)
+    tmp = _temp_path(real)
     try:
         yield tmp
         if not tmp.exists():
             raise OutputError(f"cannot write {str(target)!r}: the writer produced no file")
         _fsync_file(tmp)
         try:
-            os.replace(tmp, target)
+            os.replace(tmp, real)
         except OSError as exc:
             raise OutputError(f"cannot move the new file over {str(target)!r}: {exc}") from exc
-        _fsync_dir(folder)
+        _fsync_dir(real.parent)
     except BaseException:
         _remove_temp(tmp)
         raise
@@ -131,17 +190,15 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
 def is_geopackage(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is an SQLite database that contains a ``gpkg_contents`` table.
 
-    The file is opened read-only; it is never modified. A missing file returns False.
+    The file is opened read-only through SQLite only (never with a plain ``open()``, which would
+    drop the SQLite locks another thread of this process may hold on it). A missing file
+    returns False.
     """
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            if fh.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
-                return False
-    except OSError:
+    p = Path(os.path.realpath(path))
+    if not p.is_file():
         return False
     try:
-        con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{quote(str(p))}?mode=ro", uri=True)
     except sqlite3.Error:
         return False
     try:
@@ -151,14 +208,6 @@ def is_geopackage(path: str | os.PathLike[str]) -> bool:
         return bool(row and row[0] == 1)
     except sqlite3.Error:
         return False
-    finally:
-        con.close()
-
-
-def _gpkg_user_version(path: Path) -> int:
-    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return int(con.execute("PRAGMA user_version").fetchone()[0])
     finally:
         con.close()
 
@@ -197,70 +246,107 @@ def _check_frame(path: Path, layer: str, gdf: Any) -> None:
         )
 
 
-def _check_append(path: Path, layer: str, gdf: gpd.GeoDataFrame) -> bool:
-    """Raise OutputError if ``gdf`` cannot be appended to the existing ``layer`` of ``path``.
+def _needs_promotion(path: Path, layer: gpkg.LayerInfo, gdf: gpd.GeoDataFrame) -> bool:
+    """Whether ``gdf``'s single geometries must become the layer's multi type to be appended.
 
-    Returns True when single geometries must be promoted to the layer's multi type (Polygons
-    appended to a MultiPolygon layer).
+    Raises:
+        OutputError: the frame holds geometry kinds the layer cannot take.
     """
-    info = pyogrio.read_info(path, layer=layer)
-    existing_crs = CRS.from_user_input(info["crs"]) if info["crs"] else None
-    if existing_crs is None or not existing_crs.equals(CRS.from_user_input(gdf.crs)):
+    layer_kind = gpkg.ogr_type_name(layer.geometry_type)
+    if layer_kind == "Geometry":
+        return False
+    new_kinds = {_geom_kind(t) for t in gdf.geom_type.dropna().unique()}
+    allowed = {layer_kind}
+    if layer_kind.startswith("Multi"):
+        allowed.add(layer_kind[len("Multi"):])
+    bad = sorted(new_kinds - allowed)
+    if bad:
         raise OutputError(
-            f"cannot append to layer {layer!r} of {str(path)!r}: its CRS is "
-            f"{info['crs']!r} but the new features are in {gdf.crs.to_string()!r}; "
-            "write them to another layer or file"
+            f"cannot append to layer {layer.table!r} of {str(path)!r}: it holds {layer_kind} "
+            f"geometries but the new features contain {bad}"
         )
-    fields = set(map(str, info["fields"]))
-    extra = [str(c) for c in gdf.columns if c != gdf.geometry.name and str(c) not in fields]
-    if extra:
-        raise OutputError(
-            f"cannot append to layer {layer!r} of {str(path)!r}: columns {extra} are not in "
-            f"the layer (it has {sorted(fields)}); write them to another layer or file"
-        )
-    layer_kind = _geom_kind(str(info["geometry_type"]))
-    if layer_kind not in ("Unknown", "Geometry", ""):
-        new_kinds = {_geom_kind(t) for t in gdf.geom_type.dropna().unique()}
-        allowed = {layer_kind}
-        if layer_kind.startswith("Multi"):
-            allowed.add(layer_kind[len("Multi"):])
-        bad = sorted(new_kinds - allowed)
-        if bad:
-            raise OutputError(
-                f"cannot append to layer {layer!r} of {str(path)!r}: it holds {layer_kind} "
-                f"geometries but the new features contain {bad}"
-            )
-        return layer_kind.startswith("Multi") and bool(new_kinds - {layer_kind})
-    return False
+    return layer_kind.startswith("Multi") and bool(new_kinds - {layer_kind})
+
+
+def _stage(stage: Path, target: Path, layers: Mapping[str, gpd.GeoDataFrame],
+           promote: set[str]) -> None:
+    """Write ``layers`` with GDAL into the new GeoPackage ``stage`` (version 1.3)."""
+    for i, (name, gdf) in enumerate(layers.items()):
+        kwargs: dict[str, Any] = {"layer": name, "driver": "GPKG"}
+        if i:
+            kwargs["append"] = True  # a new layer in the staged file
+        else:
+            kwargs["dataset_options"] = {"VERSION": GEOPACKAGE_VERSION}
+        if name in promote:
+            kwargs["promote_to_multi"] = True
+        try:
+            pyogrio.write_dataframe(gdf, stage, **kwargs)
+        except Exception as exc:
+            raise OutputError(f"cannot write layer {name!r} to {str(target)!r}: {exc}") from exc
+
+
+def _publish_new(stage: Path, real: Path) -> bool:
+    """Give the complete ``stage`` file the name ``real`` unless that name exists meanwhile.
+
+    A hard link never replaces an existing file, so of two processes creating the same file
+    one wins and the other sees False (and appends instead). On file systems without hard
+    links (FAT, some network shares) the file is renamed if the name is still free, which
+    leaves a short race between two creators there.
+    """
+    _fsync_file(stage)
+    try:
+        os.link(stage, real)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                             errno.EMLINK, errno.ENOSYS):
+            raise OutputError(f"cannot create {str(real)!r}: {exc}") from exc
+        if real.exists():
+            return False
+        os.replace(stage, real)
+    _fsync_dir(real.parent)
+    return True
 
 
 def write_geopackage(
     path: str | os.PathLike[str],
     layers: Mapping[str, gpd.GeoDataFrame],
     append: bool = True,
+    *,
+    busy_timeout_s: float = gpkg.DEFAULT_BUSY_TIMEOUT_S,
 ) -> Path:
-    """Write GeoDataFrames as layers of a GeoPackage, each in its native CRS, atomically.
+    """Write GeoDataFrames as layers of a GeoPackage, each in its native CRS, safely.
 
     Args:
-        path: the ``.gpkg`` file.
+        path: the ``.gpkg`` file (a symbolic link is written through).
         layers: ``{layer name: GeoDataFrame}``; each frame must have a CRS. Datetime columns
-            are stored as GeoPackage DateTime; geometry types are taken from the data (a frame
-            of Polygons gives a ``Polygon`` layer).
+            are stored as GeoPackage DateTime, integers as Integer, floats as Real; geometry
+            types are taken from the data (a frame of Polygons gives a ``Polygon`` layer).
         append: if True and ``path`` exists, keep all its layers and features, append the new
-            features to layers that already exist (same CRS, geometry type and no new columns)
-            and add the other layers. If False, ``path`` is replaced by a new file holding
-            only ``layers``.
+            features to layers that already exist (same CRS, geometry type, no new columns and
+            storable column types) and add the other layers. If False, the file afterwards
+            holds only ``layers`` (its previous feature layers are deleted in the same
+            transaction).
+        busy_timeout_s: how long to wait, in seconds, while another connection (another
+            process, a GIS desktop) holds the file's write lock.
 
-    New files are GeoPackage 1.3 (see :data:`GEOPACKAGE_VERSION`). The existing file is
-    copied to a temporary file in the same folder, the copy is written, then moved over
-    ``path``; a failure at any step leaves ``path`` byte-identical.
+    A new file is GeoPackage 1.3 (see :data:`GEOPACKAGE_VERSION`): it is written to a
+    temporary file and published under ``path`` only when complete; if another process
+    created ``path`` meanwhile, the features are appended to that file instead. An existing
+    file is written IN PLACE, in one SQLite transaction that holds the write lock, so
+    concurrent writers are serialised, readers keep a valid view (WAL mode included) and a
+    failure or a killed process leaves the file as it was before the write. The file keeps its
+    GeoPackage version and journal mode.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        OutputError: ``path`` exists but is not a GeoPackage, a frame cannot be appended to
-            the existing layer, or writing fails. Nothing is written in these cases.
+        OutputError: ``path`` exists but is not a GeoPackage (unless ``append`` is False, which
+            replaces such a file), a frame cannot be appended to the existing layer, the file
+            stays locked longer than ``busy_timeout_s``, or writing fails. Nothing is written
+            in these cases.
         GeoreferenceError: a frame has no CRS.
     """
     target = Path(path)
@@ -268,49 +354,44 @@ def write_geopackage(
         raise OutputError(f"cannot write {str(target)!r}: no layers given")
     for name, gdf in layers.items():
         _check_frame(target, name, gdf)
+    real = _real_target(target)
+    _sweep_temps(real.parent)
 
-    existing: dict[str, str] = {}
-    promote: set[str] = set()
-    use_existing = append and target.exists()
-    if use_existing:
-        if not is_geopackage(target):
-            raise OutputError(
-                f"cannot append to {str(target)!r}: it exists but is not a GeoPackage "
-                "(no SQLite header or no gpkg_contents table); choose another file name"
-            )
-        existing = list_layers(target)
-        for name, gdf in layers.items():
-            if name in existing and _check_append(target, name, gdf):
-                promote.add(name)
-        if _gpkg_user_version(target) > _GPKG_USER_VERSION_13:
-            logger.warning(
-                "%s is a GeoPackage newer than %s; GDAL < 3.7 may warn when opening it",
-                target,
-                GEOPACKAGE_VERSION,
-            )
-
-    with atomic_write(target) as tmp:
-        if use_existing:
-            shutil.copy2(target, tmp)
-        created = use_existing
-        for name, gdf in layers.items():
-            kwargs: dict[str, Any] = {"layer": name, "driver": "GPKG"}
-            if created:
-                # Appending to an existing dataset: existing layer -> add features, else new layer.
-                kwargs["append"] = True
-                if name in promote:
-                    kwargs["promote_to_multi"] = True
+    if not real.exists() or (not append and not is_geopackage(real)):
+        stage = _temp_path(real)
+        try:
+            _stage(stage, target, layers, set())
+            if not append and real.exists():
+                _fsync_file(stage)
+                os.replace(stage, real)  # not a GeoPackage: nobody can be reading it as one
+                _fsync_dir(real.parent)
+                created = True
             else:
-                kwargs["dataset_options"] = {"VERSION": GEOPACKAGE_VERSION}
-            try:
-                pyogrio.write_dataframe(gdf, tmp, **kwargs)
-            except Exception as exc:
-                raise OutputError(
-                    f"cannot write layer {name!r} to {str(target)!r}: {exc}"
-                ) from exc
-            created = True
-            logger.debug("wrote %d features to layer %r of %s", len(gdf), name, target)
-    logger.info("wrote GeoPackage %s (layers: %s)", target, ", ".join(layers))
+                created = _publish_new(stage, real)
+        finally:
+            _remove_temp(stage)
+        if created:
+            logger.info("wrote GeoPackage %s (layers: %s)", target, ", ".join(layers))
+            return target
+        logger.debug("%s was created by another writer meanwhile; appending to it", target)
+
+    with gpkg.write_transaction(real, busy_timeout_s=busy_timeout_s) as tx:
+        if not append:
+            tx.clear()
+        elif tx.user_version > _GPKG_USER_VERSION_13:
+            logger.warning("%s is a GeoPackage newer than %s; GDAL < 3.7 may warn when "
+                           "opening it", target, GEOPACKAGE_VERSION)
+        promote = {name for name, gdf in layers.items()
+                   if (info := tx.layers.get(name.lower())) is not None
+                   and _needs_promotion(target, info, gdf)}
+        stage = _temp_path(real)
+        try:
+            _stage(stage, target, layers, promote)
+            added = tx.merge(stage)
+        finally:
+            _remove_temp(stage)
+    logger.info("wrote GeoPackage %s in place (features added: %s)", target,
+                ", ".join(f"{k}: {v}" for k, v in added.items()))
     return target
 
 
