@@ -148,11 +148,10 @@ def write_outputs(res: Any, out_dir: Path, *, heatmaps: bool, make_map: bool) ->
 @click.option("--layer", default="boxes", show_default=True, help="GeoPackage layer name.")
 def georeference(boxes_file: Path, raster: Path, out_path: Path, layer: str) -> None:
     """Turn pixel boxes (CSV/JSON, raster pixel edges) detected elsewhere into polygons."""
-    from geomogeo.boxes import georeference_boxes, read_boxes_file
+    from geomogeo.boxes import georeference_boxes_file
     from geomogeo.geo import export
 
-    boxes, attrs = read_boxes_file(boxes_file)
-    gdf = georeference_boxes(raster, boxes, attrs)
+    gdf = georeference_boxes_file(boxes_file, raster)
     suffix = out_path.suffix.lower()
     if suffix == ".gpkg":
         export.write_geopackage(out_path, {layer: gdf}, append=True)

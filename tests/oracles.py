@@ -25,6 +25,7 @@ __all__ = [
     "chromium_render",
     "gdalinfo_json",
     "gdaltransform_points",
+    "ogrinfo_features",
     "ogrinfo_summary",
     "qgis_layer_check",
     "validate_gpkg",
@@ -125,6 +126,31 @@ def validate_gpkg(path: str | os.PathLike[str]) -> str:
     return proc.stdout + proc.stderr
 
 
+def ogrinfo_features(path: str | os.PathLike[str], layer: str) -> list[dict[str, str]]:
+    """Attribute values of every feature as Debian's ``ogrinfo -al`` prints them.
+
+    One dict per feature: ``{field: "Type = value"}`` with GDAL's type name and its text form
+    of the value (e.g. ``"DateTime = 2024/05/01 10:30:00+00"``, ``"Integer64 = (null)"``).
+    """
+    exe = _require("ogrinfo")
+    proc = subprocess.run(
+        [exe, "-al", "-q", "-geom=NO", str(path), layer],
+        capture_output=True, text=True, timeout=_TIMEOUT_S, env=_clean_env(), check=False,
+    )
+    if proc.returncode != 0 or proc.stderr.strip():
+        raise AssertionError(f"ogrinfo failed or warned on {path} ({proc.returncode}): "
+                             f"{proc.stderr}")
+    features: list[dict[str, str]] = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("OGRFeature("):
+            features.append({})
+            continue
+        m = re.match(r"^  (\S+) \((.+?)\) = (.*)$", line)
+        if m and features:
+            features[-1][m[1]] = f"{m[2]} = {m[3]}"
+    return features
+
+
 def gdalinfo_json(path: str | os.PathLike[str]) -> tuple[dict, str]:
     """Run Debian's ``gdalinfo -json`` on a raster; return (parsed JSON, stderr)."""
     exe = _require("gdalinfo")
@@ -180,6 +206,7 @@ try:
     else:
         result["featureCount"] = int(lyr.featureCount())
         result["fields"] = [f.name() for f in lyr.fields()]
+        result["fieldTypes"] = {f.name(): f.typeName() for f in lyr.fields()}
     del crs, ext, lyr
 finally:
     print("QGIS_JSON:" + json.dumps(result))
@@ -195,7 +222,8 @@ def qgis_layer_check(
     Runs under Debian's ``/usr/bin/python3`` with ``QT_QPA_PLATFORM=offscreen``. Returns a dict
     with ``isValid``, ``authid`` (e.g. ``"EPSG:32631"``), ``wkt``, ``extent`` as
     [xmin, ymin, xmax, ymax] in the layer's CRS and ``featureCount`` (None for rasters; rasters
-    also give ``width``, ``height``, ``bandCount``).
+    also give ``width``, ``height``, ``bandCount``; vectors ``fields`` and ``fieldTypes``,
+    ``{name: QGIS type name}``).
     """
     exe = _require(SYSTEM_PYTHON)
     env = _clean_env()
