@@ -128,10 +128,14 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
     click.echo(f"{res.windows_searched} window(s) searched; wrote {', '.join(map(str, written))}")
 
 
-def write_outputs(res: Any, out_dir: Path, *, heatmaps: bool, make_map: bool) -> list[Path]:
-    """Write a result's GeoPackage, GeoJSON, heatmaps and map into ``out_dir``."""
+def write_outputs(res: Any, out_dir: Path, *, heatmaps: bool, make_map: bool,
+                  append: bool = True) -> list[Path]:
+    """Write a result's GeoPackage, GeoJSON, heatmaps and map into ``out_dir``.
+
+    ``append=False`` starts ``targets.gpkg`` over instead of appending to it.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [res.to_file(out_dir / "targets.gpkg"),
+    written = [res.to_file(out_dir / "targets.gpkg", append=append),
                res.to_file(out_dir / f"{res.photo.stem}.geojson")]
     if heatmaps:
         written += res.write_heatmaps(out_dir / "heatmaps")

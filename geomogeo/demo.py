@@ -5,6 +5,8 @@
 polygon in the raster's CRS. The demo localizes every photo with the default checkpoint (EXIF
 GPS gives the window), writes a GeoPackage, GeoJSON, heatmap GeoTIFFs and an offline HTML map
 per photo, and reports per target the score and the IoU (in map space) with the answer.
+Each run starts ``targets.gpkg`` over (in place, see :func:`geomogeo.geo.export.write_geopackage`),
+so running the demo twice gives the same file; appending is for the user's own runs.
 """
 
 from __future__ import annotations
@@ -66,9 +68,11 @@ def run_demo(
     loc = Localizer.load(model_path, tta=tta)
     raster = samples / spec["raster"]
     rows: list[DemoRow] = []
-    for item in tqdm(spec["photos"], desc="photos", disable=quiet, unit="photo", leave=False):
+    photos = tqdm(spec["photos"], desc="photos", disable=quiet, unit="photo", leave=False)
+    for i, item in enumerate(photos):
         res = loc.localize(samples / item["photo"], raster, item["clicks"], quiet=True)
-        write_outputs(res, out, heatmaps=True, make_map=True)
+        # The first photo starts targets.gpkg over: a second demo run must not double it.
+        write_outputs(res, out, heatmaps=True, make_map=True, append=i > 0)
         for t, answer in zip(res.targets, item["answers"], strict=True):
             rows.append(DemoRow(Path(item["photo"]).name, t.index, t.score,
                                 polygon_iou(t.polygon, Polygon(answer))))
