@@ -15,7 +15,14 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from oracles import gdalinfo_json, gdaltransform_points, ogrinfo_summary, qgis_layer_check
+from oracles import (
+    gdalinfo_json,
+    gdaltransform_points,
+    ogrinfo_summary,
+    qgis_layer_check,
+    validate_gpkg,
+)
+from pyproj import CRS
 from shapely.geometry import Point, Polygon
 
 from geomogeo.errors import OutputError
@@ -348,3 +355,123 @@ def test_heatmap_failure_keeps_original(tmp_path: Path, monkeypatch: pytest.Monk
     assert _dir_files(tmp_path) == {"heat.tif"}
     with pytest.raises(ValueError, match=r"heat\.tif"):
         write_heatmap(out, np.ones((2, 2, 2)), Affine(1, 0, X0, 0, -1, Y0), UTM)
+
+
+# --------------------------------------------------------------------------- GeoPackage in place
+
+
+def _sql(gpkg: Path, query: str) -> list[tuple]:
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{gpkg}?mode=ro", uri=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_geopackage_append_checks_column_types(tmp_path: Path) -> None:
+    gpkg = tmp_path / "out.gpkg"
+    write_geopackage(gpkg, {"targets": _targets(2)})  # target: INTEGER, score: REAL
+    before = gpkg.read_bytes()
+    with pytest.raises(OutputError, match=r"column 'target' is INTEGER .* REAL"):
+        write_geopackage(gpkg, {"targets": _targets(1).assign(target=0.5)})
+    with pytest.raises(OutputError, match=r"column 'click_x' is REAL .* TEXT"):
+        write_geopackage(gpkg, {"targets": _targets(1).assign(click_x="left")})
+    with pytest.raises(OutputError, match=r"column 'time' is DATETIME .* TEXT"):
+        write_geopackage(gpkg, {"targets": _targets(1).assign(time="yesterday")})
+    assert gpkg.read_bytes() == before  # nothing written
+    # Integers into a REAL column are fine; so is an all-missing column of another type.
+    write_geopackage(gpkg, {"targets": _targets(1, start=2).assign(score=1)})
+    back = pyogrio.read_dataframe(gpkg, layer="targets")
+    assert back["score"].tolist() == pytest.approx([0.9, 0.5, 1.0])
+    assert str(back["score"].dtype) == "float64"
+    s = ogrinfo_summary(gpkg, "targets")
+    assert (s.stderr, s.feature_count, s.fields["score"]) == ("", 3, "Real")
+
+
+def test_geopackage_numbers_append_to_a_text_column(tmp_path: Path) -> None:
+    """Files written before attributes were typed have text columns; numbers still append."""
+    gpkg = tmp_path / "out.gpkg"
+    write_geopackage(gpkg, {"targets": _targets(1).astype({"target": str})})
+    assert ogrinfo_summary(gpkg, "targets").fields["target"] == "String"
+    write_geopackage(gpkg, {"targets": _targets(1, start=5)})
+    assert pyogrio.read_dataframe(gpkg, layer="targets")["target"].tolist() == ["0", "5"]
+    assert ogrinfo_summary(gpkg, "targets").stderr == ""
+
+
+def test_geopackage_replace_in_place_under_an_open_reader(tmp_path: Path) -> None:
+    import sqlite3
+
+    gpkg = tmp_path / "out.gpkg"
+    write_geopackage(gpkg, {"targets": _targets(3), "photos": _points(2)})
+    reader = sqlite3.connect(gpkg)
+    reader.execute("PRAGMA journal_mode=WAL")
+    ino = gpkg.stat().st_ino
+    try:
+        write_geopackage(gpkg, {"targets": _targets(2, start=7)}, append=False)
+        # the open connection sees the new content of the same file
+        assert reader.execute("SELECT target FROM targets").fetchall() == [(7,), (8,)]
+    finally:
+        reader.close()
+    assert gpkg.stat().st_ino == ino  # never replaced
+    assert list_layers(gpkg) == {"targets": "Polygon"}
+    assert _sql(gpkg, "SELECT name FROM sqlite_master WHERE name LIKE '%photos%'") == []
+    assert _sql(gpkg, "PRAGMA integrity_check") == [("ok",)]
+    assert _sql(gpkg, "SELECT feature_count FROM gpkg_ogr_contents") == [(2,)]
+    s = ogrinfo_summary(gpkg, "targets")
+    assert (s.stderr, s.feature_count) == ("", 2)
+    _assert_extent(s.extent, _targets(2, start=7))
+    validate_gpkg(gpkg)
+
+
+def test_geopackage_append_false_replaces_a_file_that_is_not_a_geopackage(
+        tmp_path: Path) -> None:
+    gpkg = tmp_path / "out.gpkg"
+    gpkg.write_text("not a database")
+    write_geopackage(gpkg, {"targets": _targets(2)}, append=False)
+    assert ogrinfo_summary(gpkg, "targets").feature_count == 2
+    assert _dir_files(tmp_path) == {"out.gpkg"}
+
+
+def test_geopackage_waits_for_a_writer_then_gives_up_clearly(tmp_path: Path) -> None:
+    import sqlite3
+
+    gpkg = tmp_path / "out.gpkg"
+    write_geopackage(gpkg, {"targets": _targets(2)})
+    other = sqlite3.connect(gpkg, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+    try:
+        with pytest.raises(OutputError, match=r"holds its write lock for more than 0.2 s"):
+            write_geopackage(gpkg, {"targets": _targets(1, start=2)}, busy_timeout_s=0.2)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert ogrinfo_summary(gpkg, "targets").feature_count == 2
+    assert _dir_files(tmp_path) == {"out.gpkg"}
+
+
+def test_geopackage_new_layer_with_a_clashing_srs_id(tmp_path: Path, albers_wkt: str) -> None:
+    """Two custom CRSs that GDAL numbers alike (srs_id 100000) in their own files: the second
+    one gets a new id in the target and its geometry headers are rewritten to match."""
+    gpkg = tmp_path / "out.gpkg"
+    albers = gpd.GeoDataFrame({"k": [1]}, geometry=[Point(100.0, 200.0)], crs=albers_wkt)
+    local_tm = CRS.from_proj4("+proj=tmerc +lat_0=41 +lon_0=2.1 +k=1 +x_0=500 +y_0=300 "
+                              "+ellps=GRS80 +units=m +no_defs")
+    tm = gpd.GeoDataFrame({"k": [2]}, geometry=[shapely.box(10, 20, 30, 50)], crs=local_tm)
+    write_geopackage(gpkg, {"albers": albers})
+    write_geopackage(gpkg, {"tm": tm})
+    ids = dict(_sql(gpkg, "SELECT table_name, srs_id FROM gpkg_geometry_columns"))
+    assert ids["albers"] == 100000 and ids["tm"] == 100001
+    import struct
+
+    (blob,) = _sql(gpkg, "SELECT geom FROM tm")[0]
+    assert struct.unpack("<i", blob[4:8])[0] == 100001
+    s = ogrinfo_summary(gpkg, "tm")
+    assert s.stderr == "" and s.extent == pytest.approx((10, 20, 30, 50))
+    assert CRS.from_wkt(s.srs_wkt).equals(local_tm)
+    assert CRS.from_wkt(ogrinfo_summary(gpkg, "albers").srs_wkt).equals(CRS(albers_wkt))
+    # appending to it again goes into the same layer, with the renumbered SRS
+    write_geopackage(gpkg, {"tm": tm.assign(k=3)})
+    assert ogrinfo_summary(gpkg, "tm").feature_count == 2
+    validate_gpkg(gpkg)

@@ -271,3 +271,27 @@ def test_next_write_removes_only_dead_writers_temps(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     write_geopackage(tmp_path / "targets.gpkg", frames(0, 0, 1))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*live, "targets.gpkg"])
+
+
+def test_threads_of_one_process_append_safely(tmp_path: Path) -> None:
+    """Threads of one process (e.g. a threaded Dask worker) share SQLite's in-process locks."""
+    gpkg = tmp_path / "targets.gpkg"
+    errors: list[BaseException] = []
+
+    def work(w: int) -> None:
+        try:
+            for s in range(5):
+                write_geopackage(gpkg, frames(w, s, BATCH))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(_rows(gpkg, "photo")) == [(w, s) for w in range(4) for s in range(5)]
+    assert len(_rows(gpkg, "targets")) == 4 * 5 * BATCH
+    assert _integrity(gpkg) == "ok"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["targets.gpkg"]
