@@ -237,14 +237,16 @@ class GeoPackageTransaction:
         tables = [r[0] for r in con.execute("SELECT table_name FROM gpkg_contents")]
         meta = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         for table in tables:
-            for (ext,) in con.execute(
+            if "gpkg_extensions" in meta:
+                indexed = con.execute(
                     "SELECT column_name FROM gpkg_extensions WHERE lower(table_name) = lower(?) "
-                    "AND extension_name = 'gpkg_rtree_index'", (table,)).fetchall() \
-                    if "gpkg_extensions" in meta else []:
-                con.execute(f"DROP TABLE IF EXISTS {_q(f'rtree_{table}_{ext}')}")
+                    "AND extension_name = 'gpkg_rtree_index'", (table,)).fetchall()
+                for (column,) in indexed:
+                    con.execute(f"DROP TABLE IF EXISTS {_q(f'rtree_{table}_{column}')}")
             con.execute(f"DROP TABLE IF EXISTS {_q(table)}")
             for bookkeeping in ("gpkg_geometry_columns", "gpkg_extensions", "gpkg_ogr_contents",
-                                "gpkg_data_columns", "gpkg_contents"):
+                                "gpkg_data_columns", "gpkg_metadata_reference",
+                                "gpkg_contents"):
                 if bookkeeping in meta:
                     con.execute(f"DELETE FROM {bookkeeping} WHERE lower(table_name) = lower(?)",
                                 (table,))
@@ -465,7 +467,8 @@ def write_transaction(
                                   f"GeoPackage ({exc}); choose another file name") from exc
             if not ok:
                 raise OutputError(f"cannot append to {str(target)!r}: it exists but is not a "
-                                  "GeoPackage (no gpkg_contents table); choose another file name")
+                                  "GeoPackage (no gpkg_contents, gpkg_geometry_columns and "
+                                  "gpkg_spatial_ref_sys tables); choose another file name")
             yield GeoPackageTransaction(con, target)
             con.execute("COMMIT")
         except BaseException as exc:
