@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import re
@@ -268,21 +269,23 @@ def _needs_promotion(path: Path, layer: gpkg.LayerInfo, gdf: gpd.GeoDataFrame) -
     return layer_kind.startswith("Multi") and bool(new_kinds - {layer_kind})
 
 
-def _stage(stage: Path, target: Path, layers: Mapping[str, gpd.GeoDataFrame],
-           promote: set[str]) -> None:
-    """Write ``layers`` with GDAL into the new GeoPackage ``stage`` (version 1.3)."""
-    for i, (name, gdf) in enumerate(layers.items()):
-        kwargs: dict[str, Any] = {"layer": name, "driver": "GPKG"}
-        if i:
-            kwargs["append"] = True  # a new layer in the staged file
-        else:
-            kwargs["dataset_options"] = {"VERSION": GEOPACKAGE_VERSION}
-        if name in promote:
-            kwargs["promote_to_multi"] = True
-        try:
-            pyogrio.write_dataframe(gdf, stage, **kwargs)
-        except Exception as exc:
-            raise OutputError(f"cannot write layer {name!r} to {str(target)!r}: {exc}") from exc
+def _stage(target: Path, name: str, gdf: gpd.GeoDataFrame, promote: bool) -> bytes:
+    """One layer written by GDAL as a GeoPackage 1.3 in memory; returns the file's bytes."""
+    buf = io.BytesIO()
+    try:
+        pyogrio.write_dataframe(gdf, buf, layer=name, driver="GPKG", promote_to_multi=promote,
+                                dataset_options={"VERSION": GEOPACKAGE_VERSION})
+    except Exception as exc:
+        raise OutputError(f"cannot write layer {name!r} to {str(target)!r}: {exc}") from exc
+    return buf.getvalue()
+
+
+def _promotions(target: Path, existing: Mapping[str, gpkg.LayerInfo],
+                layers: Mapping[str, gpd.GeoDataFrame]) -> set[str]:
+    """Names of the frames whose geometries must be promoted to their layer's multi type."""
+    return {name for name, gdf in layers.items()
+            if (info := existing.get(name.lower())) is not None
+            and _needs_promotion(target, info, gdf)}
 
 
 def _publish_new(stage: Path, real: Path) -> bool:
@@ -293,7 +296,6 @@ def _publish_new(stage: Path, real: Path) -> bool:
     links (FAT, some network shares) the file is renamed if the name is still free, which
     leaves a short race between two creators there.
     """
-    _fsync_file(stage)
     try:
         os.link(stage, real)
     except FileExistsError:
@@ -307,6 +309,37 @@ def _publish_new(stage: Path, real: Path) -> bool:
         os.replace(stage, real)
     _fsync_dir(real.parent)
     return True
+
+
+def _create(target: Path, real: Path, staged: Mapping[str, bytes], *, replace: bool) -> bool:
+    """Build the new GeoPackage in a temporary file, then publish it as ``real``.
+
+    With ``replace`` the temporary file is renamed over ``real`` (used only when ``real`` is not
+    a GeoPackage, so nobody can be reading it as one). Returns False when another process
+    created ``real`` first.
+    """
+    tmp = _temp_path(real)
+    try:
+        first, *rest = staged.values()
+        try:
+            tmp.write_bytes(first)
+        except OSError as exc:
+            raise OutputError(f"cannot write {str(target)!r}: {exc}") from exc
+        if rest:
+            with gpkg.write_transaction(tmp) as tx:
+                for data in rest:
+                    tx.merge(data)
+        _fsync_file(tmp)
+        if not replace:
+            return _publish_new(tmp, real)
+        try:
+            os.replace(tmp, real)
+        except OSError as exc:
+            raise OutputError(f"cannot move the new file over {str(target)!r}: {exc}") from exc
+        _fsync_dir(real.parent)
+        return True
+    finally:
+        _remove_temp(tmp)
 
 
 def write_geopackage(
@@ -331,11 +364,12 @@ def write_geopackage(
         busy_timeout_s: how long to wait, in seconds, while another connection (another
             process, a GIS desktop) holds the file's write lock.
 
-    A new file is GeoPackage 1.3 (see :data:`GEOPACKAGE_VERSION`): it is written to a
-    temporary file and published under ``path`` only when complete; if another process
-    created ``path`` meanwhile, the features are appended to that file instead. An existing
-    file is written IN PLACE, in one SQLite transaction that holds the write lock, so
-    concurrent writers are serialised, readers keep a valid view (WAL mode included) and a
+    The frames are first encoded by GDAL in memory, without any lock. A new file is
+    GeoPackage 1.3 (see :data:`GEOPACKAGE_VERSION`): it is built in a temporary file and
+    published under ``path`` only when complete; if another process created ``path``
+    meanwhile, the features are appended to that file instead. An existing file is written IN
+    PLACE, in one SQLite transaction that holds the write lock only while the rows are copied,
+    so concurrent writers are serialised, readers keep a valid view (WAL mode included) and a
     failure or a killed process leaves the file as it was before the write. The file keeps its
     GeoPackage version and journal mode.
 
@@ -357,39 +391,29 @@ def write_geopackage(
     real = _real_target(target)
     _sweep_temps(real.parent)
 
-    if not real.exists() or (not append and not is_geopackage(real)):
-        stage = _temp_path(real)
-        try:
-            _stage(stage, target, layers, set())
-            if not append and real.exists():
-                _fsync_file(stage)
-                os.replace(stage, real)  # not a GeoPackage: nobody can be reading it as one
-                _fsync_dir(real.parent)
-                created = True
-            else:
-                created = _publish_new(stage, real)
-        finally:
-            _remove_temp(stage)
-        if created:
+    exists = real.exists()  # once: another writer may create the file from now on
+    if not exists or (not append and not is_geopackage(real)):
+        staged = {name: _stage(target, name, gdf, False) for name, gdf in layers.items()}
+        if _create(target, real, staged, replace=exists):
             logger.info("wrote GeoPackage %s (layers: %s)", target, ", ".join(layers))
             return target
         logger.debug("%s was created by another writer meanwhile; appending to it", target)
 
+    # Encode without the lock, from a snapshot of the layers; checked again under the lock.
+    promote = _promotions(target, gpkg.read_layers(real), layers) if append else set()
+    staged = {name: _stage(target, name, gdf, name in promote) for name, gdf in layers.items()}
+    added: dict[str, int] = {}
     with gpkg.write_transaction(real, busy_timeout_s=busy_timeout_s) as tx:
         if not append:
             tx.clear()
         elif tx.user_version > _GPKG_USER_VERSION_13:
             logger.warning("%s is a GeoPackage newer than %s; GDAL < 3.7 may warn when "
                            "opening it", target, GEOPACKAGE_VERSION)
-        promote = {name for name, gdf in layers.items()
-                   if (info := tx.layers.get(name.lower())) is not None
-                   and _needs_promotion(target, info, gdf)}
-        stage = _temp_path(real)
-        try:
-            _stage(stage, target, layers, promote)
-            added = tx.merge(stage)
-        finally:
-            _remove_temp(stage)
+        now = _promotions(target, tx.layers, layers)
+        for name in now ^ promote:  # the file changed since the snapshot: encode again
+            staged[name] = _stage(target, name, layers[name], name in now)
+        for data in staged.values():
+            added.update(tx.merge(data))
     logger.info("wrote GeoPackage %s in place (features added: %s)", target,
                 ", ".join(f"{k}: {v}" for k, v in added.items()))
     return target

@@ -14,17 +14,18 @@ any lock of our own:
   (WAL mode included, with committed pages not yet checkpointed) keeps a valid view, and a
   symbolic link to the file stays a link.
 
-The features themselves are encoded by GDAL: the caller writes the new frames to a *staged*
-GeoPackage (a private temporary file) and :meth:`GeoPackageTransaction.merge` copies its rows
-and, for layers the file does not have yet, the layer's tables, triggers, R-tree and metadata
-rows, inside the one transaction. Binary geometries are copied as they are, except the SRS id in
-their header when the two files number the same CRS differently.
+The features themselves are encoded by GDAL: the caller has GDAL write the new frames to a
+*staged* GeoPackage in memory (its bytes) and :meth:`GeoPackageTransaction.merge` copies its
+rows and, for layers the file does not have yet, the layer's tables, triggers, R-tree and
+metadata rows, inside the one transaction. Binary geometries are copied as they are, except the
+SRS id in their header when the two files number the same CRS differently. Staging happens
+before the lock is taken, so the lock is held only for the copy.
 
 Only Python's :mod:`sqlite3` touches the target while the transaction is open. This matters:
 SQLite's locks are POSIX ``fcntl`` locks, which belong to the process and are ALL dropped when
 the process closes ANY descriptor of the file. Opening the target with GDAL (a second SQLite
 library inside this process) or a plain ``open()`` while a write is in progress would silently
-release the write lock. The staged file is a different file, so GDAL may write it meanwhile.
+release the write lock.
 
 The R-tree triggers GDAL creates call the GeoPackage SQL functions ``ST_IsEmpty``,
 ``ST_MinX``/``MaxX``/``MinY``/``MaxY``; they are registered on the connection (read from the
@@ -54,6 +55,7 @@ __all__ = [
     "GeoPackageTransaction",
     "LayerInfo",
     "ogr_type_name",
+    "read_layers",
     "write_transaction",
 ]
 
@@ -253,8 +255,8 @@ class GeoPackageTransaction:
         self.layers = {}
         logger.debug("cleared %d layer(s) of %s", len(tables), self.path)
 
-    def merge(self, staged: Path) -> dict[str, int]:
-        """Copy every feature layer of the ``staged`` GeoPackage into this one.
+    def merge(self, staged: bytes) -> dict[str, int]:
+        """Copy every feature layer of the ``staged`` GeoPackage (the file's bytes) into this one.
 
         Layers that exist (names compared case-insensitively) get the staged features appended:
         same CRS, a compatible geometry type (the layer's type, or ``GEOMETRY``) and every
@@ -269,11 +271,16 @@ class GeoPackageTransaction:
             OutputError: a staged layer cannot be appended; the caller must roll back.
         """
         con = self._con
-        uri = f"file:{quote(str(staged.resolve()))}?mode=ro"
-        src = sqlite3.connect(uri, uri=True)
+        src = sqlite3.connect(":memory:")
         try:
+            try:
+                src.deserialize(staged)
+                staged_layers = _feature_layers(src)
+            except sqlite3.DatabaseError as exc:
+                raise OutputError(f"cannot write {str(self.path)!r}: the staged features are "
+                                  f"not a GeoPackage ({exc})") from exc
             added = {}
-            for name, info in _feature_layers(src).items():
+            for name, info in staged_layers.items():
                 existing = self.layers.get(name)
                 if existing is None:
                     self._create_layer(src, info)
@@ -417,6 +424,24 @@ class GeoPackageTransaction:
         con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
                     "last_change = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
                     "WHERE lower(table_name) = lower(?)", (*(merged or (None,) * 4), old.table))
+
+
+def read_layers(path: str | Path) -> dict[str, LayerInfo]:
+    """Feature layers of the GeoPackage ``path`` (keyed by lower-case name), read-only.
+
+    A snapshot without a lock, for planning a write; :func:`write_transaction` reads them again
+    under the lock. Returns ``{}`` when the file is missing or not a GeoPackage.
+    """
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return {}
+    try:
+        return _feature_layers(con) if _is_geopackage(con) else {}
+    except sqlite3.Error:
+        return {}
+    finally:
+        con.close()
 
 
 def _is_geopackage(con: sqlite3.Connection) -> bool:

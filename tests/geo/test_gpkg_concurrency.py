@@ -179,12 +179,9 @@ def _temps(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
 
 
-def test_kill_9_inside_the_transaction_leaves_a_valid_file(tmp_path: Path) -> None:
-    gpkg = tmp_path / "targets.gpkg"
-    write_geopackage(gpkg, frames(7, 0, 3))
-    go = tmp_path / "go"
-    go.touch()
-    proc = _start(gpkg, 8, 1, 2000, go, "pause")
+def _kill_inside(gpkg: Path, go: Path, worker: int) -> int:
+    """Start a writer that pauses inside its first write, SIGKILL it there; its pid."""
+    proc = _start(gpkg, worker, 1, 2000, go, "pause")
     try:
         _read_line(proc, "inside")  # rows inserted, not committed
         os.kill(proc.pid, signal.SIGKILL)
@@ -193,15 +190,29 @@ def test_kill_9_inside_the_transaction_leaves_a_valid_file(tmp_path: Path) -> No
         proc.stdout.close()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    assert Path(f"{gpkg}-journal").exists()  # killed mid-transaction: a hot journal
+    return proc.pid
+
+
+def test_kill_9_inside_a_write_leaves_a_valid_file(tmp_path: Path) -> None:
+    gpkg = tmp_path / "targets.gpkg"
+    go = tmp_path / "go"
+    go.touch()
+    # Killed while building a new file: the name was never published, a temp file remains.
+    pid = _kill_inside(gpkg, go, 6)
+    assert not gpkg.exists()
     leftovers = _temps(tmp_path)
-    assert leftovers and all(f"-{proc.pid}-" in n for n in leftovers)
-    # The next write rolls the hot journal back, appends, and removes the dead writer's temps.
-    write_geopackage(gpkg, frames(7, 1, 3))
-    assert sorted(_rows(gpkg, "targets")) == [(7, 0)] * 3 + [(7, 1)] * 3
-    assert _integrity(gpkg) == "ok"
+    assert leftovers and all(f"-{pid}-" in n for n in leftovers)
+    write_geopackage(gpkg, frames(7, 0, 3))  # ... and the next write removes it
     assert _temps(tmp_path) == []
-    assert not Path(f"{gpkg}-journal").exists()
+
+    # Killed inside the transaction of an append: a hot journal, the file as before.
+    _kill_inside(gpkg, go, 8)
+    assert Path(f"{gpkg}-journal").exists()
+    write_geopackage(gpkg, frames(7, 1, 3))  # rolls the journal back, then appends
+    assert sorted(_rows(gpkg, "targets")) == [(7, 0)] * 3 + [(7, 1)] * 3
+    assert sorted(_rows(gpkg, "photo")) == [(7, 0), (7, 1)]
+    assert _integrity(gpkg) == "ok"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "targets.gpkg"]
     assert ogrinfo_summary(gpkg, "targets").stderr == ""
     validate_gpkg(gpkg)
 
