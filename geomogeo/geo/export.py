@@ -273,7 +273,9 @@ def _stage(target: Path, name: str, gdf: gpd.GeoDataFrame, promote: bool) -> byt
     """One layer written by GDAL as a GeoPackage 1.3 in memory; returns the file's bytes."""
     buf = io.BytesIO()
     try:
-        pyogrio.write_dataframe(gdf, buf, layer=name, driver="GPKG", promote_to_multi=promote,
+        # promote_to_multi=None: pyogrio's default, mixed single/multi frames become multi.
+        pyogrio.write_dataframe(gdf, buf, layer=name, driver="GPKG",
+                                promote_to_multi=True if promote else None,
                                 dataset_options={"VERSION": GEOPACKAGE_VERSION})
     except Exception as exc:
         raise OutputError(f"cannot write layer {name!r} to {str(target)!r}: {exc}") from exc

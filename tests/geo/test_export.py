@@ -475,3 +475,14 @@ def test_geopackage_new_layer_with_a_clashing_srs_id(tmp_path: Path, albers_wkt:
     write_geopackage(gpkg, {"tm": tm.assign(k=3)})
     assert ogrinfo_summary(gpkg, "tm").feature_count == 2
     validate_gpkg(gpkg)
+
+
+def test_geopackage_mixed_single_and_multi_polygons_make_a_multipolygon_layer(
+        tmp_path: Path) -> None:
+    gpkg = tmp_path / "out.gpkg"
+    mixed = _targets(2)
+    mixed.loc[1, "geometry"] = shapely.MultiPolygon([mixed.geometry.iloc[1]])
+    write_geopackage(gpkg, {"targets": mixed})
+    write_geopackage(gpkg, {"targets": mixed})
+    s = ogrinfo_summary(gpkg, "targets")
+    assert (s.geometry, s.feature_count, s.stderr) == ("Multi Polygon", 4, "")
