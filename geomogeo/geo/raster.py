@@ -244,14 +244,12 @@ class _Grid:
     gcps: bool
 
 
-def _gcp_vrt(ds: Any, crs: CRS, grid: _Grid | None = None) -> WarpedVRT:
+def _gcp_vrt(ds: Any, crs: CRS) -> WarpedVRT:
     """A warped VRT of a GCP-georeferenced dataset in the GCP CRS (``crs``), on GDAL's
-    suggested output grid, or on ``grid`` when given. Off-image areas are masked (alpha)."""
-    kw: dict[str, Any] = {}
-    if grid is not None:
-        kw = {"transform": grid.transform, "width": grid.width, "height": grid.height}
+    suggested output grid (deterministic for a given file; rasterio ignores the GCPs when an
+    output grid is imposed). Off-image areas are masked (alpha band)."""
     return WarpedVRT(ds, src_crs=_rio_crs(crs), crs=_rio_crs(crs), add_alpha=True,
-                     resampling=Resampling.bilinear, **kw)
+                     resampling=Resampling.bilinear)
 
 
 def _grid(ds: Any, path: Path, crs: Any, transform: Affine | None) -> _Grid:
@@ -310,8 +308,9 @@ def _dataset(src: RasterSource) -> Iterator[Any]:
         if not src.gcps:
             yield ds
             return
-        grid = _Grid(src.crs, src.transform, src.width, src.height, True)
-        with _gcp_vrt(ds, src.crs, grid) as vrt:
+        with _gcp_vrt(ds, src.crs) as vrt:
+            if (vrt.transform, vrt.width, vrt.height) != (src.transform, src.width, src.height):
+                raise RasterError(f"{src.path}: its GCPs changed since it was opened")
             yield vrt
 
 
@@ -360,7 +359,7 @@ def open_raster(
             any(f.name in ("per_dataset", "alpha") for f in fl) for fl in flags
         ) or any(ci == ColorInterp.alpha for ci in ds.colorinterp)
         if grid.gcps:
-            with _gcp_vrt(ds, grid.crs, grid) as vrt:
+            with _gcp_vrt(ds, grid.crs) as vrt:
                 low, high = _stretch(vrt, b, p)
         else:
             low, high = _stretch(ds, b, p)
