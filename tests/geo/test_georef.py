@@ -215,7 +215,7 @@ def test_ground_sample_distance_web_mercator_known_answer():
     lat = 51.9
     x, y = georef.lonlat_to_crs(4.4, lat, "EPSG:3857")
     t = Affine(0.81, 0, x - 0.405, 0, -0.81, y + 0.405)
-    a, e2 = 6378137.0, 0.00669437999014
+    e2 = 0.00669437999014  # WGS84 first eccentricity squared
     phi = math.radians(lat)
     w = math.sqrt(1 - e2 * math.sin(phi) ** 2)
     exp_x = 0.81 * math.cos(phi) / w

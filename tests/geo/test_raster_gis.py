@@ -8,8 +8,6 @@ measured with pyproj's geodesics (``Geod.inv``) and PROJ's own scale factors
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import rasterio
@@ -118,7 +116,7 @@ def test_metric_raster_keeps_its_own_crs_and_search_grid_uses_ground_scale(tile,
     merc = raster.open_raster(warp_copy(tile, tmp_path / "m.tif", "EPSG:3857"))
     xmin, ymin, xmax, ymax = merc.bounds
     centres = raster.search_centers(merc, 64, 1.0, overlap=0.5)
-    mx, my, _ = georef.ground_scale("EPSG:3857", (xmin + xmax) / 2, (ymin + ymax) / 2)
+    mx, _, _ = georef.ground_scale("EPSG:3857", (xmin + xmax) / 2, (ymin + ymax) / 2)
     xs = sorted({round(c[0], 6) for c in centres})
     assert xs[0] == pytest.approx(xmin + 32 / mx, abs=1e-6)
     assert xs[-1] == pytest.approx(xmax - 32 / mx, abs=1e-6)
@@ -132,11 +130,10 @@ def test_metric_raster_keeps_its_own_crs_and_search_grid_uses_ground_scale(tile,
 
 def test_huge_extent_is_clipped_to_the_raster_first(tile):
     src = raster.open_raster(tile)
-    t0 = time.perf_counter()
+    # the grid is built on the clipped extent (unclipped: 6e8 centres, a hang)
     got = raster.search_centers(src, 64, 1.0, overlap=0.5, extent=(0, 0, 1e6, 1e7))
-    assert time.perf_counter() - t0 < 5.0  # built on the clipped extent (was a hang)
     assert got == raster.search_centers(src, 64, 1.0, overlap=0.5)
-    xmin, ymin, xmax, ymax = src.bounds
+    xmin, ymin, _, _ = src.bounds
     part = raster.search_centers(src, 64, 1.0, overlap=0.0, extent=(xmin - 1e9, ymin, xmin + 128,
                                                                      ymin + 64))
     np.testing.assert_allclose(part, [(xmin + 32, ymin + 32), (xmin + 96, ymin + 32)],
