@@ -1,7 +1,7 @@
 """Localize end to end on other kinds of rasters: Web Mercator and GCP copies of the demo tile,
 an xarray DataArray, and the heatmaps as an xarray Dataset read back by GDAL.
 
-A stand-in predictor that finds image patches by template matching (OpenCV) stands in for
+A stand-in predictor that finds image patches by template matching stands in for
 the network where the question is "do the same objects land on the same ground": its boxes
 depend on the window's pixels only, so any misplaced or mis-scaled window moves them.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import rasterio
@@ -19,6 +18,7 @@ import rioxarray
 from oracles import gdalinfo_json
 from PIL import Image
 from pyproj import Geod
+from scipy.signal import correlate
 
 from geomogeo import Localizer
 from geomogeo.demo import polygon_iou
@@ -34,9 +34,27 @@ SIZE, GSD = 256, 1.0
 GEOD = Geod(ellps="WGS84")
 
 
+def match_template(img: np.ndarray, tpl: np.ndarray) -> tuple[int, int, float]:
+    """Top-left (x, y) of the best normalised cross-correlation of ``tpl`` in ``img`` (valid
+    positions only) and its value."""
+    h, w = tpl.shape
+    t = tpl - tpl.mean()
+    num = correlate(img, t, mode="valid", method="fft")
+    c = np.pad(np.cumsum(np.cumsum(img, 0), 1), ((1, 0), (1, 0)))
+    c2 = np.pad(np.cumsum(np.cumsum(img * img, 0), 1), ((1, 0), (1, 0)))
+
+    def box(a: np.ndarray) -> np.ndarray:
+        return a[h:, w:] - a[:-h, w:] - a[h:, :-w] + a[:-h, :-w]
+
+    var = box(c2) - box(c) ** 2 / (h * w)
+    ncc = num / np.sqrt(np.maximum(var, 1e-12) * (t * t).sum())
+    y, x = np.unravel_index(np.argmax(ncc), ncc.shape)
+    return int(x), int(y), float(ncc[y, x])
+
+
 class TemplatePredictor:
-    """Click k -> the box where template k matches best in the reference window (OpenCV
-    normalised cross-correlation); score = that correlation."""
+    """Click k -> the box where template k matches best in the reference window (normalised
+    cross-correlation); score = that correlation."""
 
     name = "template"
     sha256 = "cd" * 32
@@ -46,12 +64,11 @@ class TemplatePredictor:
         self.templates = templates
 
     def predict(self, reference: np.ndarray, query: np.ndarray, points: np.ndarray) -> Prediction:
-        img = np.ascontiguousarray(reference[..., 0], dtype=np.float32)
+        img = reference[..., 0].astype(np.float64)
         boxes, scores = [], []
         for k in range(len(points)):
-            tpl = self.templates[k]
-            r = cv2.matchTemplate(img, tpl, cv2.TM_CCOEFF_NORMED)
-            _, best, _, (x, y) = cv2.minMaxLoc(r)
+            tpl = self.templates[k].astype(np.float64)
+            x, y, best = match_template(img, tpl)
             boxes.append((x, y, x + tpl.shape[1], y + tpl.shape[0]))
             scores.append(best)
         return Prediction(np.asarray(boxes, np.float64), np.asarray(scores),
