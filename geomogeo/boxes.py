@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geomogeo.errors import GeomogeoError
-from geomogeo.geo import georef, raster
+from geomogeo.geo import raster
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -104,7 +104,7 @@ def georeference_boxes(
 
     src = raster.open_raster(raster_path)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    polys = georef.boxes_to_polygons(boxes, src.transform)
+    polys = raster.pixel_boxes_to_polygons(src, boxes)  # GCP rasters: through the GCPs
     rows = []
     for i, b in enumerate(boxes):
         row: dict[str, Any] = {"box": i, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3],

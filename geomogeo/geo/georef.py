@@ -42,6 +42,7 @@ __all__ = [
     "as_crs",
     "bounds_lonlat",
     "boxes_to_polygons",
+    "gcp_boxes_to_polygons",
     "get_transformer",
     "ground_sample_distance",
     "ground_scale",
@@ -233,6 +234,41 @@ def boxes_to_polygons(boxes: Any, transform: Affine) -> list[Polygon]:
     rows = np.stack([y1, y1, y2, y2], axis=1)
     xs, ys = pixel_to_map(transform, cols, rows)
     return [orient(Polygon(np.column_stack([xs[i], ys[i]])), sign=1.0) for i in range(len(b))]
+
+
+def gcp_boxes_to_polygons(boxes: Any, gcps: Sequence[Any], edge_pts: int = 8) -> list[Polygon]:
+    """Boxes in pixel coordinates of a GCP-georeferenced image -> polygons in the GCPs' CRS.
+
+    Pixels go through GDAL's GCP transformer (rasterio ``GCPTransformer``: the polynomial
+    ``gdalwarp`` fits, its order chosen from the number of GCPs), each box edge sampled at
+    ``edge_pts`` intermediate points since a polynomial of order > 1 bends straight edges.
+
+    Args:
+        boxes: (n, 4) ``(x1, y1, x2, y2)`` continuous pixel EDGES of the image (x = column).
+        gcps: the image's ground control points (rasterio ``GroundControlPoint``s).
+        edge_pts: intermediate points per edge.
+
+    Raises:
+        ValueError: ``boxes`` is not (n, 4) finite.
+    """
+    from rasterio.transform import GCPTransformer
+
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim == 1 and b.size == 4:
+        b = b[None, :]
+    if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
+        raise ValueError(f"boxes must be (n, 4) finite x1, y1, x2, y2, got shape {b.shape}")
+    u = np.linspace(0.0, 1.0, edge_pts + 2)[:-1]  # each edge without its end corner
+    out = []
+    with GCPTransformer(list(gcps)) as tr:
+        for x1, y1, x2, y2 in b:
+            cols = np.concatenate([x1 + (x2 - x1) * u, np.full(u.size, x2),
+                                   x2 - (x2 - x1) * u, np.full(u.size, x1)])
+            rows = np.concatenate([np.full(u.size, y1), y1 + (y2 - y1) * u,
+                                   np.full(u.size, y2), y2 - (y2 - y1) * u])
+            xs, ys = tr.xy(rows, cols, offset="ul")
+            out.append(orient(Polygon(np.column_stack([xs, ys])), sign=1.0))
+    return out
 
 
 def reproject_geometries(

@@ -59,6 +59,7 @@ __all__ = [
     "default_bands",
     "display_image",
     "open_raster",
+    "pixel_boxes_to_polygons",
     "raster_info",
     "read_window",
     "search_centers",
@@ -615,6 +616,18 @@ def search_centers(
             f"{src.path}: search extent {extent!r} does not overlap the raster bounds {src.bounds}"
         )
     return out
+
+
+def pixel_boxes_to_polygons(src: RasterSource, boxes: Any) -> list[Any]:
+    """Boxes in the raster FILE's pixel EDGES (``(x1, y1, x2, y2)``, x = column) -> polygons in
+    the raster CRS: through the affine (:func:`georef.boxes_to_polygons`), or, for a GCP raster
+    whose ``src.transform`` is the warped VRT's grid, through the file's GCPs
+    (:func:`georef.gcp_boxes_to_polygons`)."""
+    if not src.gcps:
+        return georef.boxes_to_polygons(boxes, src.transform)
+    with _open(src.path) as ds:
+        gcps = ds.gcps[0]
+    return georef.gcp_boxes_to_polygons(boxes, gcps)
 
 
 def raster_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -302,3 +302,29 @@ def test_gcps_without_crs_and_rpc_only_rasters_say_what_to_do(tile, tmp_path):
         d.rpcs = rpc
     with pytest.raises(GeoreferenceError, match=r"rpc\.tif.*RPCs.*gdalwarp -rpc"):
         raster.open_raster(p)
+
+
+def test_file_pixel_boxes_of_a_gcp_raster_go_through_its_gcps(tile, tmp_path, gdaltransform):
+    from geomogeo.boxes import georeference_boxes
+
+    t = (Affine.translation(593_100, 5_750_500) @ Affine.rotation(25) @ Affine.scale(0.5, -0.5))
+    g = gcp_copy(tile, tmp_path / "gcp_rot.tif", transform=t)
+    boxes = np.array([[10.0, 20.5, 60.0, 45.25], [300.0, 310.0, 420.5, 599.0]])
+    src = raster.open_raster(g)
+    polys = raster.pixel_boxes_to_polygons(src, boxes)
+    # the file's pixels, not the warped grid's: the rotated affine's polygon, vertex by vertex
+    for (x1, y1, x2, y2), poly in zip(boxes, polys, strict=True):
+        exp = georef.boxes_to_polygons([[x1, y1, x2, y2]], t)[0]
+        assert poly.exterior.is_ccw and poly.symmetric_difference(exp).area < 1e-6
+        # every vertex as Debian's gdaltransform maps the file pixel through the GCPs
+        xy = np.asarray(poly.exterior.coords)[:-1]
+        cols, rows = georef.map_to_pixel(t, xy[:, 0], xy[:, 1])
+        oracle = gdaltransform([str(g)], np.column_stack([cols, rows]))
+        np.testing.assert_allclose(oracle, xy, atol=1e-6)
+    gdf = georeference_boxes(g, boxes)
+    assert gdf.crs.to_epsg() == 32631
+    assert all(a.equals(b) for a, b in zip(gdf.geometry, polys, strict=True))
+    # an affine raster takes the affine, as before
+    plain = raster.open_raster(tile)
+    assert raster.pixel_boxes_to_polygons(plain, boxes)[0].equals(
+        georef.boxes_to_polygons(boxes, plain.transform)[0])
