@@ -321,15 +321,14 @@ def make_map(
         lon, lat = (float(v) for v in photo_location)
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise ValueError(f"photo_location must be (lon, lat) degrees, got {photo_location!r}")
-        if ref_lon is not None:
-            lon = float(_near_lon(lon, ref_lon))
+        drawn_lon = lon if ref_lon is None else float(_near_lon(lon, ref_lon))
         # A GeoJson point drawn as a circle marker: its popup needs neither jQuery (which
         # folium.Popup uses) nor icon images/fonts (which folium.Marker uses).
         photo = {
             "type": "FeatureCollection",
             "features": [{
                 "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                "geometry": {"type": "Point", "coordinates": [drawn_lon, lat]},
                 "properties": {"what": "photo location", "lon": round(lon, 7),
                                "lat": round(lat, 7)},
             }],
@@ -343,7 +342,7 @@ def make_map(
             popup=folium.GeoJsonPopup(fields=["what", "lon", "lat"],
                                       aliases=["", "Lon", "Lat"]),
         ).add_to(m)
-        other = _union(other, (lat, lon, lat, lon))
+        other = _union(other, (lat, drawn_lon, lat, drawn_lon))
 
     folium.LayerControl(collapsed=False).add_to(m)
     view = fit if fit is not None else other
