@@ -80,7 +80,8 @@ SCALE_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class RasterSource:
-    """An opened raster's metadata, band mapping and stretch (no pixel data is kept).
+    """An opened raster's metadata, band mapping and stretch (no pixel data is kept, beyond the
+    reference to an in-memory DataArray).
 
     Attributes:
         path: the raster file (for a DataArray: its source file or ``<xarray.DataArray NAME>``).
