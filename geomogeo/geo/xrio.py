@@ -132,7 +132,7 @@ class ArrayDataset:
             return np.asarray(sel.values), None
         sel = self._da.isel({self._band_dim: band_idx, self._da.dims[1]: slice(r0, r0 + h),
                              self._da.dims[2]: slice(c0, c0 + w)})
-        return np.asarray(sel.values), (oh, ow)
+        return np.asarray(sel.values), None if (oh, ow) == (h, w) else (oh, ow)
 
     def _gdal_read(self, arr: np.ndarray, shape: tuple[int, int], resampling: Resampling,
                    masks: bool, masked: bool) -> np.ndarray:
