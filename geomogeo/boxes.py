@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geomogeo.errors import GeomogeoError, LocationError
-from geomogeo.geo import georef, raster
+from geomogeo.geo import raster
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -266,7 +266,7 @@ def _georeference(raster_path: str | os.PathLike[str], boxes: np.ndarray,
     for b, where in zip(boxes, labels, strict=True):
         _check_box(b.tolist(), where)
     _check_inside(boxes, src.width, src.height, src.path, labels)
-    polys = georef.boxes_to_polygons(boxes, src.transform)
+    polys = raster.pixel_boxes_to_polygons(src, boxes)
     columns: dict[str, pd.Series] = {
         "box": pd.Series(np.arange(n, dtype=np.int64)),
         **{k: pd.Series(boxes[:, j]) for j, k in enumerate(_KEYS)},

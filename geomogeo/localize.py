@@ -199,6 +199,47 @@ class LocalizationResult:
             out.append(p)
         return out
 
+    def heatmaps_dataset(self, window: int | None = None) -> Any:
+        """The targets' heatmaps of one window as an ``xarray.Dataset`` (rioxarray-ready).
+
+        One variable ``heatmap`` with dims ``(target, y, x)``, coordinates ``target`` (click
+        index), ``score``, ``x``/``y`` (heatmap pixel CENTRES in the window's CRS) and
+        ``spatial_ref`` (CRS and GeoTransform), so ``ds.heatmap.plot(col="target")`` shows them
+        and ``ds.heatmap.sel(target=k).rio.to_raster(path)`` writes the GeoTIFF that
+        :meth:`write_heatmaps` writes for target k (see :func:`geomogeo.geo.xrio.heatmaps_dataset`).
+
+        Args:
+            window: index into :attr:`windows`; None: the one window every heatmap comes from.
+
+        Raises:
+            ValueError: no heatmaps were kept, or they come from several windows (a search)
+                and ``window`` is None, or ``window`` is out of range.
+        """
+        from geomogeo.geo import xrio
+
+        kept = [t for t in self.targets if t.heatmap is not None]
+        if not kept:
+            raise ValueError("no heatmaps were kept (localize(..., heatmaps=True) keeps them)")
+        if window is None:
+            found = sorted({t.window for t in kept})
+            if len(found) > 1:
+                raise ValueError(f"the heatmaps come from windows {found}; pass window=...")
+            window = found[0]
+        if not 0 <= window < len(self.windows):
+            raise ValueError(f"window must be in 0..{len(self.windows) - 1}, got {window}")
+        kept = [t for t in kept if t.window == window]
+        win = self.windows[window]
+        h, w = kept[0].heatmap.shape  # type: ignore[union-attr]
+        transform = georef.scale_transform(win.transform, (win.size / w, win.size / h))
+        return xrio.heatmaps_dataset(np.stack([t.heatmap for t in kept]), transform,
+                                     georef.as_crs(win.crs), [t.index for t in kept],
+                                     [t.score for t in kept])
+
+    @property
+    def heatmaps(self) -> Any:
+        """:meth:`heatmaps_dataset` of the one window the heatmaps come from."""
+        return self.heatmaps_dataset()
+
     def to_map(self, path: str | os.PathLike[str], *, offline: bool | None = None) -> Path:
         """An HTML map: window image, target polygons with popups, photo location, heatmaps."""
         targets = self.to_geodataframe(crs="EPSG:4326")
@@ -283,7 +324,7 @@ class Localizer:
     def localize(
         self,
         photo_path: str | os.PathLike[str],
-        raster_path: str | os.PathLike[str],
+        raster_path: str | os.PathLike[str] | Any,
         points: Sequence[Sequence[float]] | np.ndarray,
         center: tuple[float, float] | None = None,
         *,
@@ -299,7 +340,9 @@ class Localizer:
 
         Args:
             photo_path: JPEG/PNG/TIFF photo; EXIF orientation is applied before clicks are read.
-            raster_path: any GeoTIFF/COG rasterio opens.
+            raster_path: any GeoTIFF/COG rasterio opens (a geotransform or GCPs), or an
+                in-memory ``xarray.DataArray`` with rioxarray's CRS and transform (e.g. from
+                ``rioxarray.open_rasterio``); see :func:`geomogeo.geo.raster.open_raster`.
             points: (x, y) click positions in photo pixels, continuous, origin at the top-left
                 corner of the top-left pixel.
             center: where the reference window is centred: (lon, lat) in EPSG:4326, or (x, y)

@@ -42,8 +42,10 @@ __all__ = [
     "as_crs",
     "bounds_lonlat",
     "boxes_to_polygons",
+    "gcp_boxes_to_polygons",
     "get_transformer",
     "ground_sample_distance",
+    "ground_scale",
     "linear_unit_factor",
     "local_metric_crs",
     "lonlat_to_crs",
@@ -234,6 +236,41 @@ def boxes_to_polygons(boxes: Any, transform: Affine) -> list[Polygon]:
     return [orient(Polygon(np.column_stack([xs[i], ys[i]])), sign=1.0) for i in range(len(b))]
 
 
+def gcp_boxes_to_polygons(boxes: Any, gcps: Sequence[Any], edge_pts: int = 8) -> list[Polygon]:
+    """Boxes in pixel coordinates of a GCP-georeferenced image -> polygons in the GCPs' CRS.
+
+    Pixels go through GDAL's GCP transformer (rasterio ``GCPTransformer``: the polynomial
+    ``gdalwarp`` fits, its order chosen from the number of GCPs), each box edge sampled at
+    ``edge_pts`` intermediate points since a polynomial of order > 1 bends straight edges.
+
+    Args:
+        boxes: (n, 4) ``(x1, y1, x2, y2)`` continuous pixel EDGES of the image (x = column).
+        gcps: the image's ground control points (rasterio ``GroundControlPoint``s).
+        edge_pts: intermediate points per edge.
+
+    Raises:
+        ValueError: ``boxes`` is not (n, 4) finite.
+    """
+    from rasterio.transform import GCPTransformer
+
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim == 1 and b.size == 4:
+        b = b[None, :]
+    if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
+        raise ValueError(f"boxes must be (n, 4) finite x1, y1, x2, y2, got shape {b.shape}")
+    u = np.linspace(0.0, 1.0, edge_pts + 2)[:-1]  # each edge without its end corner
+    out = []
+    with GCPTransformer(list(gcps)) as tr:
+        for x1, y1, x2, y2 in b:
+            cols = np.concatenate([x1 + (x2 - x1) * u, np.full(u.size, x2),
+                                   x2 - (x2 - x1) * u, np.full(u.size, x1)])
+            rows = np.concatenate([np.full(u.size, y1), y1 + (y2 - y1) * u,
+                                   np.full(u.size, y2), y2 - (y2 - y1) * u])
+            xs, ys = tr.xy(rows, cols, offset="ul")
+            out.append(orient(Polygon(np.column_stack([xs, ys])), sign=1.0))
+    return out
+
+
 def reproject_geometries(
     geoms: Sequence[Any], src_crs: Any, dst_crs: Any, densify_pts: int = 21
 ) -> list[Any]:
@@ -285,34 +322,68 @@ def linear_unit_factor(crs: Any) -> float:
     return 1.0
 
 
+def _geodesic(
+    crs: Any, x0: Any, y0: Any, x1: Any, y1: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Geodesic distance (metres) and forward azimuth (degrees clockwise from north) from the
+    map points ``(x0, y0)`` to ``(x1, y1)`` of ``crs``, on the CRS's own ellipsoid (the points go
+    through the CRS's inverse projection only, no datum change)."""
+    c = as_crs(crs)
+    geo = c.geodetic_crs or WGS84
+    lon0, lat0 = to_crs(x0, y0, c, geo)
+    lon1, lat1 = to_crs(x1, y1, c, geo)
+    to_deg = math.degrees(linear_unit_factor(geo))  # 1 for degrees; grads/radians otherwise
+    geod = c.get_geod() or Geod(ellps="WGS84")
+    az, _, dist = geod.inv(np.asarray(lon0) * to_deg, np.asarray(lat0) * to_deg,
+                           np.asarray(lon1) * to_deg, np.asarray(lat1) * to_deg)
+    return np.asarray(dist, dtype=np.float64), np.asarray(az, dtype=np.float64)
+
+
 def ground_sample_distance(
     transform: Affine, crs: Any, at: tuple[float, float] = (0.5, 0.5)
 ) -> tuple[float, float]:
     """Ground size of one pixel, metres: ``(along a row, along a column)``.
 
+    Measured on the ground for every CRS: the geodesic distance, on the CRS's ellipsoid, between
+    the midpoints of opposite pixel edges. So it includes the projection's scale at that pixel
+    (Web Mercator at 52 N: a 0.81 m map-unit pixel is 0.50 m on the ground; a geographic
+    pixel's width depends on latitude; US survey feet are converted).
+
     Args:
         transform: pixel -> map affine.
-        crs: the raster's CRS. Geographic: geodesic distances on the CRS's ellipsoid between the
-            midpoints of opposite pixel edges (depends on latitude). Projected: length of the
-            affine's pixel vectors times the CRS's linear unit (e.g. US feet -> metres); scale
-            distortion of the projection is ignored, as GIS tools do.
+        crs: the raster's CRS.
         at: continuous pixel coordinate ``(col, row)`` where the pixel is measured; the default
             is the centre of the top-left pixel.
     """
-    c = as_crs(crs)
     col, row = float(at[0]), float(at[1])
-    if c.is_geographic:
-        xs, ys = pixel_to_map(
-            transform, [col - 0.5, col + 0.5, col, col], [row, row, row - 0.5, row + 0.5]
-        )
-        to_deg = math.degrees(linear_unit_factor(c))  # radians per unit -> degrees per unit
-        lon, lat = np.asarray(xs) * to_deg, np.asarray(ys) * to_deg
-        geod = c.get_geod() or Geod(ellps="WGS84")
-        _, _, dists = geod.inv(lon[[0, 2]], lat[[0, 2]], lon[[1, 3]], lat[[1, 3]])
-        return float(dists[0]), float(dists[1])
+    xs, ys = pixel_to_map(
+        transform, [col - 0.5, col + 0.5, col, col], [row, row, row - 0.5, row + 0.5]
+    )
+    dists, _ = _geodesic(crs, xs[[0, 2]], ys[[0, 2]], xs[[1, 3]], ys[[1, 3]])
+    return float(dists[0]), float(dists[1])
+
+
+def ground_scale(crs: Any, x: float, y: float) -> tuple[float, float, float]:
+    """The map grid of ``crs`` on the ground at map point ``(x, y)``.
+
+    Measured geodesically over about one metre around the point (central differences), so it
+    is the true local scale of any projection, conformal or not.
+
+    Returns:
+        ``(mx, my, angle)``: ground metres per map unit along the x axis and along the y axis,
+        and the ground angle between the two axes in degrees (90 where the grid is not sheared).
+        A projected CRS in metres without distortion gives ``(1, 1, 90)``; Web Mercator gives
+        about ``cos(lat)`` for both; a geographic CRS in degrees about ``111 km * cos(lat)`` and
+        ``111 km``.
+    """
+    c = as_crs(crs)
     f = linear_unit_factor(c)
-    return (float(math.hypot(transform.a, transform.d) * f),
-            float(math.hypot(transform.b, transform.e) * f))
+    # about one metre, in map units (geographic: radians per unit -> one metre of arc)
+    s = 1.0 / f if not c.is_geographic else 1.0 / (6_371_000.0 * f)
+    x, y = float(x), float(y)
+    d, az = _geodesic(c, [x - s / 2, x], [y, y - s / 2], [x + s / 2, x], [y, y + s / 2])
+    angle = abs((float(az[0] - az[1]) + 180.0) % 360.0 - 180.0)
+    return float(d[0] / s), float(d[1] / s), angle
 
 
 def local_metric_crs(lon: float, lat: float) -> CRS:
@@ -336,11 +407,24 @@ def bounds_lonlat(
     transform: Affine, crs: Any, width: float, height: float, densify_pts: int = 21
 ) -> tuple[float, float, float, float]:
     """``(west, south, east, north)`` degrees of the raster area ``[0, width] x [0, height]``
-    (pixel edges), with each edge densified before the transformation."""
+    (pixel edges), with each edge densified before the transformation.
+
+    Always ``west < east``, as one continuous range of longitudes: an area that crosses the
+    antimeridian gets ``east > 180`` (e.g. ``(179.9, s, 180.1, n)``) instead of bounds spanning
+    the globe (``(-179.9, s, 179.9, n)``). Add or subtract 360 to a longitude to compare it;
+    Leaflet draws such ranges as they are. (RFC 7946 expresses the same box as
+    ``west > east``: ``(179.9, s, -179.9, n)``.) Only when the longitudes cannot be brought
+    within 180 degrees of each other (a global or polar area) are they left as they are.
+    """
     ring = boxes_to_polygons([[0.0, 0.0, float(width), float(height)]], transform)[0]
     ll = reproject_geometries([ring], crs, WGS84, densify_pts=densify_pts)[0]
-    w, s, e, n = ll.bounds
-    return float(w), float(s), float(e), float(n)
+    coords = np.asarray(ll.exterior.coords)
+    lon, lat = coords[:, 0], coords[:, 1]
+    if np.ptp(lon) > 180.0:
+        shifted = np.where(lon < 0.0, lon + 360.0, lon)
+        if np.ptp(shifted) < 180.0:
+            lon = shifted
+    return float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())
 
 
 def window_bounds_lonlat(

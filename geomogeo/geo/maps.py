@@ -5,6 +5,11 @@ Conventions:
 - Every coordinate handed to this module is WGS 84 (EPSG:4326) in degrees. Points are
   ``(lon, lat)`` (x = lon, as everywhere in geomogeo); bounds are Leaflet-style
   ``(south, west, north, east)`` = ``(min lat, min lon, max lat, max lon)``.
+- Near the antimeridian, longitudes form one continuous range: bounds may have ``east > 180``
+  (e.g. west 179.9, east 180.1, as :func:`geomogeo.geo.georef.bounds_lonlat` gives them), and
+  every target polygon and the photo point are drawn in that same range (each longitude
+  shifted by a multiple of 360 to lie within 180 degrees of the window's centre, or of the
+  geometry's first vertex without a window), so nothing on the map spans the globe.
 - Images are (h, w, 3|4) uint8 arrays, row 0 at the NORTH edge of their bounds. Leaflet's
   ``ImageOverlay`` stretches an image linearly between its bounds in Web Mercator, so an image
   is placed exactly only if it is north-up in EPSG:4326/EPSG:3857; a window of a UTM raster is
@@ -32,6 +37,7 @@ from typing import Any
 import folium
 import geopandas as gpd
 import numpy as np
+import shapely
 from PIL import Image
 
 from geomogeo.errors import OutputError
@@ -156,12 +162,30 @@ def _check_bounds(bounds: Sequence[float], what: str) -> Bounds:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} must be (south, west, north, east) degrees, got {bounds!r}") \
             from exc
-    if not (-90 <= s < n <= 90 and -180 <= w < e <= 180):
+    if not (-90 <= s < n <= 90 and -180 <= w < e and w <= 180 and e - w <= 360):
         raise ValueError(
             f"{what} must be (south, west, north, east) in degrees with south < north and "
-            f"west < east, got {bounds!r} (did you pass (west, south, east, north)?)"
+            f"west < east (east may pass 180 across the antimeridian), got {bounds!r} (did you "
+            "pass (west, south, east, north)?)"
         )
     return s, w, n, e
+
+
+def _near_lon(lon: Any, ref: float) -> Any:
+    """``lon`` shifted by multiples of 360 degrees into ``[ref - 180, ref + 180)``."""
+    return ref + (np.asarray(lon, dtype=np.float64) - ref + 180.0) % 360.0 - 180.0
+
+
+def _continuous(geom: Any, ref: float | None) -> Any:
+    """``geom`` with every longitude within 180 degrees of ``ref`` (None: of its first vertex),
+    so a polygon crossing the antimeridian is drawn as one small shape."""
+
+    def fn(c: np.ndarray) -> np.ndarray:
+        out = c.copy()
+        out[:, 0] = _near_lon(c[:, 0], float(c[0, 0]) if ref is None else ref)
+        return out
+
+    return shapely.transform(geom, fn)
 
 
 def _union(a: Bounds | None, b: Bounds) -> Bounds:
@@ -170,7 +194,8 @@ def _union(a: Bounds | None, b: Bounds) -> Bounds:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-def _targets_layer(targets: gpd.GeoDataFrame) -> tuple[folium.GeoJson, Bounds]:
+def _targets_layer(targets: gpd.GeoDataFrame,
+                   ref_lon: float | None) -> tuple[folium.GeoJson, Bounds]:
     missing = [c for c in _POPUP_FIELDS if c not in targets.columns]
     if missing:
         raise ValueError(f"targets lack the columns {missing} (needs {list(_POPUP_FIELDS)})")
@@ -182,7 +207,7 @@ def _targets_layer(targets: gpd.GeoDataFrame) -> tuple[folium.GeoJson, Bounds]:
             "click_x": np.round(frame["click_x"].astype(float).to_numpy(), 1),
             "click_y": np.round(frame["click_y"].astype(float).to_numpy(), 1),
         },
-        geometry=frame.geometry.to_numpy(),
+        geometry=[_continuous(g, ref_lon) for g in frame.geometry.to_numpy()],
         crs=frame.crs,
     )
 
@@ -253,8 +278,10 @@ def make_map(
                    zoom_start=2, location=(0.0, 0.0))
 
     fit: Bounds | None = None
+    ref_lon: float | None = None
     if window_image is not None and window_bounds_lonlat is not None:
         s, w, n, e = _check_bounds(window_bounds_lonlat, "window_bounds_lonlat")
+        ref_lon = (w + e) / 2
         folium.raster_layers.ImageOverlay(
             image=_png_data_url(window_image, "window_image"),
             bounds=[[s, w], [n, e]],
@@ -286,7 +313,7 @@ def make_map(
         other = _union(other, (s, w, n, e))
 
     if targets is not None and len(targets):
-        layer, tb = _targets_layer(targets)
+        layer, tb = _targets_layer(targets, ref_lon)
         layer.add_to(m)
         other = _union(other, tb)
 
@@ -294,13 +321,14 @@ def make_map(
         lon, lat = (float(v) for v in photo_location)
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise ValueError(f"photo_location must be (lon, lat) degrees, got {photo_location!r}")
+        drawn_lon = lon if ref_lon is None else float(_near_lon(lon, ref_lon))
         # A GeoJson point drawn as a circle marker: its popup needs neither jQuery (which
         # folium.Popup uses) nor icon images/fonts (which folium.Marker uses).
         photo = {
             "type": "FeatureCollection",
             "features": [{
                 "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                "geometry": {"type": "Point", "coordinates": [drawn_lon, lat]},
                 "properties": {"what": "photo location", "lon": round(lon, 7),
                                "lat": round(lat, 7)},
             }],
@@ -314,7 +342,7 @@ def make_map(
             popup=folium.GeoJsonPopup(fields=["what", "lon", "lat"],
                                       aliases=["", "Lon", "Lat"]),
         ).add_to(m)
-        other = _union(other, (lat, lon, lat, lon))
+        other = _union(other, (lat, drawn_lon, lat, drawn_lon))
 
     folium.LayerControl(collapsed=False).add_to(m)
     view = fit if fit is not None else other

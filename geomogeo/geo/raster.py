@@ -2,9 +2,17 @@
 
 Terms:
 
-- *Raster CRS*: the CRS stored in the file (or passed explicitly). *Working CRS* of a window:
-  the raster CRS when it is projected; for geographic rasters (degrees) a local metric CRS (UTM
-  zone, or AEQD near the poles) around the window centre, so window pixels are square metres.
+- *Raster*: a file GDAL reads, or an in-memory ``xarray.DataArray`` with rioxarray's CRS and
+  transform (:mod:`geomogeo.geo.xrio`). A file with ground control points (GCPs) and no
+  geotransform is read through a GDAL warped VRT in the GCP CRS (GDAL's GCP polynomial, as
+  ``gdalwarp`` would): its pixel grid, ``transform`` and size are then those of the VRT.
+- *Raster CRS*: the CRS stored in the file (the GCP CRS for GCP rasters), or passed explicitly.
+  *Working CRS* of a window: the raster CRS when it is projected and one map unit is one unit
+  of ground distance at the window centre (scale within :data:`SCALE_TOLERANCE` of 1, axes
+  square on the ground, measured with :func:`georef.ground_scale`); otherwise (geographic
+  rasters in degrees, Web Mercator, any projection far from its true-scale lines) a local
+  metric CRS (UTM zone, or AEQD near the poles) around the window centre, so window pixels are
+  ``gsd`` metres on the ground.
 - A *reference window* is ``size x size`` pixels of ``gsd`` metres, north-up in the working CRS's
   map axes (even when the raster itself is rotated, sheared or south-up), resampled on read with
   bilinear interpolation. Its ``transform`` maps window pixel EDGES to the working CRS.
@@ -25,7 +33,9 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +47,11 @@ import rasterio.windows
 from affine import Affine
 from pyproj import CRS
 from rasterio.enums import ColorInterp, Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
-from geomogeo.errors import LocationError, RasterError
-from geomogeo.geo import georef
+from geomogeo.errors import GeoreferenceError, LocationError, RasterError
+from geomogeo.geo import georef, xrio
 
 __all__ = [
     "RasterSource",
@@ -48,6 +59,7 @@ __all__ = [
     "default_bands",
     "display_image",
     "open_raster",
+    "pixel_boxes_to_polygons",
     "raster_info",
     "read_window",
     "search_centers",
@@ -59,16 +71,23 @@ log = logging.getLogger(__name__)
 STRETCH_PERCENTILES = (2.0, 98.0)
 #: Most pixels read (per band) to estimate the stretch.
 STRETCH_SAMPLE_PIXELS = 1_000_000
+#: Largest departure from a true-scale, square grid (relative scale error, or cosine of the
+#: ground angle between the map axes) at which a projected raster is read in its own CRS. A
+#: UTM zone's own scale error reaches about 1e-3 at its edges, so reading through a local UTM
+#: zone instead would gain nothing below this.
+SCALE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
 class RasterSource:
-    """An opened raster's metadata, band mapping and stretch (no pixel data is kept).
+    """An opened raster's metadata, band mapping and stretch (no pixel data is kept, beyond the
+    reference to an in-memory DataArray).
 
     Attributes:
-        path: the raster file.
+        path: the raster file (for a DataArray: its source file or ``<xarray.DataArray NAME>``).
         crs: raster CRS (``pyproj.CRS``), from the file or passed explicitly.
-        transform: pixel EDGES -> raster CRS affine (from the file or passed explicitly).
+        transform: pixel EDGES -> raster CRS affine (from the file or passed explicitly; for a
+            GCP raster, of the warped VRT's grid).
         width, height: size in pixels.
         count: number of bands.
         dtypes: numpy dtype name of each band.
@@ -76,6 +95,9 @@ class RasterSource:
         has_mask: True when validity also comes from a mask or alpha band.
         bands: 1-based band indexes mapped to the model's (R, G, B).
         stretch_low, stretch_high: per mapped band, the values mapped to 0 and 1.
+        gcps: True when the pixels are read through a warped VRT built from the file's GCPs
+            (pixel coordinates are then the VRT's, not the file's).
+        array: the :class:`~geomogeo.geo.xrio.ArrayDataset` of an in-memory DataArray, or None.
     """
 
     path: Path
@@ -90,14 +112,13 @@ class RasterSource:
     bands: tuple[int, int, int]
     stretch_low: tuple[float, float, float]
     stretch_high: tuple[float, float, float]
+    gcps: bool = False
+    array: Any = field(default=None, repr=False, compare=False)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(xmin, ymin, xmax, ymax)`` of the raster's four corners in the raster CRS."""
-        xs, ys = georef.pixel_to_map(
-            self.transform, [0, self.width, self.width, 0], [0, 0, self.height, self.height]
-        )
-        return float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys))
+        return _corner_bounds(self.transform, self.width, self.height)
 
     def contains(self, x: float, y: float) -> bool:
         """Whether map point ``(x, y)`` (raster CRS) lies on the raster (edges included)."""
@@ -134,6 +155,13 @@ class ReferenceWindow:
     def size(self) -> int:
         """Side of the window, pixels."""
         return int(self.image.shape[0])
+
+
+def _corner_bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
+    """``(xmin, ymin, xmax, ymax)`` of the four corners of pixels ``[0, width] x [0, height]``
+    (so ``min < max`` for south-up, rotated and sheared transforms too)."""
+    xs, ys = georef.pixel_to_map(transform, [0, width, width, 0], [0, 0, height, height])
+    return float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys))
 
 
 def default_bands(count: int) -> tuple[int, int, int]:
@@ -206,8 +234,100 @@ def _stretch(ds: Any, bands: tuple[int, int, int], path: Path) -> tuple[list[flo
     return [lo[b] for b in bands], [hi[b] for b in bands]
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """How a dataset's pixels map to the ground: CRS, pixel EDGES -> map affine, size, and
+    whether that is the grid of a warped VRT built from GCPs."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    gcps: bool
+
+
+def _gcp_vrt(ds: Any, crs: CRS) -> WarpedVRT:
+    """A warped VRT of a GCP-georeferenced dataset in the GCP CRS (``crs``), on GDAL's
+    suggested output grid (deterministic for a given file; rasterio ignores the GCPs when an
+    output grid is imposed). Off-image areas are masked (alpha band)."""
+    return WarpedVRT(ds, src_crs=_rio_crs(crs), crs=_rio_crs(crs), add_alpha=True,
+                     resampling=Resampling.bilinear)
+
+
+def _grid(ds: Any, path: Path, crs: Any, transform: Affine | None) -> _Grid:
+    """The georeferencing of an open dataset: the explicit ``crs``/``transform`` when given,
+    else the file's geotransform and CRS, else its GCPs (through a warped VRT).
+
+    Raises:
+        GeoreferenceError: not georeferenced (also: RPCs only, with what to do).
+    """
+    the_crs = georef.as_crs(crs) if crs is not None else (
+        georef.as_crs(ds.crs) if ds.crs else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        file_transform = ds.transform
+    if transform is None and file_transform.is_identity:
+        gcps, gcp_crs = ds.gcps
+        if gcps:
+            if crs is None and not gcp_crs:
+                raise GeoreferenceError(
+                    f"{path}: the raster has {len(gcps)} GCPs but no GCP CRS; pass crs=... "
+                    "(the CRS of the GCPs' map coordinates)"
+                )
+            gcrs = georef.as_crs(crs if crs is not None else gcp_crs)
+            try:
+                with _gcp_vrt(ds, gcrs) as vrt:
+                    grid = _Grid(gcrs, vrt.transform, vrt.width, vrt.height, True)
+            except rasterio.errors.RasterioError as exc:
+                raise GeoreferenceError(
+                    f"{path}: cannot warp the raster with its {len(gcps)} GCPs ({exc})"
+                ) from exc
+            log.info("%s: no geotransform; read through a warped VRT from %d GCPs (%s), "
+                     "%dx%d pixels", path, len(gcps), gcrs.name, grid.width, grid.height)
+            return grid
+        if getattr(ds, "rpcs", None):
+            raise GeoreferenceError(
+                f"{path}: the raster is georeferenced by RPCs (rational polynomial "
+                "coefficients) only, which need a terrain model to place pixels; orthorectify "
+                "it first, e.g. `gdalwarp -rpc -to RPC_DEM=dem.tif -t_srs EPSG:32631 "
+                f"{path} ortho.tif` (without a DEM: `gdalwarp -rpc -t_srs EPSG:4326 ...`, "
+                "using the RPCs' mean height), and pass the orthorectified raster"
+            )
+    the_transform = transform if transform is not None else file_transform
+    georef.require_georeferenced(the_crs, the_transform, path)
+    assert the_crs is not None
+    return _Grid(the_crs, the_transform, ds.width, ds.height, False)
+
+
+@contextmanager
+def _dataset(src: RasterSource) -> Iterator[Any]:
+    """The pixel data of ``src`` as an open dataset: the file, the GCP warped VRT over it, or
+    the in-memory DataArray."""
+    if src.array is not None:
+        yield src.array
+        return
+    with _open(src.path) as ds:
+        if not src.gcps:
+            yield ds
+            return
+        with _gcp_vrt(ds, src.crs) as vrt:
+            if (vrt.transform, vrt.width, vrt.height) != (src.transform, src.width, src.height):
+                raise RasterError(f"{src.path}: its GCPs changed since it was opened")
+            yield vrt
+
+
+def _check_dtypes(dtypes: tuple[str, ...], path: Path) -> None:
+    bad = sorted({d for d in dtypes if np.dtype(d).kind == "c"})
+    if bad:
+        raise RasterError(
+            f"{path}: complex pixel data ({', '.join(bad)}) is not supported (it would be cut "
+            "to its real part); convert it to a real amplitude or intensity raster first (for "
+            "SAR, |z| or |z|^2 per band)"
+        )
+
+
 def open_raster(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Any,
     bands: Any = None,
     crs: Any = None,
     transform: Affine | None = None,
@@ -215,40 +335,42 @@ def open_raster(
     """Open a raster, check its georeferencing, pick its bands and compute its stretch.
 
     Args:
-        path: any raster GDAL reads (GeoTIFF, COG, VRT ...).
+        path: any raster GDAL reads (GeoTIFF, COG, VRT ...; with a geotransform or with GCPs),
+            or an ``xarray.DataArray`` with rioxarray's ``rio.crs``/``rio.transform()`` and
+            dims ``(band, y, x)`` or ``(y, x)``, e.g. from ``rioxarray.open_rasterio`` (only
+            the pixels each read needs are loaded).
         bands: 1-based band indexes for the model's (R, G, B): three indexes, or one replicated.
             Default :func:`default_bands`.
-        crs: CRS to use instead of the file's (anything :func:`georef.as_crs` accepts).
+        crs: CRS to use instead of the file's (anything :func:`georef.as_crs` accepts); for a
+            GCP raster, the CRS of its GCPs.
         transform: pixel EDGES -> map affine to use instead of the file's.
 
     Raises:
-        RasterError: missing file, not a raster, truncated/corrupt data, bad ``bands``.
-        GeoreferenceError: no CRS or no geotransform in the file and none passed.
+        RasterError: missing file, not a raster, truncated/corrupt data, complex pixels, bad
+            ``bands``.
+        GeoreferenceError: no CRS or no geotransform/GCPs in the file and none passed; RPCs only.
     """
-    p = Path(path)
-    with _open(p) as ds:
-        the_crs = georef.as_crs(crs) if crs is not None else (
-            georef.as_crs(ds.crs) if ds.crs else None)
-        if transform is not None:
-            the_transform = transform
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                the_transform = ds.transform
-        georef.require_georeferenced(the_crs, the_transform, p)
-        assert the_crs is not None
+    array = xrio.ArrayDataset(path) if xrio.is_dataarray(path) else None
+    p = Path(array.name) if array is not None else Path(path)
+    with (array if array is not None else _open(p)) as ds:
+        _check_dtypes(tuple(ds.dtypes), p)
+        grid = _grid(ds, p, crs, transform)
         b = _check_bands(bands, ds.count, p)
         flags = [ds.mask_flag_enums[i - 1] for i in range(1, ds.count + 1)]
-        has_mask = any(
+        has_mask = grid.gcps or any(
             any(f.name in ("per_dataset", "alpha") for f in fl) for fl in flags
         ) or any(ci == ColorInterp.alpha for ci in ds.colorinterp)
-        low, high = _stretch(ds, b, p)
+        if grid.gcps:
+            with _gcp_vrt(ds, grid.crs) as vrt:
+                low, high = _stretch(vrt, b, p)
+        else:
+            low, high = _stretch(ds, b, p)
         src = RasterSource(
             path=p,
-            crs=the_crs,
-            transform=the_transform,
-            width=ds.width,
-            height=ds.height,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
             count=ds.count,
             dtypes=tuple(ds.dtypes),
             nodata=None if ds.nodata is None else float(ds.nodata),
@@ -256,17 +378,44 @@ def open_raster(
             bands=b,
             stretch_low=(low[0], low[1], low[2]),
             stretch_high=(high[0], high[1], high[2]),
+            gcps=grid.gcps,
+            array=array,
         )
     log.debug("opened %s: %dx%d, %d bands, bands=%s, stretch %s..%s", p, src.width, src.height,
               src.count, src.bands, src.stretch_low, src.stretch_high)
     return src
 
 
+def _is_metric(crs: CRS, x: float, y: float) -> bool:
+    """Whether one unit of projected ``crs`` is one unit of ground distance at ``(x, y)``, both
+    axes, square (within :data:`SCALE_TOLERANCE`)."""
+    if crs.is_geographic:
+        return False
+    mx, my, angle = georef.ground_scale(crs, x, y)
+    f = georef.linear_unit_factor(crs)
+    worst = max(abs(mx / f - 1.0), abs(my / f - 1.0), abs(math.cos(math.radians(angle))))
+    return worst <= SCALE_TOLERANCE
+
+
+def _units_per_metre(src: RasterSource, x: float, y: float) -> tuple[float, float]:
+    """Raster-CRS units per ground metre along x and y at ``(x, y)``, as windows use them: the
+    nominal unit where the raster CRS is the working CRS, the true ground scale elsewhere."""
+    if _is_metric(src.crs, x, y):
+        f = georef.linear_unit_factor(src.crs)
+        return 1.0 / f, 1.0 / f
+    mx, my, _ = georef.ground_scale(src.crs, x, y)
+    return 1.0 / mx, 1.0 / my
+
+
 def _working_crs(src: RasterSource, cx: float, cy: float) -> CRS:
-    if src.crs.is_geographic:
-        lon, lat = georef.to_lonlat(cx, cy, src.crs)
-        return georef.local_metric_crs(lon, lat)
-    return src.crs
+    if _is_metric(src.crs, cx, cy):
+        return src.crs
+    lon, lat = georef.to_lonlat(cx, cy, src.crs)
+    wcrs = georef.local_metric_crs(lon, lat)
+    if not src.crs.is_geographic:
+        log.debug("%s: %s is not true to scale at the window centre; window read in %s",
+                  src.path, src.crs.name, wcrs.name)
+    return wcrs
 
 
 def read_window(
@@ -341,7 +490,7 @@ def read_window(
         win = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
         out_w, out_h = (c1 - c0) // dec, (r1 - r0) // dec
         uniq = sorted(set(src.bands))
-        with _open(src.path) as ds:
+        with _dataset(src) as ds:
             try:
                 data = ds.read(uniq, window=win, out_shape=(len(uniq), out_h, out_w),
                                resampling=Resampling.average if dec > 1 else Resampling.nearest)
@@ -401,10 +550,12 @@ def search_centers(
     """Centres (raster CRS) of overlapping windows covering the raster or ``extent``.
 
     The grid is laid out in the raster CRS's axes: windows of ``size * gsd`` metres (converted to
-    degrees at the extent's centre latitude for geographic rasters) with steps of
-    ``(1 - overlap)`` window sides, the first and last windows flush with the extent's edges
-    (one centred window along an axis shorter than a window). Rows go north to south, columns
-    west to east; centres off the raster (corners of rotated rasters) are dropped.
+    map units with the ground scale at the extent's centre where the raster CRS is not the
+    windows' working CRS: geographic, Web Mercator ...) with steps of ``(1 - overlap)`` window
+    sides, the first and last windows flush with the extent's edges (one centred window along an
+    axis shorter than a window). The extent is clipped to the raster's bounds before the grid is
+    built, so the grid never outgrows the raster. Rows go north to south, columns west to east;
+    centres off the raster (corners of rotated rasters) are dropped.
 
     Args:
         src: from :func:`open_raster`.
@@ -413,24 +564,43 @@ def search_centers(
         extent: ``(xmin, ymin, xmax, ymax)`` in the raster CRS; default the raster's bounds.
 
     Raises:
-        LocationError: bad ``overlap`` or an extent that misses the raster.
+        LocationError: bad ``overlap``; an extent that is not four finite numbers with
+            ``xmin < xmax`` and ``ymin < ymax``, or that misses the raster (the message names
+            the raster and its bounds).
     """
     if not 0.0 <= overlap < 1.0:
         raise LocationError(f"{src.path}: overlap must be in [0, 1), got {overlap!r}")
-    xmin, ymin, xmax, ymax = src.bounds if extent is None else (float(v) for v in extent)
-    if not (xmax > xmin and ymax > ymin):
-        raise LocationError(f"{src.path}: extent must be (xmin, ymin, xmax, ymax), got {extent!r}")
-    side_m = size * gsd
-    if src.crs.is_geographic:
-        lon, lat = georef.to_lonlat((xmin + xmax) / 2, (ymin + ymax) / 2, src.crs)
-        geod = src.crs.get_geod()
-        assert geod is not None
-        _, _, dx = geod.inv(lon - 0.5, lat, lon + 0.5, lat)
-        _, _, dy = geod.inv(lon, lat - 0.5, lon, lat + 0.5)
-        unit_deg = math.degrees(georef.linear_unit_factor(src.crs))
-        side_x, side_y = side_m / dx / unit_deg, side_m / dy / unit_deg
+    bxmin, bymin, bxmax, bymax = src.bounds
+    if extent is None:
+        xmin, ymin, xmax, ymax = bxmin, bymin, bxmax, bymax
     else:
-        side_x = side_y = side_m / georef.linear_unit_factor(src.crs)
+        try:
+            vals = [float(v) for v in extent]
+        except (TypeError, ValueError) as exc:
+            raise LocationError(
+                f"{src.path}: extent must be four numbers (xmin, ymin, xmax, ymax) in the raster "
+                f"CRS, got {extent!r}"
+            ) from exc
+        if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
+            raise LocationError(
+                f"{src.path}: extent must be four finite numbers (xmin, ymin, xmax, ymax) in the "
+                f"raster CRS, got {extent!r}"
+            )
+        if not (vals[2] > vals[0] and vals[3] > vals[1]):
+            raise LocationError(
+                f"{src.path}: extent must be (xmin, ymin, xmax, ymax) with xmin < xmax and "
+                f"ymin < ymax, got {extent!r}"
+            )
+        xmin, ymin = max(vals[0], bxmin), max(vals[1], bymin)
+        xmax, ymax = min(vals[2], bxmax), min(vals[3], bymax)
+        if not (xmax > xmin and ymax > ymin):
+            raise LocationError(
+                f"{src.path}: search extent {extent!r} does not overlap the raster, whose bounds "
+                f"are {src.bounds} ({src.crs.name})"
+            )
+    side_m = size * gsd
+    ux, uy = _units_per_metre(src, (xmin + xmax) / 2, (ymin + ymax) / 2)
+    side_x, side_y = side_m * ux, side_m * uy
 
     def axis(lo: float, hi: float, side: float) -> np.ndarray:
         length = hi - lo
@@ -449,38 +619,52 @@ def search_centers(
     return out
 
 
+def pixel_boxes_to_polygons(src: RasterSource, boxes: Any) -> list[Any]:
+    """Boxes in the raster FILE's pixel EDGES (``(x1, y1, x2, y2)``, x = column) -> polygons in
+    the raster CRS: through the affine (:func:`georef.boxes_to_polygons`), or, for a GCP raster
+    whose ``src.transform`` is the warped VRT's grid, through the file's GCPs
+    (:func:`georef.gcp_boxes_to_polygons`)."""
+    if not src.gcps:
+        return georef.boxes_to_polygons(boxes, src.transform)
+    with _open(src.path) as ds:
+        gcps = ds.gcps[0]
+    return georef.gcp_boxes_to_polygons(boxes, gcps)
+
+
 def raster_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Metadata of a raster for display (``geomogeo info``).
 
     Returns a dict with: ``path``, ``crs_name``, ``crs_epsg`` (int or None), ``crs_wkt``,
     ``width``, ``height``, ``count``, ``dtypes``, ``nodata``, ``transform`` (6 GDAL-order
-    coefficients a, b, c, d, e, f), ``gsd_m`` ((x, y) metres at the raster centre),
-    ``bounds`` ((xmin, ymin, xmax, ymax) raster CRS) and ``bounds_lonlat``
-    ((west, south, east, north) degrees, densified edges).
+    coefficients a, b, c, d, e, f), ``gsd_m`` ((along a row, along a column) ground metres at
+    the raster centre, true scale of the projection included), ``bounds`` ((xmin, ymin, xmax,
+    ymax) of the four corners in the raster CRS, always min < max), ``bounds_lonlat`` ((west,
+    south, east, north) degrees, densified edges; east > 180 when the raster crosses the
+    antimeridian, see :func:`georef.bounds_lonlat`) and ``gcps`` (number of GCPs when the raster
+    is georeferenced by GCPs: size and transform are then those of the warped grid, else 0).
 
     Raises:
         RasterError, GeoreferenceError: as :func:`open_raster`.
     """
     p = Path(path)
     with _open(p) as ds:
-        crs = georef.as_crs(ds.crs) if ds.crs else None
-        georef.require_georeferenced(crs, ds.transform, p)
-        assert crs is not None
-        t = ds.transform
+        g = _grid(ds, p, None, None)
+        t = g.transform
         info: dict[str, Any] = {
             "path": str(p),
-            "crs_name": crs.name,
-            "crs_epsg": crs.to_epsg(),
-            "crs_wkt": crs.to_wkt(),
-            "width": ds.width,
-            "height": ds.height,
+            "crs_name": g.crs.name,
+            "crs_epsg": g.crs.to_epsg(),
+            "crs_wkt": g.crs.to_wkt(),
+            "width": g.width,
+            "height": g.height,
             "count": ds.count,
             "dtypes": list(ds.dtypes),
             "nodata": ds.nodata,
             "transform": [t.a, t.b, t.c, t.d, t.e, t.f],
-            "gsd_m": georef.ground_sample_distance(t, crs, at=(ds.width / 2, ds.height / 2)),
-            "bounds": tuple(float(v) for v in ds.bounds),
-            "bounds_lonlat": georef.bounds_lonlat(t, crs, ds.width, ds.height),
+            "gsd_m": georef.ground_sample_distance(t, g.crs, at=(g.width / 2, g.height / 2)),
+            "bounds": _corner_bounds(t, g.width, g.height),
+            "bounds_lonlat": georef.bounds_lonlat(t, g.crs, g.width, g.height),
+            "gcps": len(ds.gcps[0]) if g.gcps else 0,
         }
     return info
 
@@ -492,7 +676,7 @@ def display_image(src: RasterSource, max_size: int = 1024) -> np.ndarray:
     scale = max(1.0, max(src.width, src.height) / max_size)
     h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
     uniq = sorted(set(src.bands))
-    with _open(src.path) as ds:
+    with _dataset(src) as ds:
         try:
             data = ds.read(uniq, out_shape=(len(uniq), h, w), resampling=Resampling.average)
             mask = ds.read_masks(1, out_shape=(h, w))

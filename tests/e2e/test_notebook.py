@@ -30,3 +30,10 @@ def test_notebook_runs_and_reports_every_target(tmp_path):
     for name in ("targets.gpkg", "targets.geojson", "map.html"):
         assert (tmp_path / "notebook_out" / name).is_file()
     assert "<iframe" in text  # the map is shown inline
+    # the heatmaps Dataset: plotted (an image) and written as a GeoTIFF in the raster CRS
+    assert any("image/png" in o.get("data", {}) for o in nb.cells[-1].get("outputs", []))
+    assert "'target': " + str(n) in text
+    import rasterio
+
+    with rasterio.open(tmp_path / "notebook_out" / "heatmap_target0.tif") as ds:
+        assert ds.crs.to_epsg() == 32631 and ds.count == 1

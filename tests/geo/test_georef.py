@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import shapely
 from affine import Affine
-from pyproj import CRS, Geod
+from pyproj import CRS, Geod, Proj
 from shapely.geometry import LineString
 
 from geomogeo.errors import GeoreferenceError
@@ -190,13 +190,42 @@ def test_reproject_geometries_densifies_and_matches_points():
     assert georef.reproject_geometries([line], 32631, "EPSG:32631")[0].equals(line)
 
 
-def test_ground_sample_distance_projected_and_us_feet():
+def test_ground_sample_distance_projected_includes_the_true_scale():
+    # UTM 31N at map (0, 0), 500 km west of the central meridian: point scale k ~1.0027, from
+    # PROJ's own derivatives (pyproj get_factors), an oracle independent of the geodesics used
     t = Affine.translation(0, 0) @ Affine.rotation(30) @ Affine.scale(0.5, -0.5)
-    assert georef.ground_sample_distance(t, "EPSG:32631") == pytest.approx((0.5, 0.5), abs=1e-12)
-    # NAD83 / New York Long Island (ftUS): 1 ftUS = 1200/3937 m
-    gx, gy = georef.ground_sample_distance(Affine(2, 0, 0, 0, -3, 0), "EPSG:2263")
-    assert gx == pytest.approx(2 * 1200 / 3937, rel=1e-12)
-    assert gy == pytest.approx(3 * 1200 / 3937, rel=1e-12)
+    lon, lat = georef.to_lonlat(*(t @ (0.5, 0.5)), "EPSG:32631")
+    k = Proj("EPSG:32631").get_factors(lon, lat).parallel_scale
+    assert k == pytest.approx(1.0027, abs=1e-4)
+    assert georef.ground_sample_distance(t, "EPSG:32631") == pytest.approx(
+        (0.5 / k, 0.5 / k), rel=1e-7)
+    # NAD83 / New York Long Island (ftUS): 1 ftUS = 1200/3937 m, divided by the LCC scale
+    t2 = Affine(2, 0, 1_000_000, 0, -3, 200_000)
+    lon, lat = georef.to_lonlat(*(t2 @ (0.5, 0.5)), "EPSG:2263")
+    k = Proj("EPSG:2263").get_factors(lon, lat).parallel_scale
+    gx, gy = georef.ground_sample_distance(t2, "EPSG:2263")
+    assert gx == pytest.approx(2 * 1200 / 3937 / k, rel=1e-7)
+    assert gy == pytest.approx(3 * 1200 / 3937 / k, rel=1e-7)
+
+
+def test_ground_sample_distance_web_mercator_known_answer():
+    # EPSG:3857 is spherical Mercator applied to WGS84 lon/lat, so on the ellipsoid one map unit
+    # is N cos(lat) / a metres east-west and M cos(lat) / a north-south (N, M: radii of
+    # curvature); at 51.9 N a 0.81 m map pixel is about 0.50 m on the ground.
+    lat = 51.9
+    x, y = georef.lonlat_to_crs(4.4, lat, "EPSG:3857")
+    t = Affine(0.81, 0, x - 0.405, 0, -0.81, y + 0.405)
+    e2 = 0.00669437999014  # WGS84 first eccentricity squared
+    phi = math.radians(lat)
+    w = math.sqrt(1 - e2 * math.sin(phi) ** 2)
+    exp_x = 0.81 * math.cos(phi) / w
+    exp_y = 0.81 * math.cos(phi) * (1 - e2) / w**3
+    gx, gy = georef.ground_sample_distance(t, "EPSG:3857", at=(0.5, 0.5))
+    assert gx == pytest.approx(exp_x, rel=1e-6) and gy == pytest.approx(exp_y, rel=1e-6)
+    assert gx == pytest.approx(0.5, rel=0.01) and gy == pytest.approx(0.5, rel=0.01)
+    mx, my, angle = georef.ground_scale("EPSG:3857", x, y)
+    assert (mx, my) == pytest.approx((exp_x / 0.81, exp_y / 0.81), rel=1e-6)
+    assert angle == pytest.approx(90.0, abs=1e-4)
 
 
 def test_ground_sample_distance_geographic_known_answers():

@@ -155,3 +155,48 @@ def test_bad_inputs_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="click_x"):
         make_map(tmp_path / "m.html", targets=_targets().drop(columns="click_x"))
     assert list(tmp_path.iterdir()) == []  # nothing written, not even the Leaflet folder
+
+
+def test_antimeridian_window_and_targets_stay_together(tmp_path: Path) -> None:
+    # A 200 m UTM 60S window over Fiji straddling the 180th meridian, with a target polygon
+    # that straddles it too: both are drawn as one small shape, the polygon inside the window.
+    from affine import Affine
+
+    from geomogeo.geo import georef
+
+    x0, y0 = georef.lonlat_to_crs(179.999, -16.5, "EPSG:32760")
+    t = Affine(1.0, 0, x0, 0, -1.0, y0)
+    s, w, n, e = georef.window_bounds_lonlat(t, "EPSG:32760", 200)
+    assert w < 180.0 < e and e - w < 0.003
+    poly = shapely.Polygon([t @ (60, 50), t @ (160, 50), t @ (160, 120), t @ (60, 120)])
+    targets = gpd.GeoDataFrame({"target": [0], "score": [0.9], "click_x": [1.0], "click_y": [2.0]},
+                               geometry=[poly], crs="EPSG:32760")
+    lon, _ = georef.to_lonlat(*(t @ (160, 50)), "EPSG:32760")
+    assert lon < -179.99  # east of the meridian: pyproj gives -179.99..., the map must not
+    window = np.empty((200, 200, 3), np.uint8)
+    window[:] = WINDOW_RGB
+    html = make_map(tmp_path / "fiji.html", window_image=window, window_bounds_lonlat=(s, w, n, e),
+                    targets=targets, photo_location=(-179.9995, -16.5005))
+    coords = [float(v) for v in re.findall(r"\[(-?1[0-9]{2}\.[0-9]+), -16\.[0-9]+\]",
+                                           html.read_text(encoding="utf-8"))]
+    assert coords and all(w - 0.01 < c < e + 0.01 for c in coords), coords
+    res = chromium_render(html, tmp_path / "fiji.png")
+    assert res.js_errors == [], res.js_errors
+    img = np.asarray(Image.open(res.screenshot).convert("RGB"))
+    rows, cols = np.nonzero(_mask(img, WINDOW_RGB))
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    # fitted to the small window (Leaflet's zoom 18 maximum: ~350 px for 200 m), not the globe
+    assert (right - left) > 300 and (bottom - top) > 300
+    m = _mask(img, TARGET_COLOURS[0], tol=10)
+    assert m.sum() > 50, "target outline not drawn"
+    r, c = np.nonzero(m)
+    plon, plat = georef.to_lonlat(*np.asarray(poly.exterior.coords).T, "EPSG:32760")
+    plon = np.where(plon < 0, plon + 360, plon)
+    exp_left = left + (plon.min() - w) / (e - w) * (right - left)
+    exp_right = left + (plon.max() - w) / (e - w) * (right - left)
+    y_n, y_s = _merc_y(n), _merc_y(s)
+    exp_top = top + (y_n - _merc_y(plat.max())) / (y_n - y_s) * (bottom - top)
+    exp_bottom = top + (y_n - _merc_y(plat.min())) / (y_n - y_s) * (bottom - top)
+    got = np.array([c.min(), c.max() + 1, r.min(), r.max() + 1], float)
+    exp = np.array([exp_left - 1.5, exp_right + 1.5, exp_top - 1.5, exp_bottom + 1.5])
+    np.testing.assert_allclose(got, exp, atol=3.0)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 from affine import Affine
-from pyproj import Geod
+from pyproj import Geod, Proj
 
 from geomogeo.errors import GeoreferenceError, LocationError, RasterError
 from geomogeo.geo import georef, raster
@@ -267,7 +267,13 @@ def test_sample_tiles_gsd_in_metres(sample_tile):
 
     ro = raster.raster_info(sample_tile("rotterdam_pan_0p5m_c.tif"))
     assert ro["crs_epsg"] == 32631
-    assert ro["gsd_m"] == pytest.approx((0.5, 0.5), abs=1e-4)
+    # the (about 0.5 m) map pixel divided by UTM's point scale at the centre (PROJ's
+    # get_factors, ~0.99971)
+    a, _, c, _, e, f = ro["transform"]
+    lon, lat = georef.to_lonlat(c + 300 * a, f + 300 * e, "EPSG:32631")
+    k = Proj("EPSG:32631").get_factors(lon, lat).parallel_scale
+    assert ro["gsd_m"] == pytest.approx((a / k, -e / k), rel=1e-7)
+    assert ro["gsd_m"] == pytest.approx((0.5, 0.5), abs=2e-4)
 
     src = raster.open_raster(sample_tile("las_vegas_pan_0p3m_wgs84.tif"))
     win = raster.read_window(src, ((w + e_) / 2, (s + n) / 2), 64, 0.3, center_crs="EPSG:4326")
