@@ -50,12 +50,16 @@ def read_boxes_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[dict
     path = Path(path)
     if not path.is_file():
         raise BoxesFileError(f"boxes file not found: {path}")
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BoxesFileError(f"{path}: not a text file (not UTF-8 at byte {e.start})") from e
     boxes: list[list[float]] = []
     attrs: list[dict[str, Any]] = []
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise BoxesFileError(f"{path}: not valid JSON ({e})") from e
         if not isinstance(data, list) or not data:
             raise BoxesFileError(f"{path}: expected a non-empty JSON list of boxes")

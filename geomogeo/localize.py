@@ -46,7 +46,12 @@ _MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 def default_checkpoint() -> tuple[Path, str]:
     """Path and recorded sha256 of the default checkpoint shipped in ``model/``.
 
-    ``GEOMOGEO_MODEL`` (a path) overrides it; its hash is then not checked against the card.
+    ``GEOMOGEO_MODEL`` (a path) overrides it and the returned hash is ``""``: that file is
+    still verified when loaded, against a ``checkpoints.json`` next to it or the content
+    sha256 recorded inside it (:func:`~geomogeo.engine.checkpoint.load_checkpoint`).
+
+    Raises:
+        CheckpointError: ``model/checkpoints.json`` is missing or malformed.
     """
     env = os.environ.get("GEOMOGEO_MODEL")
     if env:
@@ -59,9 +64,19 @@ def default_checkpoint() -> tuple[Path, str]:
             f"no default checkpoint: {index} is missing; pass a checkpoint path or set "
             "GEOMOGEO_MODEL"
         )
-    meta = json.loads(index.read_text(encoding="utf-8"))
-    default = meta["default"]
-    return _MODEL_DIR / default, meta["files"][default]["sha256"]
+    try:
+        meta = json.loads(index.read_text(encoding="utf-8"))
+        default = meta["default"]
+        digest = meta["files"][default]["sha256"]
+        if not (isinstance(default, str) and isinstance(digest, str)):
+            raise TypeError("'default' and 'sha256' must be strings")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError,
+            TypeError) as e:
+        raise CheckpointError(
+            f"{index}: malformed checkpoint index, expected {{\"default\": name, \"files\": "
+            f"{{name: {{\"sha256\": hex}}}}}} ({type(e).__name__}: {e})"
+        ) from e
+    return _MODEL_DIR / default, digest
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from geomogeo.engine.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from geomogeo.engine.checkpoint import (
+    content_sha256,
+    load_checkpoint,
+    save_checkpoint,
+    sha256_file,
+)
 from geomogeo.errors import CheckpointError
 from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.model import MOGeoNet, build_model
@@ -197,6 +202,8 @@ def test_weights_that_do_not_fit_the_config(model: MOGeoNet, tmp_path: Path) -> 
     save_checkpoint(path, model)
     obj = torch.load(path, weights_only=True)
     obj["model_config"] = _config(embed_dim=64).to_json()
+    # consistently edited: the recorded content hash matches, the weights do not fit
+    obj["content_sha256"] = content_sha256(obj["model_config"], obj["state_dict"])
     torch.save(obj, path)
     with pytest.raises(CheckpointError, match="weights or configuration invalid"):
         load_checkpoint(path)
