@@ -140,7 +140,10 @@ def writing(path: Path) -> Iterator[None]:
         raise
     except OSError as e:
         where = e.filename if e.filename is not None else path
-        raise OutputError(f"cannot write {where}: {e.strerror or e}") from e
+        reason = e.strerror or str(e)
+        if isinstance(e, (FileExistsError, NotADirectoryError)):
+            reason += " (a file stands where a folder is needed)"
+        raise OutputError(f"cannot write {where}: {reason}") from e
 
 
 def write_outputs(res: Any, out_dir: Path, *, heatmaps: bool, make_map: bool) -> list[Path]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -331,6 +332,7 @@ class Localizer:
             heatmaps: keep each target's attention map.
             quiet: no progress bar.
         """
+        center, heading = _check_pose(center, heading)
         ph = photo.load_photo(photo_path)
         pts = photo.validate_points(points, ph.width, ph.height, ph.path)
         src = raster.open_raster(raster_path, bands=bands)
@@ -413,6 +415,36 @@ class Localizer:
             model_sha256=self.predictor.sha256,
             time=datetime.now(timezone.utc),
         )
+
+
+def _check_pose(
+    center: Any, heading: Any
+) -> tuple[tuple[float, float] | None, float | None]:
+    """``center`` as two finite floats and ``heading`` as a finite float (None stays None).
+
+    Raises:
+        LocationError: not numbers, not two of them, or NaN/infinite.
+    """
+    if center is not None:
+        try:
+            cx, cy = (float(v) for v in center)
+        except (TypeError, ValueError) as e:
+            raise LocationError(
+                f"center must be two numbers (x, y), e.g. (lon, lat), got {center!r}"
+            ) from e
+        if not (math.isfinite(cx) and math.isfinite(cy)):
+            raise LocationError(f"center must be finite, got {center!r}")
+        center = (cx, cy)
+    if heading is not None:
+        try:
+            heading = float(heading)
+        except (TypeError, ValueError) as e:
+            raise LocationError(
+                f"heading must be a number of degrees clockwise from north, got {heading!r}"
+            ) from e
+        if not math.isfinite(heading):
+            raise LocationError(f"heading must be finite, got {heading!r}")
+    return center, heading
 
 
 def _invalid_fraction(valid: np.ndarray, box: tuple[float, float, float, float]) -> float:
