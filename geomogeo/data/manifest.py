@@ -84,8 +84,9 @@ def _image_size(path: Path, role: str, where: str) -> tuple[int, int]:
 
 
 def _check_inside(rec: Record, where: str) -> None:
-    """Clicks must lie on the query photo, ``[0, W] x [0, H]``; each box must overlap the
-    reference image (a box cut by the border is kept: training clamps it to the image)."""
+    """Clicks must lie on the query photo, ``[0, W] x [0, H]``; at least half of each box's
+    area must lie on the reference image (a box cut by the border is kept: training clamps
+    it to the image)."""
     qw, qh = _image_size(rec.query, "query", where)
     for k, (x, y) in enumerate(rec.clicks):
         if not (0 <= x <= qw and 0 <= y <= qh):
@@ -95,10 +96,11 @@ def _check_inside(rec: Record, where: str) -> None:
             )
     rw, rh = _image_size(rec.reference, "reference", where)
     for k, (x1, y1, x2, y2) in enumerate(rec.boxes):
-        if x2 <= 0 or y2 <= 0 or x1 >= rw or y1 >= rh:
+        inside = max(min(x2, rw) - max(x1, 0), 0) * max(min(y2, rh) - max(y1, 0), 0)
+        if inside < 0.5 * (x2 - x1) * (y2 - y1):
             raise ManifestError(
-                f"{where}: box {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the reference "
-                f"image {rec.reference.name} [0, {rw}] x [0, {rh}] (pixel edges)"
+                f"{where}: box {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies (mostly) outside the "
+                f"reference image {rec.reference.name} [0, {rw}] x [0, {rh}] (pixel edges)"
             )
 
 

@@ -161,6 +161,10 @@ def c_manifest_box_outside(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str]
     return _evaluate(tmp, line2={"boxes": [[70, 5, 90, 20]]})  # reference is 64 px wide
 
 
+def c_manifest_box_mostly_outside(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
+    return _evaluate(tmp, line2={"boxes": [[-1e9, -1e9, 10, 10]]})  # overlaps, but 1e-16 of it
+
+
 def c_manifest_image_missing(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
     return _evaluate(tmp, line2={"reference": "nowhere.png"})
 

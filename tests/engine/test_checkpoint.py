@@ -297,7 +297,8 @@ def test_index_next_to_the_file_is_checked(model: MOGeoNet, tmp_path: Path) -> N
                                  "files": {path.name: {"sha256": digest}}}))
     assert load_checkpoint(path).verified.startswith(f"file sha256 matches {index}")
     index.write_text(json.dumps({"files": {path.name: {"sha256": "0" * 64}}}))
-    with pytest.raises(CheckpointError, match=r"released\.pt: sha256 .*recorded by .*checkpoints\.json"):
+    with pytest.raises(CheckpointError,
+                       match=r"released\.pt: sha256 .*recorded by .*checkpoints\.json"):
         load_checkpoint(path)
     index.write_text("{not json")
     with pytest.raises(CheckpointError, match=r"checkpoints\.json: malformed"):
