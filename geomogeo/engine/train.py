@@ -37,6 +37,7 @@ from geomogeo.data.dataset import PackedData, pack_manifest, pack_records
 from geomogeo.engine.checkpoint import load_checkpoint, save_checkpoint
 from geomogeo.engine.config import TrainConfig, load_train_config
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
+from geomogeo.errors import ConfigError, OutputError
 from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.losses import mogeo_loss
 from geomogeo.nn.model import MOGeoNet, build_model
@@ -220,7 +221,10 @@ def train(
     quiet = quiet or not main_proc
     _seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the run folder {out}: {e.strerror or e}") from e
 
     model_cfg = cfg.model.build()
     ckpt = None
@@ -230,11 +234,16 @@ def train(
         model_cfg = ckpt.model_config
     train_data = train_data or _load_split(cfg, model_cfg, "train", quiet)
     if train_data is None:
-        raise ValueError("no training data: set data.manifest or data.packed_train")
+        raise ConfigError("no training data: set data.manifest or data.packed_train")
     val_data = val_data or _load_split(cfg, model_cfg, "val", quiet)
     if ckpt is None and cfg.model.anchors == "kmeans":
         wh = (train_data.boxes[:, 2:] - train_data.boxes[:, :2]).astype(np.float64)
-        anchors = kmeans_anchors(wh, 9, seed=cfg.seed)
+        try:
+            anchors = kmeans_anchors(wh, 9, seed=cfg.seed)
+        except ValueError as e:  # too few distinct training boxes
+            source = cfg.data.manifest or cfg.data.packed_train or cfg.data.cvogl_root
+            raise ConfigError(f"{source}: k-means anchors: {e}; set model.anchors to "
+                              "\"preset\" or use more training photos") from e
         model_cfg = dataclasses.replace(
             model_cfg, anchors=tuple((float(w), float(h)) for w, h in anchors))
     model = ckpt.model if ckpt is not None else build_model(model_cfg)

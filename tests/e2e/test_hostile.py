@@ -149,7 +149,7 @@ def c_cfg_reference_size_huge(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[s
 
 def c_cfg_manifest_malformed(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
     (tmp / "m.jsonl").write_text('{"id": 1}\n', encoding="utf-8")
-    args, code, _ = _config(tmp, _cfg(max_steps=1, device="cpu"))
+    args, code, _ = _config(tmp, _cfg(max_steps=1, device="cpu", out_dir=str(tmp / "run")))
     return args, code, "m.jsonl:1"
 
 
@@ -211,6 +211,32 @@ def c_disk_full(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]
 
     mp.setattr(os, "fsync", full)  # the data is flushed to a full disk
     return _localize(PHOTO, tmp / "full"), EXIT_OUTPUT, "full"
+
+
+def c_evaluate_out_is_a_file(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
+    (tmp / "report").write_text("keep", encoding="utf-8")
+    return (["evaluate", str(SHIPPED), str(_manifest(tmp)), "--tta", "none", "-o",
+             str(tmp / "report")], EXIT_OUTPUT, "report")
+
+
+def c_train_run_folder_is_a_file(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
+    _manifest(tmp)
+    (tmp / "run").write_text("keep", encoding="utf-8")
+    args, _, _ = _config(tmp, json.dumps({
+        "data": {"manifest": "manifest.jsonl", "train_split": "test", "val_split": None},
+        "model": {"reference_size": 64, "query_size": [64, 64]},
+        "out_dir": str(tmp / "run"), "device": "cpu", "max_steps": 1}))
+    return args, EXIT_OUTPUT, "run"
+
+
+def c_train_too_few_boxes_for_kmeans(tmp: Path,
+                                     mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
+    _manifest(tmp)  # two boxes of one size: nine k-means anchors cannot be fitted
+    args, _, _ = _config(tmp, json.dumps({
+        "data": {"manifest": "manifest.jsonl", "train_split": "test", "val_split": None},
+        "model": {"reference_size": 64, "query_size": [64, 64]},
+        "out_dir": str(tmp / "run"), "device": "cpu", "max_steps": 1}))
+    return args, EXIT_INPUT, "manifest.jsonl"
 
 
 def c_synth_into_a_file(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
