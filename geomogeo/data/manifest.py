@@ -138,8 +138,12 @@ def _parse(obj: Any, root: Path, where: str) -> Record:
     for key in ("query", "reference"):
         if not isinstance(obj[key], str) or not obj[key]:
             raise ManifestError(f"{where}: {key!r} must be an image path (a string)")
-    if not isinstance(obj.get("meta") or {}, dict):
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
         raise ManifestError(f"{where}: 'meta' must be a JSON object")
+    if meta.get("heading") is not None and not _finite([meta["heading"]]):
+        raise ManifestError(f"{where}: meta.heading {meta['heading']!r} must be a finite "
+                            "number of degrees clockwise from north")
     rec = Record(
         id=str(obj["id"]),
         query=(root / obj["query"]).resolve(),

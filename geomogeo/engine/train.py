@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,20 @@ def evaluate_model(model: MOGeoNet, data: PackedData, **kw: Any) -> dict[str, An
 
 
 def load_packed(path: str | os.PathLike[str], model_cfg: ModelConfig) -> PackedData:
-    """A ``PackedData.save`` file (no pickle), checked against the model's input sizes."""
-    data = PackedData.load(path)
+    """A ``PackedData.save`` file (no pickle), checked against the model's input sizes.
+
+    Raises:
+        ConfigError: not such a file (the message names it), or packed at other sizes.
+    """
+    try:
+        data = PackedData.load(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{path}: not a packed data file (PackedData.save): {e}") from e
     if data.reference_size != model_cfg.reference_size or \
             data.query_size != tuple(model_cfg.query_size):
-        raise ValueError(
+        raise ConfigError(
             f"{path}: packed at reference {data.reference_size} px, query {data.query_size}; "
             f"the model takes {model_cfg.reference_size} px, {tuple(model_cfg.query_size)}")
     return data

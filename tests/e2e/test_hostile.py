@@ -165,6 +165,15 @@ def c_manifest_box_mostly_outside(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[li
     return _evaluate(tmp, line2={"boxes": [[-1e9, -1e9, 10, 10]]})  # overlaps, but 1e-16 of it
 
 
+def c_manifest_heading_text(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
+    return _evaluate(tmp, line2={"meta": {"heading": "north-east"}})
+
+
+def c_packed_data_junk(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
+    np.savez(tmp / "junk.npz", ids=np.array([object()], dtype=object))  # pickled: refused
+    return ["evaluate", str(SHIPPED), str(tmp / "junk.npz")], EXIT_INPUT, "junk.npz"
+
+
 def c_manifest_image_missing(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[list[str], int, str]:
     return _evaluate(tmp, line2={"reference": "nowhere.png"})
 
