@@ -130,7 +130,7 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
 
 
 @contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
+def _writing(path: Path) -> Iterator[None]:
     """Turn an operating-system failure while writing outputs under ``path`` (read-only or
     missing folder, a file where a folder should be, disk full) into an :class:`OutputError`
     naming the file (exit code 4)."""
@@ -152,7 +152,7 @@ def write_outputs(res: Any, out_dir: Path, *, heatmaps: bool, make_map: bool) ->
     Raises:
         OutputError: something could not be written (the message names the file).
     """
-    with writing(out_dir):
+    with _writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         written = [res.to_file(out_dir / "targets.gpkg"),
                    res.to_file(out_dir / f"{res.photo.stem}.geojson")]
@@ -179,7 +179,7 @@ def georeference(boxes_file: Path, raster: Path, out_path: Path, layer: str) -> 
     suffix = out_path.suffix.lower()
     if suffix not in (".gpkg", ".geojson", ".json"):
         raise click.BadParameter(f"unknown output format {suffix!r}; use .gpkg or .geojson")
-    with writing(out_path):
+    with _writing(out_path):
         if suffix == ".gpkg":
             export.write_geopackage(out_path, {layer: gdf}, append=True)
         else:
