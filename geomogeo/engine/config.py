@@ -29,6 +29,7 @@ from geomogeo.errors import ConfigError
 from geomogeo.nn.config import ModelConfig
 
 __all__ = [
+    "MAX_EMBED_DIM",
     "MAX_INPUT_SIZE",
     "DataConfig",
     "ModelSpec",
@@ -40,6 +41,8 @@ __all__ = [
 #: Largest reference or query side (pixels) a training config may ask for: four times the
 #: paper's 1024 px reference. A 200,000 px reference would need ~480 GB per image.
 MAX_INPUT_SIZE = 4096
+#: Largest embedding width a training config may ask for: eight times the paper's 512.
+MAX_EMBED_DIM = 4096
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,9 @@ class TrainConfig:
                 f"invalid TrainConfig: model input sizes {sizes} px exceed {MAX_INPUT_SIZE} px "
                 "(reference_size, query_size)"
             )
+        if not 1 <= built.embed_dim <= MAX_EMBED_DIM:
+            raise ConfigError(f"invalid TrainConfig: model.embed_dim={built.embed_dim} must "
+                              f"be in 1..{MAX_EMBED_DIM}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,6 +217,7 @@ class TrainConfig:
                                                                     "overrides")}
                 kw = {k: value[k] for k in ("preset", "anchors") if k in value}
                 kw["overrides"] = {**value.get("overrides", {}), **flat}
+                _check_types(ModelConfig, kw["overrides"], f"{where}.")
                 return ModelSpec(**kw)
             if unknown:
                 raise ConfigError(

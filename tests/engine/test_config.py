@@ -119,6 +119,10 @@ def test_json_round_trip_keeps_tuple_overrides(tmp_path: Path) -> None:
         # memory: inputs bounded before anything is allocated
         ({"data": {"manifest": "m.jsonl"}, "model": {"reference_size": 200_000}}, "4096"),
         ({"data": {"manifest": "m.jsonl"}, "model": {"query_size": [8192, 128]}}, "4096"),
+        ({"data": {"manifest": "m.jsonl"}, "model": {"embed_dim": 10**6}}, "embed_dim"),
+        ({"data": {"manifest": "m.jsonl"}, "model": {"reference_size": True}},
+         "model.reference_size=True"),
+        ({"data": {"manifest": "m.jsonl"}, "model": {"gsd": float("nan")}}, "model.gsd=nan"),
     ],
 )
 def test_invalid_configs_name_the_file(tmp_path: Path, d: dict, needle: str) -> None:
