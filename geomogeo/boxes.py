@@ -82,13 +82,17 @@ def _read(path: Path) -> tuple[list[list[float]], list[dict[str, Any]], list[str
     """Boxes, attributes and a label naming the file and row of each box."""
     if not path.is_file():
         raise BoxesFileError(f"boxes file not found: {path}")
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BoxesFileError(f"{path}: not a text file (not UTF-8 at byte {e.start})") from e
     boxes: list[list[float]] = []
     attrs: list[dict[str, Any]] = []
     wheres: list[str] = []
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise BoxesFileError(f"{path}: not valid JSON ({e})") from e
         if not isinstance(data, list) or not data:
             raise BoxesFileError(f"{path}: expected a non-empty JSON list of boxes")

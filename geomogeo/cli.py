@@ -7,10 +7,11 @@ naming it); 4 an output could not be written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +129,40 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
     click.echo(f"{res.windows_searched} window(s) searched; wrote {', '.join(map(str, written))}")
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an operating-system failure while writing outputs under ``path`` (read-only or
+    missing folder, a file where a folder should be, disk full) into an :class:`OutputError`
+    naming the file (exit code 4)."""
+    try:
+        yield
+    except GeomogeoError:
+        raise
+    except OSError as e:
+        where = e.filename if e.filename is not None else path
+        reason = e.strerror or str(e)
+        if isinstance(e, (FileExistsError, NotADirectoryError)):
+            reason += " (a file stands where a folder is needed)"
+        raise OutputError(f"cannot write {where}: {reason}") from e
+
+
 def write_outputs(res: Any, out_dir: Path, *, heatmaps: bool, make_map: bool,
                   append: bool = True) -> list[Path]:
     """Write a result's GeoPackage, GeoJSON, heatmaps and map into ``out_dir``.
 
     ``append=False`` starts ``targets.gpkg`` over instead of appending to it.
+
+    Raises:
+        OutputError: something could not be written (the message names the file).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [res.to_file(out_dir / "targets.gpkg", append=append),
-               res.to_file(out_dir / f"{res.photo.stem}.geojson")]
-    if heatmaps:
-        written += res.write_heatmaps(out_dir / "heatmaps")
-    if make_map:
-        written.append(res.to_map(out_dir / f"{res.photo.stem}_map.html"))
+    with _writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [res.to_file(out_dir / "targets.gpkg", append=append),
+                   res.to_file(out_dir / f"{res.photo.stem}.geojson")]
+        if heatmaps:
+            written += res.write_heatmaps(out_dir / "heatmaps")
+        if make_map:
+            written.append(res.to_map(out_dir / f"{res.photo.stem}_map.html"))
     return written
 
 
@@ -157,12 +179,13 @@ def georeference(boxes_file: Path, raster: Path, out_path: Path, layer: str) -> 
 
     gdf = georeference_boxes_file(boxes_file, raster)
     suffix = out_path.suffix.lower()
-    if suffix == ".gpkg":
-        export.write_geopackage(out_path, {layer: gdf}, append=True)
-    elif suffix in (".geojson", ".json"):
-        export.write_geojson(out_path, gdf)
-    else:
+    if suffix not in (".gpkg", ".geojson", ".json"):
         raise click.BadParameter(f"unknown output format {suffix!r}; use .gpkg or .geojson")
+    with _writing(out_path):
+        if suffix == ".gpkg":
+            export.write_geopackage(out_path, {layer: gdf}, append=True)
+        else:
+            export.write_geojson(out_path, gdf)
     click.echo(f"wrote {len(gdf)} polygon(s) to {out_path}")
 
 
@@ -233,7 +256,7 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--n", "n_per_tile", type=int, default=200, show_default=True,
+@click.option("--n", "n_per_tile", type=click.IntRange(min=1), default=200, show_default=True,
               help="Photos per tile.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -242,7 +265,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
 @click.option("--split", "splits", multiple=True, default=("train", "val", "test"),
               type=click.Choice(["train", "val", "test"]),
               show_default=True, help="Splits to render (repeatable).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Rendering processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rendering processes.")
 @click.option("--min-object", "min_object_m2", type=float, default=150.0, show_default=True,
               help="Smallest target area, square metres.")
 @click.pass_context
@@ -272,12 +296,24 @@ def main(args: Sequence[str] | None = None) -> int:
         click.echo("aborted", err=True)
         return EXIT_FAILURE
     except OutputError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e)}", err=True)
         return EXIT_OUTPUT
     except (GeomogeoError, FileNotFoundError) as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e)}", err=True)
         return EXIT_INPUT
+    except Exception:
+        # Not an expected failure: a bug. Keep the traceback for the report.
+        log.critical("internal error (a bug in geomogeo: please report it with this traceback)",
+                     exc_info=True)
+        return EXIT_FAILURE
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    """The error's message on one line (a builtin OSError without a message: its class and
+    file name)."""
+    text = " ".join(str(e).split())
+    return text or f"{type(e).__name__} {getattr(e, 'filename', '') or ''}".strip()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ClickError",
+    "ConfigError",
     "GeomogeoError",
     "GeoreferenceError",
     "LocationError",
@@ -32,7 +33,8 @@ class GeoreferenceError(GeomogeoError, ValueError):
 
 
 class LocationError(GeomogeoError, ValueError):
-    """A location (window centre, extent) lies outside the raster or is malformed."""
+    """A location (window centre, extent, camera heading) lies outside the raster or is
+    malformed (not a finite number)."""
 
 
 class PhotoError(GeomogeoError, OSError):
@@ -49,3 +51,8 @@ class OutputError(GeomogeoError, OSError):
 
 class CheckpointError(GeomogeoError, ValueError):
     """A checkpoint is missing, corrupt, of an unknown version, or fails its sha256 check."""
+
+
+class ConfigError(GeomogeoError, ValueError):
+    """A configuration or data-set description (training config, manifest, checkpoint index)
+    is malformed: unknown key, wrong type, value out of range; the message names the file."""

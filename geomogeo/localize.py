@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,12 @@ _MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 def default_checkpoint() -> tuple[Path, str]:
     """Path and recorded sha256 of the default checkpoint shipped in ``model/``.
 
-    ``GEOMOGEO_MODEL`` (a path) overrides it; its hash is then not checked against the card.
+    ``GEOMOGEO_MODEL`` (a path) overrides it and the returned hash is ``""``: that file is
+    still verified when loaded, against a ``checkpoints.json`` next to it or the content
+    sha256 recorded inside it (:func:`~geomogeo.engine.checkpoint.load_checkpoint`).
+
+    Raises:
+        CheckpointError: ``model/checkpoints.json`` is missing or malformed.
     """
     env = os.environ.get("GEOMOGEO_MODEL")
     if env:
@@ -59,9 +65,19 @@ def default_checkpoint() -> tuple[Path, str]:
             f"no default checkpoint: {index} is missing; pass a checkpoint path or set "
             "GEOMOGEO_MODEL"
         )
-    meta = json.loads(index.read_text(encoding="utf-8"))
-    default = meta["default"]
-    return _MODEL_DIR / default, meta["files"][default]["sha256"]
+    try:
+        meta = json.loads(index.read_text(encoding="utf-8"))
+        default = meta["default"]
+        digest = meta["files"][default]["sha256"]
+        if not (isinstance(default, str) and isinstance(digest, str)):
+            raise TypeError("'default' and 'sha256' must be strings")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError,
+            TypeError) as e:
+        raise CheckpointError(
+            f"{index}: malformed checkpoint index, expected {{\"default\": name, \"files\": "
+            f"{{name: {{\"sha256\": hex}}}}}} ({type(e).__name__}: {e})"
+        ) from e
+    return _MODEL_DIR / default, digest
 
 
 @dataclass(frozen=True)
@@ -359,6 +375,7 @@ class Localizer:
             heatmaps: keep each target's attention map.
             quiet: no progress bar.
         """
+        center, heading = _check_pose(center, heading)
         ph = photo.load_photo(photo_path)
         pts = photo.validate_points(points, ph.width, ph.height, ph.path)
         src = raster.open_raster(raster_path, bands=bands)
@@ -441,6 +458,36 @@ class Localizer:
             model_sha256=self.predictor.sha256,
             time=datetime.now(timezone.utc),
         )
+
+
+def _check_pose(
+    center: Any, heading: Any
+) -> tuple[tuple[float, float] | None, float | None]:
+    """``center`` as two finite floats and ``heading`` as a finite float (None stays None).
+
+    Raises:
+        LocationError: not numbers, not two of them, or NaN/infinite.
+    """
+    if center is not None:
+        try:
+            cx, cy = (float(v) for v in center)
+        except (TypeError, ValueError) as e:
+            raise LocationError(
+                f"center must be two numbers (x, y), e.g. (lon, lat), got {center!r}"
+            ) from e
+        if not (math.isfinite(cx) and math.isfinite(cy)):
+            raise LocationError(f"center must be finite, got {center!r}")
+        center = (cx, cy)
+    if heading is not None:
+        try:
+            heading = float(heading)
+        except (TypeError, ValueError) as e:
+            raise LocationError(
+                f"heading must be a number of degrees clockwise from north, got {heading!r}"
+            ) from e
+        if not math.isfinite(heading):
+            raise LocationError(f"heading must be finite, got {heading!r}")
+    return center, heading
 
 
 def _invalid_fraction(valid: np.ndarray, box: tuple[float, float, float, float]) -> float:

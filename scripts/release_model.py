@@ -3,8 +3,10 @@
     python scripts/release_model.py runs/cpu/full/best.pt --name mogeo-light-v2.pt
 
 Checks that the file loads without pickle, is at most 25 MB and covers at least 250 m of
-ground; writes ``model/checkpoints.json`` (``{"default": name, "files": {name: {"sha256",
-"bytes", "model", "reference_m"}}}``) atomically. The model card quotes the same hash.
+ground; a checkpoint that records no ``content_sha256`` (written before geomogeo recorded one)
+is re-saved with it, same tensors, so that copies of it verify themselves; writes
+``model/checkpoints.json`` (``{"default": name, "files": {name: {"sha256", "bytes", "model",
+"reference_m"}}}``) atomically. The model card quotes the same hash.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geomogeo.engine.checkpoint import load_checkpoint, sha256_file  # noqa: E402
+import torch  # noqa: E402
+
+from geomogeo.engine.checkpoint import content_sha256, load_checkpoint, sha256_file  # noqa: E402
 from geomogeo.geo.export import atomic_write  # noqa: E402
 
 MAX_BYTES = 25 * 1024 * 1024
@@ -39,7 +43,13 @@ def main() -> None:
     dest = ROOT / "model" / args.name
     dest.parent.mkdir(exist_ok=True)
     with atomic_write(dest) as tmp:
-        shutil.copyfile(args.checkpoint, tmp)
+        if "content_sha256" in ck.raw:
+            shutil.copyfile(args.checkpoint, tmp)
+        else:
+            raw = ck.raw
+            torch.save({**raw, "content_sha256": content_sha256(raw["model_config"],
+                                                                raw["state_dict"])}, tmp)
+    size = dest.stat().st_size
     digest = sha256_file(dest)
     index = {"default": args.name, "files": {args.name: {
         "sha256": digest, "bytes": size, "model": ck.model_config.name,

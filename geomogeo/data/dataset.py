@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from geomogeo.data.manifest import Record, read_manifest
+from geomogeo.data.manifest import ManifestError, Record, read_manifest
+from geomogeo.errors import PhotoError
 from geomogeo.geo.orient import prepare_query
 
 __all__ = ["Batch", "PackItem", "PackedData", "pack_items", "pack_manifest", "pack_records"]
@@ -193,7 +194,7 @@ def _rgb(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError) as e:
-        raise OSError(f"{path}: cannot read image ({e})") from e
+        raise PhotoError(f"{path}: cannot read image ({e})") from e
 
 
 def _record_item(r: Record) -> PackItem:
@@ -221,7 +222,7 @@ def pack_manifest(
     """
     records = read_manifest(path, split=split)
     if not records:
-        raise ValueError(f"{path}: no records for split {split!r}")
+        raise ManifestError(f"{path}: no records for split {split!r}")
     return pack_records(records, query_size, reference_size, quiet=quiet)
 
 

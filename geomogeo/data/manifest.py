@@ -26,11 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
+from geomogeo.errors import ConfigError
+
 __all__ = ["Georef", "ManifestError", "Record", "iter_manifest", "read_manifest", "write_manifest"]
 
 
-class ManifestError(ValueError):
-    """A manifest line is malformed; the message names the file and line."""
+class ManifestError(ConfigError):
+    """A manifest line is malformed, or names an image that is missing or that its clicks or
+    boxes lie outside of; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,38 @@ def _finite(values: Iterable[Any]) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
+def _image_size(path: Path, role: str, where: str) -> tuple[int, int]:
+    """(width, height) of an image from its header (the pixels are not decoded)."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise ManifestError(f"{where}: {role} image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ManifestError(f"{where}: {role} image {path} cannot be read ({e})") from e
+
+
+def _check_inside(rec: Record, where: str) -> None:
+    """Clicks must lie on the query photo, ``[0, W] x [0, H]``; at least half of each box's
+    area must lie on the reference image (a box cut by the border is kept: training clamps
+    it to the image)."""
+    qw, qh = _image_size(rec.query, "query", where)
+    for k, (x, y) in enumerate(rec.clicks):
+        if not (0 <= x <= qw and 0 <= y <= qh):
+            raise ManifestError(
+                f"{where}: click {k} ({x:g}, {y:g}) is outside the query photo {rec.query.name} "
+                f"[0, {qw}] x [0, {qh}] (pixels, origin at the top-left corner)"
+            )
+    rw, rh = _image_size(rec.reference, "reference", where)
+    for k, (x1, y1, x2, y2) in enumerate(rec.boxes):
+        inside = max(min(x2, rw) - max(x1, 0), 0) * max(min(y2, rh) - max(y1, 0), 0)
+        if inside < 0.5 * (x2 - x1) * (y2 - y1):
+            raise ManifestError(
+                f"{where}: box {k} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies (mostly) outside the "
+                f"reference image {rec.reference.name} [0, {rw}] x [0, {rh}] (pixel edges)"
+            )
+
+
 def _parse(obj: Any, root: Path, where: str) -> Record:
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -98,7 +135,16 @@ def _parse(obj: Any, root: Path, where: str) -> Record:
         ):
             raise ManifestError(f"{where}: 'georef' must be {{crs: str, transform: [6 numbers]}}")
         georef = Georef(g["crs"], tuple(float(v) for v in t))  # type: ignore[arg-type]
-    return Record(
+    for key in ("query", "reference"):
+        if not isinstance(obj[key], str) or not obj[key]:
+            raise ManifestError(f"{where}: {key!r} must be an image path (a string)")
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ManifestError(f"{where}: 'meta' must be a JSON object")
+    if meta.get("heading") is not None and not _finite([meta["heading"]]):
+        raise ManifestError(f"{where}: meta.heading {meta['heading']!r} must be a finite "
+                            "number of degrees clockwise from north")
+    rec = Record(
         id=str(obj["id"]),
         query=(root / obj["query"]).resolve(),
         reference=(root / obj["reference"]).resolve(),
@@ -108,23 +154,37 @@ def _parse(obj: Any, root: Path, where: str) -> Record:
         split=obj.get("split"),
         meta=dict(obj.get("meta") or {}),
     )
+    _check_inside(rec, where)
+    return rec
 
 
 def iter_manifest(path: str | os.PathLike[str]) -> Iterator[Record]:
-    """Yield the records of a manifest file, validating each line."""
+    """Yield the records of a manifest file, validating each line: keys and types, and that
+    both images exist, the clicks lie on the query photo and the boxes on the reference.
+
+    Raises:
+        FileNotFoundError: no manifest at ``path``.
+        ManifestError: a malformed line (the message names the file and line).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     root = path.parent
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ManifestError(f"{where}: not UTF-8 text ({e.reason})") from e
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ManifestError(f"{where}: not valid JSON ({e.msg})") from e
+            except RecursionError as e:
+                raise ManifestError(f"{where}: not valid JSON (nested too deeply)") from e
             yield _parse(obj, root, where)
 
 

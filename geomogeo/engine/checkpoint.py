@@ -8,19 +8,27 @@ A checkpoint is a ``torch.save``'d dict holding only tensors, strings and number
 - ``"state_dict"``: the network's tensors (fp16 or fp32)
 - ``"train_config"``, ``"metrics"``: JSON strings (may be ``"null"``)
 - ``"geomogeo_version"``: the package version that wrote it
+- ``"content_sha256"``: sha256 of the model configuration and every weight tensor (name,
+  dtype, shape, bytes; see :func:`content_sha256`), so that the checkpoint can be verified
+  wherever it is copied (torch's zip container has no checksum of its own that it checks)
 - optionally ``"optimizer"``, ``"scheduler"``, ``"progress"`` (for resuming)
 
 It is read with ``torch.load(..., weights_only=True)``, which refuses any other object. The
-file's sha256 identifies the checkpoint in outputs and is checked against the one recorded for
-shipped checkpoints.
+file's sha256 identifies the checkpoint in outputs. Every load verifies what it can: the
+file's sha256 against the caller's ``expected_sha256`` or against a ``checkpoints.json``
+index in the checkpoint's folder that lists it (as ``model/`` does), and the recorded
+``content_sha256``. A checkpoint that has neither (written before content hashes existed,
+copied away from its index) loads with a warning that it could not be verified.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,21 @@ from geomogeo.errors import CheckpointError
 from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.model import MOGeoNet, build_model
 
-__all__ = ["LoadedCheckpoint", "load_checkpoint", "save_checkpoint", "sha256_file"]
+__all__ = [
+    "INDEX_NAME",
+    "LoadedCheckpoint",
+    "content_sha256",
+    "load_checkpoint",
+    "recorded_sha256",
+    "save_checkpoint",
+    "sha256_file",
+]
+
+log = logging.getLogger(__name__)
+
+#: The index of released checkpoints in a folder: ``{"default": name, "files": {name:
+#: {"sha256": hex, ...}}}``.
+INDEX_NAME = "checkpoints.json"
 
 FORMAT = "geomogeo-checkpoint"
 FORMAT_VERSION = 1
@@ -44,6 +66,45 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def content_sha256(model_config: str, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Hex sha256 of a model configuration (its JSON string) and weights: for each tensor in
+    name order, its name, dtype, shape and raw bytes."""
+    h = hashlib.sha256(model_config.encode("utf-8"))
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"\n{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def recorded_sha256(path: str | os.PathLike[str]) -> tuple[str, Path] | None:
+    """The file sha256 that the ``checkpoints.json`` index next to ``path`` records for it,
+    with the index's path; None when there is no index or it does not list the file.
+
+    Raises:
+        CheckpointError: the index exists but is not valid (not JSON, wrong layout).
+    """
+    p = Path(path)
+    index = p.parent / INDEX_NAME
+    if not index.is_file():
+        return None
+    try:
+        meta = json.loads(index.read_text(encoding="utf-8"))
+        entry = meta["files"].get(p.name)
+        digest = None if entry is None else entry["sha256"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError,
+            TypeError, AttributeError) as e:
+        raise CheckpointError(
+            f"{index}: malformed checkpoint index, expected {{\"files\": {{name: "
+            f"{{\"sha256\": hex}}}}}} ({type(e).__name__}: {e})"
+        ) from e
+    if entry is None:
+        return None
+    if not isinstance(digest, str):
+        raise CheckpointError(f"{index}: the sha256 of {p.name} is not a string")
+    return digest, index
 
 
 def save_checkpoint(
@@ -69,12 +130,14 @@ def save_checkpoint(
             if v.is_floating_point() else v.detach().cpu())
         for k, v in model.state_dict().items()
     }
+    config_json = model.config.to_json()
     obj: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "geomogeo_version": __version__,
-        "model_config": model.config.to_json(),
+        "model_config": config_json,
         "state_dict": state,
+        "content_sha256": content_sha256(config_json, state),
         "train_config": json.dumps(train_config, sort_keys=True),
         "metrics": json.dumps(metrics, sort_keys=True),
     }
@@ -95,7 +158,9 @@ def save_checkpoint(
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
-    """A network rebuilt from a checkpoint (in eval mode, fp32) and what came with it."""
+    """A network rebuilt from a checkpoint (in eval mode, fp32) and what came with it.
+
+    ``verified`` says which hashes were checked ("" when none could be)."""
 
     model: MOGeoNet
     model_config: ModelConfig
@@ -104,6 +169,7 @@ class LoadedCheckpoint:
     sha256: str
     path: Path
     raw: dict[str, Any]
+    verified: str = ""
 
 
 def load_checkpoint(
@@ -112,27 +178,42 @@ def load_checkpoint(
     expected_sha256: str | None = None,
     map_location: str | torch.device = "cpu",
 ) -> LoadedCheckpoint:
-    """Load a checkpoint written by :func:`save_checkpoint` without unpickling objects.
+    """Load a checkpoint written by :func:`save_checkpoint` without unpickling objects, and
+    verify it (see the module doc; :attr:`LoadedCheckpoint.verified` says how).
+
+    Args:
+        expected_sha256: the file's sha256 as recorded by the caller; None: the one in a
+            ``checkpoints.json`` next to the file, if that lists it.
 
     Raises:
-        CheckpointError: missing file, sha256 mismatch, not a geomogeo checkpoint, a file that
-            needs pickled objects, or weights that do not fit the stored configuration.
+        CheckpointError: missing or empty file, a sha256 mismatch (file or content), not a
+            geomogeo checkpoint, a file that needs pickled objects, a malformed index, or
+            weights that do not fit the stored configuration.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
     digest = sha256_file(path)
-    if expected_sha256 is not None and digest != expected_sha256.lower():
-        raise CheckpointError(
-            f"{path}: sha256 {digest} does not match the recorded {expected_sha256}; "
-            "the file is corrupt or was replaced"
-        )
+    checks = []
+    source = "the caller"
+    if expected_sha256 is None and (found := recorded_sha256(path)) is not None:
+        expected_sha256, source = found[0], str(found[1])
+    if expected_sha256 is not None:
+        if digest != expected_sha256.lower():
+            raise CheckpointError(
+                f"{path}: sha256 {digest} does not match {expected_sha256} recorded by "
+                f"{source}; the file is corrupt or was replaced"
+            )
+        checks.append(f"file sha256 matches {source}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        first = (str(e).splitlines() or [""])[0] or type(e).__name__
         raise CheckpointError(
             f"{path}: not a loadable geomogeo checkpoint (only tensors and plain data are "
-            f"accepted): {str(e).splitlines()[0]}"
+            f"accepted): {first}"
         ) from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a geomogeo checkpoint (no format marker)")
@@ -141,6 +222,22 @@ def load_checkpoint(
             f"{path}: checkpoint format {obj.get('format_version')}, this geomogeo reads "
             f"{FORMAT_VERSION}"
         )
+    if "content_sha256" in obj:
+        try:
+            content = content_sha256(obj["model_config"], obj["state_dict"])
+        except (KeyError, TypeError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: weights or configuration invalid: {e}") from e
+        if content != obj["content_sha256"]:
+            raise CheckpointError(
+                f"{path}: the weights do not match the content sha256 recorded inside the "
+                f"checkpoint ({content} != {obj['content_sha256']}); the file is corrupt"
+            )
+        checks.append("content sha256 matches the one recorded inside")
+    if checks:
+        log.info("checkpoint %s verified: %s", path, "; ".join(checks))
+    else:
+        log.warning("checkpoint %s could not be verified: it records no content sha256 and "
+                    "no %s next to it lists its file sha256", path, INDEX_NAME)
     try:
         cfg = ModelConfig.from_dict(json.loads(obj["model_config"]))
         model = build_model(cfg)
@@ -158,4 +255,5 @@ def load_checkpoint(
         sha256=digest,
         path=path,
         raw=obj,
+        verified="; ".join(checks),
     )

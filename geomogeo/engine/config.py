@@ -16,15 +16,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from geomogeo.data.augment import AugmentConfig
+from geomogeo.errors import ConfigError
 from geomogeo.nn.config import ModelConfig
 
-__all__ = ["DataConfig", "ModelSpec", "OptimConfig", "TrainConfig", "load_train_config"]
+__all__ = [
+    "MAX_EMBED_DIM",
+    "MAX_INPUT_SIZE",
+    "DataConfig",
+    "ModelSpec",
+    "OptimConfig",
+    "TrainConfig",
+    "load_train_config",
+]
+
+#: Largest reference or query side (pixels) a training config may ask for: four times the
+#: paper's 1024 px reference. A 200,000 px reference would need ~480 GB per image.
+MAX_INPUT_SIZE = 4096
+#: Largest embedding width a training config may ask for: eight times the paper's 512.
+MAX_EMBED_DIM = 4096
 
 
 @dataclass(frozen=True)
@@ -146,6 +164,12 @@ class TrainConfig:
             (self.channels_last in ("auto", "on", "off"), "channels_last: auto, on or off"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
+            (o.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+            (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+            (o.grad_clip >= 0, "optim.grad_clip must be >= 0"),
+            (o.similarity_tau > 0, "optim.similarity_tau must be > 0"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (self.model.preset in ("light", "paper"), f"model.preset={self.model.preset!r}"),
             (self.model.anchors in ("kmeans", "preset"), "model.anchors: kmeans or preset"),
             (any(v is not None for v in (self.data.manifest, self.data.packed_train,
@@ -154,8 +178,20 @@ class TrainConfig:
         ]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(f"invalid TrainConfig: {msg}")
-        self.model.build()  # validates the model overrides
+                raise ConfigError(f"invalid TrainConfig: {msg}")
+        try:
+            built = self.model.build()  # validates the model overrides
+        except TypeError as e:
+            raise ConfigError(f"invalid TrainConfig: model: {e}") from e
+        sizes = (built.reference_size, *built.query_size)
+        if max(sizes) > MAX_INPUT_SIZE:
+            raise ConfigError(
+                f"invalid TrainConfig: model input sizes {sizes} px exceed {MAX_INPUT_SIZE} px "
+                "(reference_size, query_size)"
+            )
+        if not 1 <= built.embed_dim <= MAX_EMBED_DIM:
+            raise ConfigError(f"invalid TrainConfig: model.embed_dim={built.embed_dim} must "
+                              f"be in 1..{MAX_EMBED_DIM}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,9 +217,12 @@ class TrainConfig:
                                                                     "overrides")}
                 kw = {k: value[k] for k in ("preset", "anchors") if k in value}
                 kw["overrides"] = {**value.get("overrides", {}), **flat}
+                _check_types(ModelConfig, kw["overrides"], f"{where}.")
                 return ModelSpec(**kw)
             if unknown:
-                raise ValueError(f"invalid TrainConfig: unknown keys in {where}: {sorted(unknown)}")
+                raise ConfigError(
+                    f"invalid TrainConfig: unknown keys in {where}: {sorted(unknown)}")
+            _check_types(klass, value, f"{where}.")
             kw = dict(value)
             if klass is OptimConfig and "lr_steps" in kw:
                 kw["lr_steps"] = tuple(kw["lr_steps"])
@@ -192,7 +231,9 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"invalid TrainConfig: unknown keys {sorted(unknown)}")
+            raise ConfigError(f"invalid TrainConfig: unknown keys {sorted(unknown)}")
+        _check_types(cls, {k: v for k, v in d.items()
+                           if k not in ("model", "data", "optim", "augment")}, "")
         kw = dict(d)
         kw["model"] = sub(ModelSpec, d.get("model"), "model")
         data = sub(DataConfig, d.get("data"), "data")
@@ -209,18 +250,67 @@ class TrainConfig:
         return cls(**kw)
 
 
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether a JSON value fits a field's type hint (an int is a float; a bool is neither;
+    a float must be finite)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if origin is Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_accepts(args[0], v) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    raise TypeError(f"unsupported config type {hint!r}")  # a new field type: extend here
+
+
+def _check_types(klass: type, values: dict[str, Any], prefix: str) -> None:
+    """Reject JSON values of the wrong type for ``klass``'s fields (``"lr": "fast"``, NaN)."""
+    hints = typing.get_type_hints(klass)
+    for name, value in values.items():
+        if name in hints and not _accepts(hints[name], value):
+            raise ConfigError(
+                f"invalid TrainConfig: {prefix}{name}={value!r} is not a valid "
+                f"{getattr(hints[name], '__name__', None) or hints[name]}"
+            )
+
+
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
-    """Read a JSON training configuration; errors name the file."""
+    """Read a JSON training configuration.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: not JSON, unknown keys, values of the wrong type, non-finite numbers or
+            out of range; the message names the file.
+    """
     path = Path(path)
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"training config not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the training config ({e})") from e
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from e
+        raise ConfigError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from e
+    except RecursionError as e:
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from e
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: the training config must be a JSON object")
+        raise ConfigError(f"{path}: the training config must be a JSON object")
     try:
         return TrainConfig.from_dict(d, base_dir=path.parent)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise ConfigError(f"{path}: {e}") from e

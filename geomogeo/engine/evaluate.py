@@ -16,6 +16,7 @@ from geomogeo.data.dataset import pack_manifest, pack_records
 from geomogeo.engine.checkpoint import load_checkpoint
 from geomogeo.engine.metrics import metrics_markdown
 from geomogeo.engine.train import evaluate_model, load_packed, resolve_device
+from geomogeo.errors import OutputError
 from geomogeo.geo.export import atomic_write
 from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
 
@@ -72,7 +73,10 @@ def evaluate(
     }
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create the output folder {out}: {e.strerror or e}") from e
         title = f"{cfg.name} on {Path(manifest).name} ({split or 'all'}, tta {spec})"
         with atomic_write(out / "metrics.json") as p:
             Path(p).write_text(json.dumps(result, indent=2), encoding="utf-8")

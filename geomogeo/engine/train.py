@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from geomogeo.data.dataset import PackedData, pack_manifest, pack_records
 from geomogeo.engine.checkpoint import load_checkpoint, save_checkpoint
 from geomogeo.engine.config import TrainConfig, load_train_config
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
+from geomogeo.errors import ConfigError, OutputError
 from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.losses import mogeo_loss
 from geomogeo.nn.model import MOGeoNet, build_model
@@ -133,11 +135,20 @@ def evaluate_model(model: MOGeoNet, data: PackedData, **kw: Any) -> dict[str, An
 
 
 def load_packed(path: str | os.PathLike[str], model_cfg: ModelConfig) -> PackedData:
-    """A ``PackedData.save`` file (no pickle), checked against the model's input sizes."""
-    data = PackedData.load(path)
+    """A ``PackedData.save`` file (no pickle), checked against the model's input sizes.
+
+    Raises:
+        ConfigError: not such a file (the message names it), or packed at other sizes.
+    """
+    try:
+        data = PackedData.load(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{path}: not a packed data file (PackedData.save): {e}") from e
     if data.reference_size != model_cfg.reference_size or \
             data.query_size != tuple(model_cfg.query_size):
-        raise ValueError(
+        raise ConfigError(
             f"{path}: packed at reference {data.reference_size} px, query {data.query_size}; "
             f"the model takes {model_cfg.reference_size} px, {tuple(model_cfg.query_size)}")
     return data
@@ -220,7 +231,10 @@ def train(
     quiet = quiet or not main_proc
     _seed_everything(cfg.seed)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the run folder {out}: {e.strerror or e}") from e
 
     model_cfg = cfg.model.build()
     ckpt = None
@@ -230,11 +244,16 @@ def train(
         model_cfg = ckpt.model_config
     train_data = train_data or _load_split(cfg, model_cfg, "train", quiet)
     if train_data is None:
-        raise ValueError("no training data: set data.manifest or data.packed_train")
+        raise ConfigError("no training data: set data.manifest or data.packed_train")
     val_data = val_data or _load_split(cfg, model_cfg, "val", quiet)
     if ckpt is None and cfg.model.anchors == "kmeans":
         wh = (train_data.boxes[:, 2:] - train_data.boxes[:, :2]).astype(np.float64)
-        anchors = kmeans_anchors(wh, 9, seed=cfg.seed)
+        try:
+            anchors = kmeans_anchors(wh, 9, seed=cfg.seed)
+        except ValueError as e:  # too few distinct training boxes
+            source = cfg.data.manifest or cfg.data.packed_train or cfg.data.cvogl_root
+            raise ConfigError(f"{source}: k-means anchors: {e}; set model.anchors to "
+                              "\"preset\" or use more training photos") from e
         model_cfg = dataclasses.replace(
             model_cfg, anchors=tuple((float(w), float(h)) for w, h in anchors))
     model = ckpt.model if ckpt is not None else build_model(model_cfg)

@@ -8,12 +8,13 @@ valid clicks lie in ``[0, width] x [0, height]``.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from geomogeo.errors import ClickError, PhotoError
+from geomogeo.geo.declination import magnetic_declination
 
 __all__ = [
     "Photo",
@@ -34,6 +36,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _GPS_IFD = 0x8825
+_EXIF_IFD = 0x8769
 _ORIENTATION = 274
 
 
@@ -45,8 +48,13 @@ class PhotoLocation:
         lon, lat: WGS84 degrees (east and north positive).
         altitude: metres above sea level (negative below), or None.
         heading: direction the camera points (GPSImgDirection), degrees clockwise from north
-            (true or magnetic per ``heading_ref`` "T"/"M"), or None.
+            (true or magnetic per ``heading_ref`` "T"/"M"), or None. A magnetic heading is
+            turned true on loading (``heading + declination``, see ``declination``) when the
+            World Magnetic Model covers the photo's date and place; otherwise it stays
+            magnetic, with a warning.
         heading_ref: "T", "M" or None.
+        declination: the magnetic declination (degrees, east positive) added to a magnetic
+            EXIF heading to make it true, or None when none was applied.
     """
 
     lon: float
@@ -54,6 +62,7 @@ class PhotoLocation:
     altitude: float | None = None
     heading: float | None = None
     heading_ref: str | None = None
+    declination: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,13 +127,73 @@ def _parse_gps(gps: dict[int, Any], path: Path) -> PhotoLocation | None:
                          heading_ref=heading_ref or None)
 
 
+def _exif_date(exif: Image.Exif, gps: dict[int, Any]) -> dt.date | None:
+    """The day the photo was taken: GPSDateStamp (UTC), else DateTimeOriginal, else DateTime."""
+    for value in (gps.get(29), exif.get_ifd(_EXIF_IFD).get(36867), exif.get(306)):
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "ignore")
+        try:
+            return dt.datetime.strptime(str(value).strip("\x00 ")[:10], "%Y:%m:%d").date()
+        except ValueError:
+            continue
+    return None
+
+
+def _true_north(loc: PhotoLocation | None, exif: Image.Exif, path: Path) -> PhotoLocation | None:
+    """Turn a magnetic EXIF heading true with the WMM declination at the photo's position and
+    date (today's date when the photo has none); warn and keep it magnetic when the model
+    cannot give one."""
+    if loc is None or loc.heading is None or loc.heading_ref != "M":
+        return loc
+    when = _exif_date(exif, dict(exif.get_ifd(_GPS_IFD)))
+    if when is None:
+        when = dt.datetime.now(dt.timezone.utc).date()
+        log.info("%s: no EXIF date; magnetic declination for today, %s", path, when)
+    decl = magnetic_declination(loc.lon, loc.lat, when, loc.altitude or 0.0)
+    if decl is None:
+        log.warning(
+            "%s: the EXIF heading %.1f is magnetic and the World Magnetic Model gives no "
+            "declination for %s at (%.5f, %.5f); it is used as if it were true north, so the "
+            "photo may be turned by the local declination", path, loc.heading, when, loc.lon,
+            loc.lat)
+        return loc
+    heading = (loc.heading + decl) % 360.0
+    log.info("%s: magnetic heading %.2f + declination %.2f (WMM, %s) = true heading %.2f",
+             path, loc.heading, decl, when, heading)
+    return replace(loc, heading=heading, heading_ref="T", declination=decl)
+
+
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    """8-bit RGB. 16-bit grayscale (PIL modes ``I;16*``, or ``I`` holding 0..65535) is scaled
+    by its type's range, ``v >> 8`` (0 -> 0, 65535 -> 255), as Pillow itself reduces 16-bit
+    RGB; PIL's own conversion would saturate it to white. Float or other 32-bit photos have no
+    such range and are refused."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im)
+        if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
+            raise PhotoError(
+                f"{path}: 32-bit integer photo with values {int(a.min())}..{int(a.max())}; "
+                "only 8- and 16-bit photos are read, convert it first"
+            )
+        return Image.fromarray((a.astype(np.uint16) >> 8).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        raise PhotoError(
+            f"{path}: floating-point photo (PIL mode F) has no defined brightness range; "
+            "convert it to an 8- or 16-bit image first"
+        )
+    return im.convert("RGB")
+
+
 def load_photo(path: str | os.PathLike[str]) -> Photo:
     """Load a JPEG/PNG/TIFF photo as RGB with its EXIF orientation applied, and its EXIF GPS.
 
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped).
+    Grayscale, palette and RGBA images are converted to RGB (alpha dropped); 16-bit images
+    are scaled by the 16-bit range (``v >> 8``). A magnetic EXIF heading is made true (see
+    :class:`PhotoLocation`).
 
     Raises:
-        PhotoError: missing file or not an image PIL can decode.
+        PhotoError: missing file, not an image PIL can decode, a decompression bomb (more
+            than twice PIL's ``Image.MAX_IMAGE_PIXELS``), or a float/32-bit image.
     """
     p = Path(path)
     if not p.is_file():
@@ -134,9 +203,14 @@ def load_photo(path: str | os.PathLike[str]) -> Photo:
             im.load()
             exif = im.getexif()
             gps = _parse_gps(dict(exif.get_ifd(_GPS_IFD)), p) if exif else None
+            gps = _true_north(gps, exif, p)
             oriented = ImageOps.exif_transpose(im)
-            rgb = oriented.convert("RGB")
+            rgb = _to_rgb(oriented, p)
+    except Image.DecompressionBombError as exc:
+        raise PhotoError(f"{p}: image too large to decode safely ({exc})") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, PhotoError):
+            raise
         raise PhotoError(f"{p}: cannot read as an image ({exc})") from exc
     image = np.asarray(rgb, dtype=np.uint8).copy()
     h, w = image.shape[:2]
@@ -218,6 +292,8 @@ def read_points_file(path: str | os.PathLike[str]) -> np.ndarray:
         text = p.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ClickError(f"{p}: cannot read points file ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ClickError(f"{p}: not a text file (not UTF-8 at byte {exc.start})") from exc
     stripped = text.lstrip()
     pts: list[tuple[float, float]] = []
     if p.suffix.lower() == ".json" or stripped.startswith(("[", "{")):
@@ -231,9 +307,10 @@ def read_points_file(path: str | os.PathLike[str]) -> np.ndarray:
                 else:
                     x, y = item
                     pts.append((float(x), float(y)))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ClickError(
-                f"{p}: expected JSON [[x, y], ...] or [{{\"x\": .., \"y\": ..}}, ...] ({exc})"
+                f"{p}: expected JSON [[x, y], ...] or [{{\"x\": .., \"y\": ..}}, ...] "
+                f"({'nested too deeply' if isinstance(exc, RecursionError) else exc})"
             ) from exc
     else:
         for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):

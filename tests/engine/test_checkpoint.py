@@ -4,6 +4,7 @@ atomic writes."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from geomogeo.engine.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from geomogeo.engine.checkpoint import (
+    content_sha256,
+    load_checkpoint,
+    save_checkpoint,
+    sha256_file,
+)
 from geomogeo.errors import CheckpointError
 from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.model import MOGeoNet, build_model
@@ -197,6 +203,8 @@ def test_weights_that_do_not_fit_the_config(model: MOGeoNet, tmp_path: Path) -> 
     save_checkpoint(path, model)
     obj = torch.load(path, weights_only=True)
     obj["model_config"] = _config(embed_dim=64).to_json()
+    # consistently edited: the recorded content hash matches, the weights do not fit
+    obj["content_sha256"] = content_sha256(obj["model_config"], obj["state_dict"])
     torch.save(obj, path)
     with pytest.raises(CheckpointError, match="weights or configuration invalid"):
         load_checkpoint(path)
@@ -237,3 +245,87 @@ def test_writes_are_atomic(model: MOGeoNet, tmp_path: Path,
         save_checkpoint(path, model, metrics={"n": 3})
     assert _listing(tmp_path) == ["best.pt"]
     assert sha256_file(path) == second
+
+
+# Verification: the content sha256 recorded inside, and a checkpoints.json next to the file
+
+
+def _flip_weight_bit(path: Path, name: str) -> None:
+    """Flip one bit of tensor ``name`` inside the zip (torch stores tensors uncompressed), so
+    that torch.load still reads the file."""
+    obj = torch.load(path, weights_only=True)
+    needle = obj["state_dict"][name].reshape(-1)[:16].contiguous().view(torch.uint8)
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(needle.numpy().tobytes())
+    assert at > 0
+    data[at + 2] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+def _largest(model: MOGeoNet) -> str:
+    return max(model.state_dict().items(), key=lambda kv: kv[1].numel())[0]
+
+
+def test_content_hash_is_recorded_and_verified(model: MOGeoNet, tmp_path: Path) -> None:
+    path = tmp_path / "ok.pt"
+    save_checkpoint(path, model, dtype=torch.float16)
+    raw = torch.load(path, weights_only=True)
+    # recomputed here by hand from the stored tensors: name, dtype, shape, bytes, in name order
+    h = hashlib.sha256(raw["model_config"].encode())
+    for k in sorted(raw["state_dict"]):
+        t = raw["state_dict"][k].contiguous()
+        h.update(f"\n{k}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    assert raw["content_sha256"] == h.hexdigest()
+    assert load_checkpoint(path).verified == "content sha256 matches the one recorded inside"
+
+
+def test_corrupted_weights_are_refused(model: MOGeoNet, tmp_path: Path) -> None:
+    path = tmp_path / "flipped.pt"
+    save_checkpoint(path, model)
+    _flip_weight_bit(path, _largest(model))
+    torch.load(path, weights_only=True)  # the container alone does not notice
+    with pytest.raises(CheckpointError, match=r"flipped\.pt: the weights do not match"):
+        load_checkpoint(path)
+
+
+def test_index_next_to_the_file_is_checked(model: MOGeoNet, tmp_path: Path) -> None:
+    path = tmp_path / "released.pt"
+    digest = save_checkpoint(path, model)
+    index = tmp_path / "checkpoints.json"
+    index.write_text(json.dumps({"default": path.name,
+                                 "files": {path.name: {"sha256": digest}}}))
+    assert load_checkpoint(path).verified.startswith(f"file sha256 matches {index}")
+    index.write_text(json.dumps({"files": {path.name: {"sha256": "0" * 64}}}))
+    with pytest.raises(CheckpointError,
+                       match=r"released\.pt: sha256 .*recorded by .*checkpoints\.json"):
+        load_checkpoint(path)
+    index.write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"checkpoints\.json: malformed"):
+        load_checkpoint(path)
+
+
+def test_unverifiable_checkpoint_loads_with_a_warning(model: MOGeoNet, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "legacy.pt"
+    save_checkpoint(path, model)
+    raw = torch.load(path, weights_only=True)
+    del raw["content_sha256"]  # as written before content hashes were recorded
+    torch.save(raw, path)
+    with caplog.at_level("WARNING", logger="geomogeo.engine.checkpoint"):
+        ck = load_checkpoint(path)
+    assert ck.verified == ""
+    assert "legacy.pt could not be verified" in caplog.text
+
+
+def test_empty_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "zero.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"zero\.pt: empty file"):
+        load_checkpoint(tmp_path / "zero.pt")
+
+
+def test_shipped_checkpoint_verifies_itself_away_from_its_index(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "model" / "mogeo-light-v2.pt"
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(shipped.read_bytes())
+    assert load_checkpoint(copy).verified == "content sha256 matches the one recorded inside"

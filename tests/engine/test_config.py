@@ -17,6 +17,7 @@ from geomogeo.engine.config import (
     TrainConfig,
     load_train_config,
 )
+from geomogeo.errors import ConfigError
 from geomogeo.nn.config import ModelConfig
 
 
@@ -101,11 +102,32 @@ def test_json_round_trip_keeps_tuple_overrides(tmp_path: Path) -> None:
         ({"data": {"manifest": "m.jsonl"}, "model": {"fusion": "add"}}, "fusion"),
         ({"data": {"manifest": "m.jsonl"}, "model": {"not_a_field": 1}}, "not_a_field"),
         ({"data": {"manifest": "m.jsonl"}, "optim": "fast"}, "optim must be an object"),
+        # wrong JSON types and non-finite numbers, named with their value
+        ({"data": {"manifest": "m.jsonl"}, "optim": {"lr": "fast"}}, "optim.lr='fast'"),
+        ({"data": {"manifest": "m.jsonl"}, "optim": {"lr": float("nan")}}, "optim.lr=nan"),
+        ({"data": {"manifest": "m.jsonl"}, "optim": {"gamma": float("inf")}}, "optim.gamma=inf"),
+        ({"data": {"manifest": "m.jsonl"}, "optim": {"batch_size": 2.5}}, "batch_size=2.5"),
+        ({"data": {"manifest": "m.jsonl"}, "optim": {"epochs": True}}, "optim.epochs=True"),
+        ({"data": {"manifest": "m.jsonl"}, "optim": {"lr_steps": ["a"]}}, "lr_steps=['a']"),
+        ({"data": {"manifest": 5}}, "data.manifest=5"),
+        ({"data": {"manifest": "m.jsonl"}, "seed": "0"}, "seed='0'"),
+        ({"data": {"manifest": "m.jsonl"}, "precision": "fp8"}, "precision='fp8'"),
+        ({"data": {"manifest": "m.jsonl"}, "augment": {"rot90": "yes"}}, "augment.rot90"),
+        # ranges
+        ({"data": {"manifest": "m.jsonl"}, "max_steps": 0}, "max_steps"),
+        ({"data": {"manifest": "m.jsonl"}, "optim": {"weight_decay": -1}}, "weight_decay"),
+        # memory: inputs bounded before anything is allocated
+        ({"data": {"manifest": "m.jsonl"}, "model": {"reference_size": 200_000}}, "4096"),
+        ({"data": {"manifest": "m.jsonl"}, "model": {"query_size": [8192, 128]}}, "4096"),
+        ({"data": {"manifest": "m.jsonl"}, "model": {"embed_dim": 10**6}}, "embed_dim"),
+        ({"data": {"manifest": "m.jsonl"}, "model": {"reference_size": True}},
+         "model.reference_size=True"),
+        ({"data": {"manifest": "m.jsonl"}, "model": {"gsd": float("nan")}}, "model.gsd=nan"),
     ],
 )
 def test_invalid_configs_name_the_file(tmp_path: Path, d: dict, needle: str) -> None:
     path = _write(tmp_path / "my_config.json", d)
-    with pytest.raises(ValueError) as ei:
+    with pytest.raises(ConfigError) as ei:  # a ValueError, and exit code 3 on the CLI
         load_train_config(path)
     msg = str(ei.value)
     assert str(path) in msg

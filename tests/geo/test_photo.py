@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -170,3 +171,94 @@ def test_read_points_file_csv_and_json(tmp_path):
     empty.write_text("x,y\n")
     with pytest.raises(ClickError, match="no click points"):
         photo.read_points_file(empty)
+
+
+# 16-bit photos: scaled by the 16-bit range (v >> 8), as Pillow reduces 16-bit RGB itself
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_grayscale_is_scaled_by_its_range_not_saturated(tmp_path, suffix):
+    values = np.array([[0, 255, 256, 4095, 32768, 65535]], dtype=np.uint16)
+    p = tmp_path / f"gray16{suffix}"
+    Image.fromarray(values).save(p)
+    assert Image.open(p).mode == "I;16"  # what Pillow reads back: a true 16-bit photo
+    ph = photo.load_photo(p)
+    expected = np.array([0, 0, 1, 15, 128, 255], dtype=np.uint8)  # v // 256, by hand
+    for channel in range(3):
+        np.testing.assert_array_equal(ph.image[0, :, channel], expected)
+
+
+def test_32bit_integer_photo_out_of_16bit_range_is_refused(tmp_path):
+    p = tmp_path / "i32.tif"
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32), "I").save(p)
+    with pytest.raises(PhotoError, match=r"i32\.tif.*0\.\.70000"):
+        photo.load_photo(p)
+
+
+# Magnetic EXIF headings are turned true with the World Magnetic Model
+
+
+def _heading_exif(lat, lat_ref, lon, lon_ref, heading, ref, date):
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = lat_ref, (IFDRational(lat), IFDRational(0), IFDRational(0))
+    gps[3], gps[4] = lon_ref, (IFDRational(lon), IFDRational(0), IFDRational(0))
+    gps[16], gps[17] = ref, IFDRational(int(heading * 100), 100)
+    if date is not None:
+        gps[29] = date  # GPSDateStamp, UTC
+    return exif
+
+
+# Reference figures: NOAA/BGS WMM2025 test values (WMM2025 technical report, the test-value
+# table shipped with the coefficients, declination at height 0 km): 80 N 0 E at 2027.5:
+# D = +2.59 deg; 80 S 240 E (120 W) at 2025.0: D = +68.78 deg. 2027-07-02 is decimal year
+# 2027.4986, 0.0014 year off 2027.5 (the secular change there is ~0.5 deg/year: < 0.001 deg).
+@pytest.mark.parametrize(("lat", "lat_ref", "lon", "lon_ref", "date", "declination"), [
+    (80, "N", 0, "E", "2027:07:02", 2.59),
+    (80, "S", 120, "W", "2025:01:01", 68.78),
+])
+def test_magnetic_heading_gets_the_wmm_declination(tmp_path, lat, lat_ref, lon, lon_ref,
+                                                   date, declination):
+    p = tmp_path / "mag.jpg"
+    Image.new("RGB", (8, 8)).save(p, exif=_heading_exif(lat, lat_ref, lon, lon_ref, 300.5, "M",
+                                                        date))
+    g = photo.load_photo(p).gps
+    assert g is not None and g.heading_ref == "T"
+    assert g.declination == pytest.approx(declination, abs=0.006)  # NOAA states 2 decimals
+    assert g.heading == pytest.approx((300.5 + declination) % 360, abs=0.006)
+
+
+def test_magnetic_heading_outside_the_model_years_stays_magnetic_with_a_warning(
+        tmp_path, caplog):
+    p = tmp_path / "old.jpg"
+    Image.new("RGB", (8, 8)).save(p, exif=_heading_exif(52, "N", 4, "E", 45.0, "M",
+                                                        "2004:06:01"))
+    with caplog.at_level("WARNING", logger="geomogeo.geo.photo"):
+        g = photo.load_photo(p).gps
+    assert g is not None and g.heading == pytest.approx(45.0) and g.heading_ref == "M"
+    assert g.declination is None
+    assert "old.jpg" in caplog.text and "magnetic" in caplog.text
+
+
+def test_true_heading_is_left_alone(tmp_path):
+    p = tmp_path / "true.jpg"
+    Image.new("RGB", (8, 8)).save(p, exif=_heading_exif(80, "N", 0, "E", 300.5, "T",
+                                                        "2027:07:02"))
+    g = photo.load_photo(p).gps
+    assert g is not None and g.heading == pytest.approx(300.5) and g.heading_ref == "T"
+    assert g.declination is None
+
+
+def test_magnetic_heading_without_date_uses_today(tmp_path, monkeypatch):
+    seen = []
+
+    def fake(lon, lat, when, altitude_m=0.0):
+        seen.append(when)
+        return 1.5
+
+    monkeypatch.setattr(photo, "magnetic_declination", fake)
+    p = tmp_path / "nodate.jpg"
+    Image.new("RGB", (8, 8)).save(p, exif=_heading_exif(52, "N", 4, "E", 359.0, "M", None))
+    g = photo.load_photo(p).gps
+    assert seen == [dt.datetime.now(dt.timezone.utc).date()]
+    assert g is not None and g.heading == pytest.approx(0.5)  # 359 + 1.5 wraps through north

@@ -43,6 +43,7 @@ from geomogeo.data.synth.scene import (
     load_scene,
     scene_from_raster,
 )
+from geomogeo.errors import OutputError
 
 __all__ = [
     "DEFAULT_TILES",
@@ -403,6 +404,10 @@ def synthesize_default(
     tiles keep their real georeference. ``n_per_tile`` photos are rendered per tile and split.
     """
     cfg = cfg or SynthConfig()
+    if n_per_tile < 1:
+        raise ValueError(f"n_per_tile={n_per_tile}: at least one photo per tile is needed")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise OutputError(f"cannot write the data set into {out_dir}: it is a file, not a folder")
     unknown = set(splits) - set(DEFAULT_TILES)
     if unknown:
         raise ValueError(f"unknown splits {sorted(unknown)}; expected {sorted(DEFAULT_TILES)}")
