@@ -225,3 +225,40 @@ def test_wrong_scale_hint_falls_back_to_the_pyramid(scene_a: Scene) -> None:
     want = _ref_px(transform, cam.photo_to_ground(clicks))
     for reg in (good, wrong):
         assert np.linalg.norm(reg.map_points(clicks) - want, axis=1).max() < 0.5
+
+
+_GOOD = np.array([[0.5, 0.0, 40.0], [0.0, 0.5, 30.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize(("h", "counts", "hint", "match"), [
+    (_GOOD, (50, 60, 0.3, 0.5), None, ""),
+    (_GOOD, (50, 60, 0.3, 0.5), 0.45, ""),
+    (_GOOD, (11, 12, 0.3, 0.5), None, "too few inliers"),
+    (_GOOD, (50, 400, 0.3, 0.5), None, "inlier ratio"),
+    (_GOOD, (50, 60, 2.5, 0.5), None, "reprojection error"),
+    (_GOOD, (50, 60, 0.3, 0.05), None, "cover"),
+    (np.array([[-0.5, 0, 240], [0, 0.5, 30], [0, 0, 1.0]]), (50, 60, 0.3, 0.5), None, "mirror"),
+    (np.array([[0.5, 0, 40], [0, 0.5, 30], [0, -0.004, 1.0]]), (50, 60, 0.3, 0.5), None,
+     "horizon"),
+    (np.array([[0.5, 0, 40], [0, 0.5, 30], [0, 0.04, 1.0]]), (50, 60, 0.3, 0.5), None,
+     "depth ratio"),
+    (np.array([[0.5, 0, 40], [0, 0.05, 30], [0, 0, 1.0]]), (50, 60, 0.3, 0.5), None,
+     "anisotropy"),
+    (_GOOD, (50, 60, 0.3, 0.5), 0.1, "far from the expected"),
+])
+def test_validity_checks(h: np.ndarray, counts: tuple, hint: float | None, match: str) -> None:
+    from geomogeo.geo.register import _check
+
+    n_inl, n_match, reproj, spread = counts
+    reason = _check(h, n_inl, n_match, reproj, spread, 400, 300, hint, RegisterConfig())
+    assert (reason == "") if not match else (match in reason), reason
+
+
+def test_outline_self_intersection_is_rejected() -> None:
+    from geomogeo.geo.register import _is_convex_simple
+
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], dtype=float)
+    assert _is_convex_simple(square)
+    assert not _is_convex_simple(square[::-1])  # orientation reversed
+    assert not _is_convex_simple(square[[0, 2, 1, 3]])  # bow tie
+    assert not _is_convex_simple(np.array([[0, 0], [10, 0], [2, 2], [0, 10]], dtype=float))
