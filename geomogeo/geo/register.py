@@ -46,7 +46,9 @@ class RegisterConfig:
         target_scale: with a scale hint, the photo is downscaled until one photo pixel covers
             about this many reference pixels (SIFT matches best near equal resolution).
         pyramid: without a scale hint, the photo scales tried, as fractions of the
-            ``photo_max_side`` image; the best registration is kept.
+            ``photo_max_side`` image, coarsest first; the best registration is kept.
+        early_stop_inliers: the pyramid stops at the first valid registration with at least
+            this many inliers (0: always try every scale).
         min_photo_side: the photo is never downscaled below this shorter side, pixels.
         ransac_px: MAGSAC threshold, reference pixels.
         max_iters: MAGSAC iterations.
@@ -70,6 +72,7 @@ class RegisterConfig:
     photo_max_side: int = 1024
     target_scale: float = 0.8
     pyramid: tuple[float, ...] = (1.0, 0.5, 0.25)
+    early_stop_inliers: int = 60
     min_photo_side: int = 96
     ransac_px: float = 3.0
     max_iters: int = 5000
@@ -90,6 +93,7 @@ class RegisterConfig:
             "photo_max_side": self.photo_max_side >= 32,
             "target_scale": self.target_scale > 0,
             "pyramid": len(self.pyramid) >= 1 and all(0 < p <= 1 for p in self.pyramid),
+            "early_stop_inliers": self.early_stop_inliers >= 0,
             "min_photo_side": self.min_photo_side >= 16,
             "ransac_px": self.ransac_px > 0,
             "max_iters": self.max_iters >= 10,
@@ -516,5 +520,7 @@ def register(
         log.debug("register: photo scale %.3f: %s", s, reg)
         if best is None or (reg.ok, reg.n_inliers) > (best.ok, best.n_inliers):
             best = reg
+        if best.ok and 0 < config.early_stop_inliers <= best.n_inliers:
+            break
     assert best is not None
     return best
