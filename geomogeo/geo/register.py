@@ -198,13 +198,14 @@ class Registration:
         """
         c, top = self.map_points(np.array([[width / 2, height / 2], [width / 2, 0.0]]))
         dx, dy = top - c
-        return float(math.degrees(math.atan2(dx, -dy)) % 360.0)
+        az = math.degrees(math.atan2(dx, -dy)) % 360.0
+        return 0.0 if az >= 360.0 else float(az)  # -1e-17 % 360 rounds to 360
 
     def focal_px(self, width: int, height: int) -> float | None:
         """The photo's focal length, pixels, estimated from the homography (principal point
-        at the photo centre, square pixels, no skew), or None when the view is too close to
-        nadir for the focal length to be observable or the estimate is implausible
-        (outside a 30..120 degree horizontal field of view)."""
+        at the photo centre, square pixels, no skew), or None when the estimate has no
+        solution or is implausible (outside a 30..120 degree horizontal field of view), as is
+        common near nadir, where the focal length is barely observable."""
         g = self._ground_to_centred(width, height)
         g = g / np.linalg.norm(g)
         (a11, a12, _), (a21, a22, _), (a31, a32, _) = g
