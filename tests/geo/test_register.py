@@ -82,11 +82,12 @@ def test_pixel_corner_convention_scale_and_half_turn() -> None:
     pts = np.array([[0.0, 0.0], [320.0, 256.0], [100.5, 30.25], [250.0, 200.0]])
     reg = register(photo, ref, scale_hint=0.5)
     assert reg.ok, reg.reason
-    np.testing.assert_allclose(reg.map_points(pts), pts / 2 + [x0, y0], atol=0.05)
+    # (a lost 0.5 px offset would show as a 0.25 px error)
+    np.testing.assert_allclose(reg.map_points(pts), pts / 2 + [x0, y0], atol=0.1)
     # The same photo turned by 180 degrees: p -> (320, 256) - p before the same mapping.
     reg = register(np.ascontiguousarray(photo[::-1, ::-1]), ref, scale_hint=0.5)
     assert reg.ok, reg.reason
-    np.testing.assert_allclose(reg.map_points(pts), ([320, 256] - pts) / 2 + [x0, y0], atol=0.05)
+    np.testing.assert_allclose(reg.map_points(pts), ([320, 256] - pts) / 2 + [x0, y0], atol=0.1)
     assert reg.heading(320, 256) == pytest.approx(180.0, abs=0.1)
 
 
@@ -95,7 +96,7 @@ def test_pure_translation_is_exact() -> None:
     photo = ref[30:150, 50:190].copy()
     reg = register(photo, ref, scale_hint=1.0)
     assert reg.ok, reg.reason
-    np.testing.assert_allclose(reg.homography, [[1, 0, 50], [0, 1, 30], [0, 0, 1]], atol=0.02)
+    np.testing.assert_allclose(reg.homography, [[1, 0, 50], [0, 1, 30], [0, 0, 1]], atol=0.05)
     assert abs((reg.heading(140, 120) + 180) % 360 - 180) < 0.05
 
 
