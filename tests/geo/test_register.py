@@ -183,7 +183,7 @@ def test_scale_hint_from_exif(tmp_path) -> None:
     from PIL import Image
     from PIL.TiffImagePlugin import IFDRational
 
-    from geomogeo.geo.photo import load_photo, scale_hint_from_exif
+    from geomogeo.geo.photo import focal_px_from_exif, load_photo, scale_hint_from_exif
 
     exif = Image.Exif()
     gps = exif.get_ifd(0x8825)
@@ -200,6 +200,8 @@ def test_scale_hint_from_exif(tmp_path) -> None:
     # f = 24 mm of a 43.2666 mm diagonal over a 500 px diagonal = 277.350 px.
     f_px = 24.0 / math.sqrt(36**2 + 24**2) * 500.0
     assert f_px == pytest.approx(277.350098, abs=1e-5)
+    assert focal_px_from_exif(ph) == pytest.approx(f_px, rel=1e-12)
+    assert focal_px_from_exif(replace(ph, focal_35mm=None)) is None
     assert scale_hint_from_exif(ph, 0.5) == pytest.approx(100.25 / f_px / 0.5, rel=1e-12)
     assert scale_hint_from_exif(ph, 0.5, ground_elevation=20.25) == pytest.approx(
         80.0 / f_px / 0.5, rel=1e-12)
