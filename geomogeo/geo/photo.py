@@ -27,9 +27,11 @@ from geomogeo.geo.declination import magnetic_declination
 __all__ = [
     "Photo",
     "PhotoLocation",
+    "focal_px_from_exif",
     "load_photo",
     "parse_point",
     "read_points_file",
+    "scale_hint_from_exif",
     "validate_points",
 ]
 
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 _GPS_IFD = 0x8825
 _EXIF_IFD = 0x8769
+_FOCAL_LENGTH = 0x920A
+_FOCAL_35MM = 0xA405
 _ORIENTATION = 274
 
 
@@ -74,6 +78,9 @@ class Photo:
         image: (height, width, 3) uint8 RGB, EXIF orientation applied.
         width, height: pixels, after orientation.
         gps: EXIF GPS position, or None.
+        focal_mm: EXIF ``FocalLength``, millimetres (of the real sensor), or None.
+        focal_35mm: EXIF ``FocalLengthIn35mmFilm``, millimetres of the 35 mm equivalent (its
+            field of view on a 36 x 24 mm frame, 43.27 mm diagonal), or None.
     """
 
     path: Path
@@ -81,6 +88,8 @@ class Photo:
     width: int
     height: int
     gps: PhotoLocation | None
+    focal_mm: float | None = None
+    focal_35mm: float | None = None
 
 
 def _rational(v: Any) -> float:
@@ -204,6 +213,7 @@ def load_photo(path: str | os.PathLike[str]) -> Photo:
             exif = im.getexif()
             gps = _parse_gps(dict(exif.get_ifd(_GPS_IFD)), p) if exif else None
             gps = _true_north(gps, exif, p)
+            focal_mm, focal_35mm = _parse_focal(dict(exif.get_ifd(_EXIF_IFD)) if exif else {})
             oriented = ImageOps.exif_transpose(im)
             rgb = _to_rgb(oriented, p)
     except Image.DecompressionBombError as exc:
@@ -216,7 +226,85 @@ def load_photo(path: str | os.PathLike[str]) -> Photo:
     h, w = image.shape[:2]
     log.debug("loaded photo %s: %dx%d, orientation %s, gps %s", p, w, h,
               exif.get(_ORIENTATION) if exif else None, gps)
-    return Photo(path=p, image=image, width=w, height=h, gps=gps)
+    return Photo(path=p, image=image, width=w, height=h, gps=gps, focal_mm=focal_mm,
+                 focal_35mm=focal_35mm)
+
+
+def _parse_focal(exif: dict[int, Any]) -> tuple[float | None, float | None]:
+    """EXIF IFD -> (FocalLength mm, FocalLengthIn35mmFilm mm); None for absent/invalid."""
+    out: list[float | None] = []
+    for tag in (_FOCAL_LENGTH, _FOCAL_35MM):
+        try:
+            v = _rational(exif[tag]) if tag in exif else None
+        except (TypeError, ValueError, ZeroDivisionError):
+            v = None
+        out.append(v if v is not None and math.isfinite(v) and v > 0 else None)
+    return out[0], out[1]
+
+
+#: Diagonal of the 36 x 24 mm frame that ``FocalLengthIn35mmFilm`` refers to, millimetres.
+_FRAME_35MM_DIAGONAL = math.hypot(36.0, 24.0)
+
+
+def focal_px_from_exif(photo: Photo) -> float | None:
+    """The focal length in photo pixels from EXIF ``FocalLengthIn35mmFilm`` (same diagonal
+    field of view: ``f35 / 43.27 mm * photo diagonal in pixels``), or None when absent.
+
+    Assumes square pixels and the full sensor in the photo (no digital crop beyond what the
+    camera accounted for in the 35 mm value). E.g. for
+    :meth:`geomogeo.geo.register.Registration.camera_position`.
+    """
+    if photo.focal_35mm is None:
+        return None
+    return photo.focal_35mm / _FRAME_35MM_DIAGONAL * math.hypot(photo.width, photo.height)
+
+
+def scale_hint_from_exif(
+    photo: Photo,
+    reference_gsd: float,
+    *,
+    ground_elevation: float = 0.0,
+    height_above_ground: float | None = None,
+) -> float | None:
+    """The expected reference pixels per photo pixel from EXIF, for
+    :func:`geomogeo.geo.register.register`'s ``scale_hint``; None when EXIF lacks the data.
+
+    The photo's ground sample distance at nadir is ``height / focal``, with the focal length
+    in pixels from :func:`focal_px_from_exif` (``FocalLength`` alone does not give it without
+    the sensor size) and the height
+    above the ground as ``height_above_ground`` when given, else EXIF ``GPSAltitude`` minus
+    ``ground_elevation`` (metres; GPSAltitude is above sea level, and the ground's elevation
+    is not in the photo, so the default 0 is right only near sea level). An oblique view is
+    coarser than its nadir GSD away from the photo centre, and the altitude may be far off:
+    use the result as a loose prior only (``register`` does: it falls back to a search over
+    scales when the hinted scale fails), never as a hard constraint.
+
+    Args:
+        photo: from :func:`load_photo`.
+        reference_gsd: metres per reference pixel.
+        ground_elevation: metres above sea level of the ground below the camera.
+        height_above_ground: metres; overrides the EXIF altitude.
+
+    Returns:
+        Reference pixels per photo pixel, or None (no 35 mm focal length, no altitude, or a
+        height outside 2..3000 m).
+    """
+    if not (math.isfinite(reference_gsd) and reference_gsd > 0):
+        raise ValueError(f"reference_gsd must be a positive number of metres, got "
+                         f"{reference_gsd!r}")
+    f_px = focal_px_from_exif(photo)
+    if f_px is None:
+        return None
+    height = height_above_ground
+    if height is None:
+        if photo.gps is None or photo.gps.altitude is None:
+            return None
+        height = photo.gps.altitude - ground_elevation
+    if not (math.isfinite(height) and 2.0 <= height <= 3000.0):
+        log.info("%s: implausible height above ground %.1f m; no scale hint", photo.path,
+                 height)
+        return None
+    return height / f_px / reference_gsd
 
 
 def validate_points(
