@@ -58,6 +58,7 @@ def export_onnx(
 
     loaded = load_checkpoint(checkpoint)
     cfg = loaded.model_config
+    # the PyTorch predictor's own checks of the mode (known, square query when turning)
     pred = TorchPredictor(loaded.model, name=cfg.name, sha256=loaded.sha256, tta=tta)
     graph = VoteMaps(pred.model, pred.tta, batch_passes=batch_passes).eval()
     r, (qh, qw) = cfg.reference_size, cfg.query_size
