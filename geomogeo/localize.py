@@ -399,6 +399,25 @@ class Localizer:
             time=datetime.now(timezone.utc),
         )
 
+    def localize_many(
+        self,
+        clicks: str | os.PathLike[str],
+        reference: str | os.PathLike[str],
+        out: str | os.PathLike[str],
+        *,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        bands: Sequence[int] | None = None,
+        quiet: bool = False,
+    ) -> Any:
+        """Localize every photo of a clicks table on a raster, VRT or folder of tiles into one
+        resumable GeoPackage, on Dask or in this process (``workers=0``); see
+        :func:`geomogeo.batch.run_batch`. Returns its :class:`~geomogeo.batch.BatchSummary`."""
+        from geomogeo.batch import run_batch
+
+        return run_batch(clicks, reference, out, localizer=self, workers=workers,
+                         scheduler=scheduler, bands=bands, quiet=quiet)
+
 
 def _invalid_fraction(valid: np.ndarray, box: tuple[float, float, float, float]) -> float:
     """Fraction of the box's window pixels that are invalid (nodata or off-raster); a box
