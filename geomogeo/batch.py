@@ -79,7 +79,7 @@ from geomogeo.geo import export, mosaic, photo, raster
 
 if TYPE_CHECKING:
     import geopandas as gpd
-    from distributed import Client
+    from distributed import Client, LocalCluster
 
     from geomogeo.localize import Localizer
 
@@ -89,6 +89,9 @@ __all__ = [
     "ClickTable",
     "PhotoJob",
     "Reference",
+    "default_workers",
+    "local_cluster",
+    "mosaic_cache_dir",
     "open_reference",
     "read_clicks",
     "run_batch",
@@ -682,9 +685,22 @@ def default_workers(n_photos: int) -> int:
     return max(1, min(cores or 1, int(by_memory), n_photos))
 
 
+def local_cluster(workers: int) -> LocalCluster:
+    """The local Dask cluster of a batch: ``workers`` processes of one thread each (one torch
+    thread each, see :class:`_BatchPlugin`), on 127.0.0.1, no dashboard port of its own, GDAL's
+    block cache bounded to :data:`WORKER_GDAL_CACHEMAX_MB` per worker."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=":0", silence_logs=logging.ERROR, death_timeout=60,
+        env={"GDAL_CACHEMAX": str(WORKER_GDAL_CACHEMAX_MB)},
+    )
+
+
 @contextlib.contextmanager
 def _dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     dlog = logging.getLogger("distributed")
     level = dlog.level
@@ -695,11 +711,7 @@ def _dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
             with Client(scheduler) as client:
                 yield client
             return
-        with LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=":0", silence_logs=logging.ERROR, death_timeout=60,
-            env={"GDAL_CACHEMAX": str(WORKER_GDAL_CACHEMAX_MB)},
-        ) as cluster, Client(cluster) as client:
+        with local_cluster(workers) as cluster, Client(cluster) as client:
             yield client
     finally:
         dlog.setLevel(level)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import rasterio
 import rasterio.windows
+from affine import Affine
 
 
 def cut_tiles(raster: Path, folder: Path, col_cuts: Sequence[int],
@@ -26,9 +27,9 @@ def cut_tiles(raster: Path, folder: Path, col_cuts: Sequence[int],
             for c0, c1 in pairwise(cols):
                 win = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
                 path = folder / f"tile_{r0:05d}_{c0:05d}.tif"
-                with rasterio.open(path, "w", **{**profile, "width": c1 - c0,
-                                                  "height": r1 - r0,
-                                                  "transform": ds.window_transform(win)}) as o:
+                meta = {**profile, "width": c1 - c0, "height": r1 - r0,
+                        "transform": ds.transform @ Affine.translation(c0, r0)}
+                with rasterio.open(path, "w", **meta) as o:
                     o.write(ds.read(window=win))
                 out.append(path)
     return out
