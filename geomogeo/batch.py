@@ -792,6 +792,8 @@ def run_batch(
     """
     start = time.perf_counter()
     out = Path(out)
+    if out.suffix.lower() != ".gpkg":
+        raise OutputError(f"{out}: the output of a batch is a GeoPackage; name it *.gpkg")
     table = clicks if isinstance(clicks, ClickTable) else read_clicks(clicks)
     done = _done_keys(out)
     pending: list[PhotoJob] = []

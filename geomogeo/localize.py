@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import geopandas as gpd
     from pyproj import CRS
 
+    from geomogeo.batch import BatchSummary
+
 __all__ = ["LocalizationResult", "Localizer", "Target", "default_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -409,7 +411,7 @@ class Localizer:
         scheduler: str | None = None,
         bands: Sequence[int] | None = None,
         quiet: bool = False,
-    ) -> Any:
+    ) -> BatchSummary:
         """Localize every photo of a clicks table on a raster, VRT or folder of tiles into one
         resumable GeoPackage, on Dask or in this process (``workers=0``); see
         :func:`geomogeo.batch.run_batch`. Returns its :class:`~geomogeo.batch.BatchSummary`."""

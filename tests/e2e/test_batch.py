@@ -189,6 +189,9 @@ def test_cli_usage_and_output_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["batch", str(table), str(RASTER), "-o", str(tmp_path / "text.gpkg"),
                  "--workers", "0", "--tta", "none", "--quiet"]) == EXIT_OUTPUT
     assert "text.gpkg: exists but is not a GeoPackage" in capsys.readouterr().err
+    assert main(["batch", str(table), str(RASTER), "-o", str(tmp_path / "o.geojson"),
+                 "--workers", "0"]) == EXIT_OUTPUT
+    assert "o.geojson: the output of a batch is a GeoPackage" in capsys.readouterr().err
     (tmp_path / "bad.csv").write_text("photo,x,y\na.jpg,1,nan\n")
     assert main(["batch", str(tmp_path / "bad.csv"), str(RASTER), "-o",
                  str(tmp_path / "o.gpkg"), "--workers", "0"]) == EXIT_INPUT
