@@ -17,11 +17,12 @@ Reference (:func:`open_reference`): one raster or GDAL VRT (opened once: one str
 photos), or a folder of tiles (:mod:`geomogeo.geo.mosaic`: a tile index built once, each photo's
 window read from a VRT of the tiles around it, so windows across seams are whole).
 
-Output: one GeoPackage with layers ``targets`` (polygons in the reference CRS, the columns of
-:meth:`geomogeo.localize.LocalizationResult.to_geodataframe`, ``target_id`` when the table has
-one, the table's extra columns and ``photo_sha256``), ``photo`` (photo positions, when known) and
-``errors`` (``photo``, ``photo_sha256``, ``stage``, ``message``, ``source``: the table rows, and
-``time``; no geometry). ``photo`` is the photo's path as written in the table (relative to it).
+Output: one GeoPackage (``*.gpkg``) with layers ``targets`` (polygons in the reference CRS, the
+columns of :meth:`geomogeo.localize.LocalizationResult.to_geodataframe`, ``target_id`` when the
+table has one, the table's extra columns and ``photo_sha256``), ``photo`` (photo positions, when
+known) and ``errors`` (``photo``, ``photo_sha256``, ``stage``, ``message``, ``source``: the
+table rows, and ``time``; no geometry). ``photo`` is the photo's path as written in the table
+(relative to it).
 
 Resuming: a photo is done when the output already holds it (``targets`` or ``errors``) under the
 same path and sha256; a rerun skips it, so nothing is written twice. A photo whose file changed is
@@ -37,7 +38,8 @@ task); at most ``2 x`` the cluster's threads tasks are in flight, so neither sid
 photos.
 
 Single writer: results come back to this (the client) process and only it appends them to the
-GeoPackage, as they complete, grouped into one write per second at most. SQLite allows one writer
+GeoPackage, as they complete, grouped into one write about every second (:data:`FLUSH_SECONDS`;
+sooner when :data:`FLUSH_RESULTS` results wait). SQLite allows one writer
 at a time anyway; one writer means no lock contention between workers, no output path that
 workers must share, and a resume state (which photos are in the file) that cannot race. A kill
 loses at most the results not yet written, which the next run redoes.
