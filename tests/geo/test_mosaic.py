@@ -168,3 +168,10 @@ def test_bad_folders_are_named(tmp_path: Path, make_raster) -> None:  # type: ig
     (mixed / "c.tif").write_bytes(b"not a raster")
     with pytest.raises(RasterError, match=r"c\.tif: cannot open this tile"):
         mosaic.open_mosaic(mixed, tmp_path / "cache")
+
+
+def test_open_raster_returns_an_opened_source_as_it_is(four_tiles: Path, tmp_path: Path) -> None:
+    m = mosaic.open_mosaic(four_tiles, tmp_path / "cache")
+    assert raster.open_raster(m.source) is m.source  # keeps the mosaic's stretch
+    with pytest.raises(RasterError, match="already opened"):
+        raster.open_raster(m.source, bands=(1, 1, 1))
