@@ -21,6 +21,7 @@ from typing import Any
 import geopandas as gpd
 import pytest
 from oracles import ogrinfo_summary
+from PIL import Image
 from tiles import cut_tiles
 
 from geomogeo.batch import SIDECAR_SUFFIX, read_clicks
@@ -330,3 +331,30 @@ def test_tiles_folder_gives_the_polygons_of_the_whole_raster(tmp_path: Path) -> 
     assert_polygons_equal(b, {(Path(p).name.split("_", 1)[1], int(t)): g for p, t, g in
                               zip(a["photo"], a["target"], a.geometry, strict=True)})
     assert (b["score"] - a["score"]).abs().max() < 1e-9
+    # a window centre from the table (lon, lat), and a photo without any position (the raster,
+    # or the whole mosaic, is searched): the same polygons again
+    Image.open(SAMPLES / "demo" / "photo_1.jpg").save(tmp_path / "photos" / "no_gps.png")
+    gps = photo.read_location(SAMPLES / "demo" / "photo_2.jpg")
+    assert gps is not None
+    recs = [{"photo": "photos/000_photo_2.jpg", "x": x, "y": y, "lon": gps.lon, "lat": gps.lat}
+            for x, y in DEMO["photos"][1]["clicks"]]
+    recs += [{"photo": "photos/no_gps.png", "x": x, "y": y}
+             for x, y in DEMO["photos"][0]["clicks"]]
+    jl = tmp_path / "more.jsonl"
+    jl.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for ref, name in ((RASTER, "whole2.gpkg"), (tiles, "tiled2.gpkg")):
+        assert loc.localize_many(jl, ref, tmp_path / name, workers=0, quiet=True).ok
+    a = gpd.read_file(tmp_path / "whole2.gpkg", layer="targets")
+    b = gpd.read_file(tmp_path / "tiled2.gpkg", layer="targets")
+    searched = dict(zip(b["photo"], b["windows_searched"], strict=False))
+    assert searched["photos/000_photo_2.jpg"] == 1 and searched["photos/no_gps.png"] > 1
+    assert list(a["windows_searched"]) == list(b["windows_searched"])
+    for (pa, ga), (pb, gb) in zip(zip(a["photo"], a.geometry, strict=True),
+                                  zip(b["photo"], b.geometry, strict=True), strict=True):
+        assert pa == pb and ga.equals_exact(gb, tolerance=MM)
+    # the window centred on the table's lon/lat is the one centred on the EXIF position
+    exif_run = gpd.read_file(tmp_path / "tiled.gpkg", layer="targets")
+    b_first = exif_run[exif_run["photo"] == "photos/000_photo_2.jpg"]
+    b_lonlat = b[b["photo"] == "photos/000_photo_2.jpg"]
+    for g1, g2 in zip(b_first.geometry, b_lonlat.geometry, strict=True):
+        assert g1.equals_exact(g2, tolerance=MM)
