@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import psutil
 import pytest
 from oracles import ogrinfo_summary
 from PIL import Image
@@ -201,6 +202,7 @@ def test_cli_usage_and_output_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 # ---- runs ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_dask_workers_match_localize_and_rerun_adds_nothing(
     tmp_path: Path, localize_cli: dict[tuple[str, int], Any],
     capsys: pytest.CaptureFixture[str],
@@ -239,19 +241,24 @@ def test_two_dask_workers_match_localize_and_rerun_adds_nothing(
     assert summary.feature_count == N_TARGETS
 
 
-def test_killed_half_way_then_rerun_gives_the_full_set(tmp_path: Path) -> None:
-    copies = 15
+@pytest.mark.slow
+@pytest.mark.parametrize(("workers", "copies"), [(0, 15), (2, 1)])
+def test_killed_half_way_then_rerun_gives_the_full_set(
+    tmp_path: Path, workers: int, copies: int
+) -> None:
     table = write_table(tmp_path, copies=copies)
     out = tmp_path / "survey.gpkg"
-    cmd = [sys.executable, "-m", "geomogeo.cli", "batch", str(table), str(RASTER), "-o",
-           str(out), "--workers", "0", "--tta", "none", "--quiet"]
+    args = ["batch", str(table), str(RASTER), "-o", str(out), "--workers", str(workers),
+            "--tta", "none", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    seen = 0
+    proc = subprocess.Popen([sys.executable, "-m", "geomogeo.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, children = 0, []
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             if out.exists() and (seen := count(out)) > 0:
+                children = psutil.Process(proc.pid).children(recursive=True)
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.05)
@@ -262,8 +269,11 @@ def test_killed_half_way_then_rerun_gives_the_full_set(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, err.decode()
     assert 0 < seen < copies * N_TARGETS, "not killed half-way"
     assert integrity(out) == "ok"
-    assert main(["batch", str(table), str(RASTER), "-o", str(out), "--workers", "0",
-                 "--tta", "none", "--quiet"]) == 0
+    # the Dask worker processes die with their client
+    assert len(children) >= workers
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive
+    assert main(args) == 0
     assert count(out) == copies * N_TARGETS and count(out, "photo") == copies * 4
     assert integrity(out) == "ok"
     gdf = gpd.read_file(out, layer="targets")
