@@ -25,7 +25,7 @@ from oracles import ogrinfo_summary
 from PIL import Image
 from tiles import cut_tiles
 
-from geomogeo.batch import SIDECAR_SUFFIX, read_clicks
+from geomogeo.batch import SIDECAR_SUFFIX, local_cluster, read_clicks
 from geomogeo.cli import EXIT_INPUT, EXIT_OUTPUT, EXIT_USAGE, main
 from geomogeo.errors import ClickError
 from geomogeo.geo import georef, photo, raster
@@ -239,6 +239,29 @@ def test_two_dask_workers_match_localize_and_rerun_adds_nothing(
     assert integrity(out) == "ok"
     summary = ogrinfo_summary(out, "targets")  # Debian's GDAL reads it back
     assert summary.feature_count == N_TARGETS
+
+
+def _installed_batches() -> list[str]:
+    from geomogeo import batch
+
+    return list(batch._INSTALLED)
+
+
+@pytest.mark.slow
+def test_existing_cluster_through_scheduler_address(
+    tmp_path: Path, localize_cli: dict[tuple[str, int], Any]
+) -> None:
+    from distributed import Client
+
+    table = write_table(tmp_path)
+    out = tmp_path / "survey.gpkg"
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        assert main(["batch", str(table), str(RASTER), "-o", str(out), "--scheduler",
+                     cluster.scheduler_address, "--tta", "none", "--quiet"]) == 0
+        # the batch's worker plugin (model + reference) is gone from the worker afterwards
+        assert list(client.run(_installed_batches).values()) == [[]]
+    assert count(out) == N_TARGETS
+    assert_polygons_equal(gpd.read_file(out, layer="targets"), localize_cli)
 
 
 @pytest.mark.slow
