@@ -30,6 +30,7 @@ __all__ = [
     "focal_px_from_exif",
     "load_photo",
     "parse_point",
+    "read_location",
     "read_points_file",
     "scale_hint_from_exif",
     "validate_points",
@@ -305,6 +306,23 @@ def scale_hint_from_exif(
                  height)
         return None
     return height / f_px / reference_gsd
+
+
+def read_location(path: str | os.PathLike[str]) -> PhotoLocation | None:
+    """A photo's EXIF GPS position without decoding its pixels; None when it has none.
+
+    Raises:
+        PhotoError: missing file or not an image PIL can open.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PhotoError(f"{p}: photo file not found")
+    try:
+        with Image.open(p) as im:
+            exif = im.getexif()
+            return _parse_gps(dict(exif.get_ifd(_GPS_IFD)), p) if exif else None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise PhotoError(f"{p}: cannot read as an image ({exc})") from exc
 
 
 def validate_points(

@@ -327,7 +327,7 @@ def _check_dtypes(dtypes: tuple[str, ...], path: Path) -> None:
 
 
 def open_raster(
-    path: str | os.PathLike[str] | Any,
+    path: str | os.PathLike[str] | RasterSource | Any,
     bands: Any = None,
     crs: Any = None,
     transform: Affine | None = None,
@@ -338,7 +338,9 @@ def open_raster(
         path: any raster GDAL reads (GeoTIFF, COG, VRT ...; with a geotransform or with GCPs),
             or an ``xarray.DataArray`` with rioxarray's ``rio.crs``/``rio.transform()`` and
             dims ``(band, y, x)`` or ``(y, x)``, e.g. from ``rioxarray.open_rasterio`` (only
-            the pixels each read needs are loaded).
+            the pixels each read needs are loaded), or a :class:`RasterSource` opened before,
+            returned as it is (its bands and stretch kept; ``bands``, ``crs`` and
+            ``transform`` must then be None).
         bands: 1-based band indexes for the model's (R, G, B): three indexes, or one replicated.
             Default :func:`default_bands`.
         crs: CRS to use instead of the file's (anything :func:`georef.as_crs` accepts); for a
@@ -350,6 +352,11 @@ def open_raster(
             ``bands``.
         GeoreferenceError: no CRS or no geotransform/GCPs in the file and none passed; RPCs only.
     """
+    if isinstance(path, RasterSource):
+        if bands is not None or crs is not None or transform is not None:
+            raise RasterError(f"{path.path}: already opened; its bands, CRS and transform "
+                              "cannot be changed (open the file again)")
+        return path
     array = xrio.ArrayDataset(path) if xrio.is_dataarray(path) else None
     p = Path(array.name) if array is not None else Path(path)
     with (array if array is not None else _open(p)) as ds:
