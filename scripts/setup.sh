@@ -13,8 +13,13 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "torch==2.13.0"
 fi
-if ! .venv/bin/python -c "import geomogeo, scipy, pytest, nbclient" 2>/dev/null; then
+# (Re)install the project whenever pyproject.toml changed since the last install, so a venv
+# made before a new dependency gets it too.
+stamp=.venv/.geomogeo-pyproject.sha256
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import geomogeo" 2>/dev/null; then
   .venv/bin/pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
 fi
 if [ "${1:-}" = "--test-tools" ]; then
   need=()
