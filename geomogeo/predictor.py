@@ -22,7 +22,9 @@ __all__ = [
     "Prediction",
     "Predictor",
     "TTASpec",
+    "check_inputs",
     "parse_tta",
+    "select",
 ]
 
 #: The orientations of each test-time augmentation group, identity first. ``(mirror, k)``:
@@ -122,7 +124,7 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One box per click.
+    """One box per click, and optionally the dense maps it was chosen from.
 
     Attributes:
         boxes: (m, 4) float64, (x1, y1, x2, y2) in reference-input pixels (edges).
@@ -131,11 +133,88 @@ class Prediction:
             augmentation: the chosen cell's probability mass, averaged over the passes).
         heatmaps: (m, h, w) float32 in [0, 1]; each covers the whole reference input, so pixel
             (i, j) of a heatmap spans reference pixels scaled by reference_size / w.
+        mass: None, or (m, Gf, Gf) float32 >= 0: per target, the network's confidence mass on
+            each fine voting cell (:mod:`geomogeo.nn.tta`: a pass's coarse-cell probability
+            summed over its anchors, summed over the passes covering the cell, divided by the
+            number of passes; one pass: the probability summed over the anchors of the cell).
+            Fine cell ``(i, j)`` (row, column) covers reference pixels ``x in [j * c,
+            (j + 1) * c)``, ``y in [i * c, (i + 1) * c)`` with ``c = reference_size / Gf``.
+        cell_boxes: None, or (m, Gf, Gf, 4) float32 (x1, y1, x2, y2) reference-input pixels
+            (edges): the box the vote returns if that fine cell wins (the confidence-weighted
+            mean of the anchors voting there; any finite value where ``mass`` is 0).
+
+    With test-time augmentation, ``boxes, scores`` are :func:`select` of ``mass, cell_boxes``;
+    in one pass (mode ``"none"``) they are the network's own decoding (the best anchor of the
+    best cell), which :func:`select` need not reproduce.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     heatmaps: np.ndarray
+    mass: np.ndarray | None = None
+    cell_boxes: np.ndarray | None = None
+
+
+def select(
+    mass: np.ndarray, cell_boxes: np.ndarray, prior: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The vote: per target, the fine cell with the largest ``mass * prior`` and its box.
+
+    Args:
+        mass: (m, Gf, Gf) >= 0, :attr:`Prediction.mass`.
+        cell_boxes: (m, Gf, Gf, 4) (x1, y1, x2, y2) reference-input pixels (edges),
+            :attr:`Prediction.cell_boxes`.
+        prior: None (1 everywhere), or (m, Gf, Gf) >= 0 weights on the same cells, e.g. where
+            a registration says the target is.
+
+    Returns:
+        boxes (m, 4) float64: the winning cell's box; scores (m,) float64: its mass, not
+        weighted by the prior; cells (m,) int64: its flat index ``i * Gf + j`` (row i, column
+        j). Ties go to the first cell in that order.
+
+    Raises:
+        ValueError: shapes that do not match, a negative or non-finite prior, or a target
+            whose prior is 0 at every cell that has mass (nothing to choose from).
+    """
+    mass = np.asarray(mass)
+    cell_boxes = np.asarray(cell_boxes)
+    square = mass.ndim == 3 and mass.shape[1] == mass.shape[2]
+    if not square or cell_boxes.shape != (*mass.shape, 4):
+        raise ValueError(f"select needs mass (m, Gf, Gf) and cell_boxes (m, Gf, Gf, 4), got "
+                         f"{mass.shape} and {cell_boxes.shape}")
+    m, gf = mass.shape[:2]
+    flat = mass.reshape(m, gf * gf)
+    weighted = flat
+    if prior is not None:
+        prior = np.asarray(prior)
+        if prior.shape != mass.shape:
+            raise ValueError(f"select: prior has shape {prior.shape}, mass {mass.shape}")
+        if not (np.isfinite(prior).all() and (prior >= 0).all()):
+            raise ValueError("select: the prior must be finite and >= 0")
+        weighted = flat * prior.reshape(m, gf * gf)
+        empty = np.flatnonzero(~(weighted > 0).any(1) & (flat > 0).any(1))
+        if len(empty):
+            raise ValueError(f"select: the prior of target(s) {empty.tolist()} is 0 wherever "
+                             "the network puts mass")
+    cells = weighted.argmax(1) if m else np.zeros(0, np.int64)
+    rows = np.arange(m)
+    boxes = cell_boxes.reshape(m, gf * gf, 4)[rows, cells].astype(np.float64)
+    return boxes, flat[rows, cells].astype(np.float64), cells.astype(np.int64)
+
+
+def check_inputs(
+    spec: InputSpec, reference: np.ndarray, query: np.ndarray, points: np.ndarray
+) -> np.ndarray:
+    """Check one (reference, query, points) triple against ``spec``; the points as (m, 2)
+    float32 (m may be 0). ValueError names the input that does not fit."""
+    r = spec.reference_size
+    for what, im, size in (("reference", reference, (r, r)), ("query", query, spec.query_size)):
+        if im.shape != (*size, 3):
+            raise ValueError(f"{what} must be {(*size, 3)} (H, W, 3), got {im.shape}")
+    p = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+    if not np.isfinite(p).all():
+        raise ValueError("click points must be finite")
+    return p
 
 
 @runtime_checkable

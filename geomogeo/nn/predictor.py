@@ -9,7 +9,14 @@ import torch
 
 from geomogeo.nn.model import MOGeoNet
 from geomogeo.nn.tta import predict
-from geomogeo.predictor import DEFAULT_TTA, InputSpec, Prediction, TTASpec, parse_tta
+from geomogeo.predictor import (
+    DEFAULT_TTA,
+    InputSpec,
+    Prediction,
+    TTASpec,
+    check_inputs,
+    parse_tta,
+)
 
 __all__ = ["TorchPredictor"]
 
@@ -20,7 +27,8 @@ class TorchPredictor:
     Inputs are (H, W, 3) float32 in [0, 1] sized to :attr:`spec`; points are (m, 2) click
     positions (x, y) in query-input pixels. Boxes come back in reference-input pixels (not
     clipped), scores in [0, 1], heatmaps are the attention maps A_k: (m, G, G) in one pass,
-    (m, G * steps, G * steps) on the voting grid of a ``+s<steps>`` mode.
+    (m, G * steps, G * steps) on the voting grid of a ``+s<steps>`` mode, as are the vote maps
+    ``mass`` and ``cell_boxes`` (:class:`~geomogeo.predictor.Prediction`).
 
     ``tta`` picks the decoding: ``"none"`` is one pass and the network's own decoding; other
     modes (:mod:`geomogeo.nn.tta`; the default ``"rot4+s2"`` is 16 passes) vote over turned,
@@ -56,15 +64,15 @@ class TorchPredictor:
         """Several (reference, query, points) triples in one forward pass."""
         if not len(references) == len(queries) == len(points):
             raise ValueError("predict_batch needs as many references, queries and point sets")
-        r = self.spec.reference_size
-        pts = [self._check_points(p) for p in points]
+        pts = [check_inputs(self.spec, *trio)
+               for trio in zip(references, queries, points, strict=True)]
         counts = [len(p) for p in pts]
         out = [self._empty() for _ in counts]
         keep = [i for i, c in enumerate(counts) if c]
         if not keep:
             return out
-        ref = self._to_tensor([references[i] for i in keep], (r, r), "reference")
-        qry = self._to_tensor([queries[i] for i in keep], self.spec.query_size, "query")
+        ref = self._to_tensor([references[i] for i in keep])
+        qry = self._to_tensor([queries[i] for i in keep])
         clicks = torch.from_numpy(np.concatenate([pts[i] for i in keep])).float()
         per_photo = torch.tensor([counts[i] for i in keep])
         bidx = torch.repeat_interleave(torch.arange(len(keep)), per_photo)  # (T,)
@@ -73,30 +81,21 @@ class TorchPredictor:
         boxes_np = res.boxes.cpu().double().numpy()
         scores_np = res.scores.cpu().double().numpy()
         heat_np = res.attention.cpu().numpy()
+        mass_np, cell_boxes_np = res.mass.cpu().numpy(), res.cell_boxes.cpu().numpy()
         start = 0
         for i in keep:
             sl = slice(start, start + counts[i])
-            out[i] = Prediction(boxes_np[sl], scores_np[sl], heat_np[sl])
+            out[i] = Prediction(boxes_np[sl], scores_np[sl], heat_np[sl], mass_np[sl],
+                                cell_boxes_np[sl])
             start = sl.stop
         return out
 
     def _empty(self) -> Prediction:
-        g = self.model.config.grid_size
-        return Prediction(np.zeros((0, 4)), np.zeros(0), np.zeros((0, g, g), np.float32))
+        g = self.model.config.grid_size * self.tta.steps
+        return Prediction(np.zeros((0, 4)), np.zeros(0), np.zeros((0, g, g), np.float32),
+                          np.zeros((0, g, g), np.float32), np.zeros((0, g, g, 4), np.float32))
 
-    @staticmethod
-    def _check_points(points: np.ndarray) -> np.ndarray:
-        p = np.asarray(points, dtype=np.float32).reshape(-1, 2)  # (m, 2), m may be 0
-        if not np.isfinite(p).all():
-            raise ValueError("click points must be finite")
-        return p
-
-    def _to_tensor(
-        self, images: Sequence[np.ndarray], size: tuple[int, int], what: str
-    ) -> torch.Tensor:
-        for im in images:
-            if im.shape != (*size, 3):
-                raise ValueError(f"{what} must be {(*size, 3)} (H, W, 3), got {im.shape}")
+    def _to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         x = torch.from_numpy(np.stack(images).astype(np.float32, copy=False))
         x = x.permute(0, 3, 1, 2)  # (N, H, W, 3) -> (N, 3, H, W)
         return ((x - self._mean) / self._std).to(self.device)

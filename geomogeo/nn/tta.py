@@ -23,6 +23,13 @@ pixels, origin at the top-left corner of the top-left pixel; boxes are ``(x1, y1
 edges. The grid must tile the reference exactly (``G * stride = R``), which every
 :class:`~geomogeo.nn.config.ModelConfig` guarantees.
 
+The fine-grid maps (every cell's mass over the number of passes, the box it would return, the
+averaged attention) are computed by one module, :class:`VoteMaps`, which is traceable for ONNX
+export; step 1 and the look-up of step 2 are the torch-free :func:`geomogeo.predictor.select`,
+which the PyTorch and the ONNX predictor share. Fine cell ``(i, j)`` (row, column) covers
+reference pixels ``x in [j * c, (j + 1) * c)``, ``y in [i * c, (i + 1) * c)`` with
+``c = stride / steps``.
+
 A mode is written ``"<group>"`` or ``"<group>+s<steps>"``: group ``none`` (one orientation),
 ``rot4`` (the 4 quarter turns) or ``d4`` (turns and mirrors, 8); ``steps`` in 1, 2, 4, 8
 sub-cell positions per axis (``steps ** 2`` shifts). ``"rot4+s2"`` is 16 passes.
@@ -33,14 +40,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geomogeo.nn.head import decode
-from geomogeo.predictor import TTASpec, parse_tta
+from geomogeo.predictor import TTASpec, parse_tta, select
 
 __all__ = [
     "TTAResult",
     "Transform",
+    "VoteMaps",
     "dense_decode",
     "invert_points",
     "predict",
@@ -54,12 +63,25 @@ __all__ = [
 Transform = tuple[bool, int]
 
 
+def _rot90(img: Tensor, k: int) -> Tensor:
+    """``torch.rot90(img, k, dims=(-2, -1))`` written as flips and a transpose, the way torch
+    computes it, because ONNX has no rot90 operator."""
+    k %= 4
+    if k == 1:
+        return img.flip(-1).transpose(-2, -1)
+    if k == 2:
+        return img.flip(-2, -1)
+    if k == 3:
+        return img.flip(-2).transpose(-2, -1)
+    return img
+
+
 def transform_images(img: Tensor, t: Transform) -> Tensor:
     """Apply ``t`` to (..., S, S) images (H == W needed whenever ``k`` is odd)."""
     mirror, k = t
     if mirror:
         img = img.flip(-1)
-    return torch.rot90(img, k % 4, dims=(-2, -1)) if k % 4 else img
+    return _rot90(img, k)
 
 
 def transform_points(xy: Tensor, t: Transform, size: float) -> Tensor:
@@ -88,16 +110,14 @@ def _shift_images(img: Tensor, dx: int, dy: int) -> Tensor:
     """(B, C, H, W) content moved ``dx`` px right and ``dy`` px down; the rest is 0."""
     if dx == dy == 0:
         return img
-    out = torch.zeros_like(img)
     h, w = img.shape[-2:]
-    out[..., dy:, dx:] = img[..., :h - dy, :w - dx]
-    return out
+    return F.pad(img[..., :h - dy, :w - dx], (dx, 0, dy, 0))
 
 
 def _invert_grid(maps: Tensor, t: Transform) -> Tensor:
     """(..., G, G) maps of a transformed pass -> the original frame."""
     mirror, k = t
-    maps = torch.rot90(maps, -(k % 4), dims=(-2, -1)) if k % 4 else maps
+    maps = _rot90(maps, -k)
     return maps.flip(-1) if mirror else maps
 
 
@@ -106,6 +126,22 @@ def _invert_boxes(boxes: Tensor, t: Transform, size: float) -> Tensor:
     p1 = invert_points(boxes[..., :2], t, size)
     p2 = invert_points(boxes[..., 2:], t, size)
     return torch.cat((torch.minimum(p1, p2), torch.maximum(p1, p2)), dim=-1)
+
+
+def _to_fine(coarse: Tensor, steps: int, sx: int, sy: int) -> Tensor:
+    """(N, C, G, G) maps of a pass whose reference was shifted by (sx, sy) FINE cells ->
+    (N, C, G * steps, G * steps) on the fine grid of the original reference.
+
+    Each coarse cell covers ``steps x steps`` fine cells of the pass; fine cell ``o`` of the
+    original is fine cell ``o + s`` of the pass; the cells the pass does not cover get 0.
+    """
+    _, c, g, _ = coarse.shape
+    if steps > 1:
+        coarse = coarse[:, :, :, None, :, None].expand(-1, -1, -1, steps, -1, steps)
+        coarse = coarse.reshape(-1, c, g * steps, g * steps)
+    if sx or sy:
+        coarse = F.pad(coarse[..., sy:, sx:], (0, sx, 0, sy))
+    return coarse
 
 
 def dense_decode(raw: Tensor, anchors: Tensor, stride: int) -> tuple[Tensor, Tensor]:
@@ -129,46 +165,110 @@ def dense_decode(raw: Tensor, anchors: Tensor, stride: int) -> tuple[Tensor, Ten
     return boxes, prob
 
 
+class VoteMaps(nn.Module):
+    """The passes of a test-time augmentation mode and their fine-grid maps, as one module.
+
+    forward(reference (B, 3, R, R), query (B, 3, Q, Q), clicks (T, 2) (x, y) query px,
+    batch_index (T,) long) -> a tuple named by :attr:`output_names`:
+
+    * ``mass`` (T, Gf, Gf) float32 in [0, 1], ``Gf = G * steps``: per fine cell, the coarse-cell
+      mass (softmax probability summed over the 9 anchors) of every pass covering it, summed
+      over the passes and divided by their number;
+    * ``cell_boxes`` (T, Gf, Gf, 4) float32 (x1, y1, x2, y2) reference px (edges): the box the
+      vote returns if that cell wins, the confidence-weighted mean of the boxes of all anchors
+      voting there (0 where the mass is 0);
+    * ``attention`` (T, Gf, Gf) float32 in [0, 1]: the passes' attention maps averaged per
+      fine cell over the passes that cover it;
+    * for mode ``"none"`` only, ``boxes`` (T, 4) float32 and ``scores`` (T,): the network's own
+      decoding (:func:`~geomogeo.nn.head.decode`, the best anchor of the best cell).
+
+    Fine cell ``(i, j)`` covers reference pixels ``[j * c, (j + 1) * c) x [i * c, (i + 1) * c)``,
+    ``c = stride / steps``. The shapes R, Q, G are fixed by the first call (they are read as
+    Python ints, so a traced graph keeps only B and T dynamic).
+    """
+
+    def __init__(self, model: nn.Module, mode: str | TTASpec, *,
+                 autocast_bf16: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = parse_tta(mode)
+        self.autocast_bf16 = autocast_bf16
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the tensors :meth:`forward` returns, in order."""
+        names = ("mass", "cell_boxes", "attention")
+        return (*names, "boxes", "scores") if self.spec == TTASpec("none") else names
+
+    def forward(
+        self, reference: Tensor, query: Tensor, clicks: Tensor, batch_index: Tensor
+    ) -> tuple[Tensor, ...]:
+        spec, model = self.spec, self.model
+        stride = model.config.stride
+        size_r, size_q = int(reference.shape[-1]), int(query.shape[-1])
+        g, step = size_r // stride, stride // spec.steps
+        device = reference.device
+        acc = cover = None
+        for dx, dy in spec.shifts(stride):
+            shifted = _shift_images(reference, dx, dy)
+            offset = torch.tensor([dx, dy, dx, dy], device=device, dtype=torch.float32)
+            ones = _to_fine(torch.ones(1, 1, g, g, device=device), spec.steps, dx // step,
+                            dy // step)
+            for t in spec.transforms:
+                with torch.autocast(device.type, torch.bfloat16, enabled=self.autocast_bf16):
+                    out = model(transform_images(shifted, t), transform_images(query, t),
+                                transform_points(clicks.float(), t, size_q), batch_index)
+                boxes, prob = dense_decode(out.raw, model.anchors, stride)
+                # (T, 9, G, G, 4): coordinates back to the original frame, then the cells
+                boxes = _invert_boxes(boxes, t, size_r) - offset
+                boxes = _invert_grid(boxes.movedim(-1, 1), t).movedim(1, -1)
+                prob = _invert_grid(prob, t)  # (T, 9, G, G)
+                coarse = torch.cat((
+                    prob.sum(1)[:, None],  # mass (T, 1, G, G)
+                    (prob[..., None] * boxes).sum(1).movedim(-1, 1),  # box sum (T, 4, G, G)
+                    _invert_grid(out.attention.float(), t)[:, None],  # (T, 1, G, G)
+                ), dim=1)
+                fine = _to_fine(coarse, spec.steps, dx // step, dy // step)
+                acc = fine if acc is None else acc + fine
+                cover = ones if cover is None else cover + ones
+        mass_sum = acc[:, 0]  # (T, Gf, Gf)
+        cell_boxes = (acc[:, 1:5] / mass_sum.clamp_min(1e-12)[:, None]).movedim(1, -1)
+        maps = (mass_sum / spec.passes, cell_boxes, acc[:, 5] / cover[:, 0])
+        if spec != TTASpec("none"):
+            return maps
+        return (*maps, *decode(out.raw, model.anchors, stride))
+
+
 @dataclass
 class TTAResult:
-    """What :func:`predict_tta` returns, one row per target.
+    """What :func:`predict_tta` and :func:`predict` return, one row per target.
 
     Attributes:
         boxes: (T, 4) float32 (x1, y1, x2, y2) reference-input pixels (edges, not clipped).
-        scores: (T,) float32 in [0, 1], the chosen fine cell's mass over the number of passes.
-        attention: (T, G * steps, G * steps) float32 in [0, 1], the attention maps of the
-            passes averaged on the fine grid (each fine cell over the passes that cover it).
+        scores: (T,) float32 in [0, 1], the chosen fine cell's mass over the number of passes
+            (mode ``"none"`` through :func:`predict`: the decoded anchor's probability).
+        attention: (T, Gf, Gf) float32 in [0, 1], the attention maps of the passes averaged on
+            the fine grid (each fine cell over the passes that cover it).
+        mass, cell_boxes: (T, Gf, Gf) and (T, Gf, Gf, 4) float32, the vote maps of
+            :class:`VoteMaps`.
     """
 
     boxes: Tensor
     scores: Tensor
     attention: Tensor
+    mass: Tensor
+    cell_boxes: Tensor
 
 
-class _FineGrid:
-    """Accumulates coarse (T, G, G, ...) maps of shifted passes on the fine voting grid.
-
-    Fine cells are ``stride / steps`` px; the grid has ``steps - 1`` extra cells before the
-    first one so that a pass shifted by (dx, dy) lands at offset ``steps - 1 - d / step``.
-    """
-
-    def __init__(self, g: int, steps: int, step_px: int) -> None:
-        self.g, self.m, self.step_px = g, steps, step_px
-        self.pad = steps - 1
-        self.maps: dict[str, Tensor] = {}
-
-    def add(self, name: str, coarse: Tensor, dx: int, dy: int) -> None:
-        m = self.m
-        up = coarse.repeat_interleave(m, 1).repeat_interleave(m, 2)  # (T, G*m, G*m, ...)
-        if name not in self.maps:
-            size = self.g * m + self.pad
-            self.maps[name] = coarse.new_zeros((coarse.shape[0], size, size, *coarse.shape[3:]))
-        ox, oy = self.pad - dx // self.step_px, self.pad - dy // self.step_px
-        self.maps[name][:, oy:oy + self.g * m, ox:ox + self.g * m] += up
-
-    def image_part(self, name: str) -> Tensor:
-        """The accumulated map over the reference itself, (T, G*m, G*m, ...)."""
-        return self.maps[name][:, self.pad:, self.pad:]
+def _run(model: nn.Module, reference: Tensor, query: Tensor, clicks: Tensor,
+         batch_index: Tensor, spec: TTASpec, autocast_bf16: bool, vote: bool) -> TTAResult:
+    maps = VoteMaps(model, spec, autocast_bf16=autocast_bf16)(reference, query, clicks,
+                                                             batch_index)
+    mass, cell_boxes, attention, *decoded = maps  # decoded: mode "none" only
+    if vote or not decoded:
+        boxes, scores, _ = select(mass.cpu().numpy(), cell_boxes.cpu().numpy())
+        decoded = [torch.from_numpy(boxes).to(mass), torch.from_numpy(scores).to(mass)]
+    return TTAResult(*decoded, attention, mass, cell_boxes)
 
 
 @torch.inference_mode()
@@ -176,7 +276,8 @@ def predict_tta(
     model: nn.Module, reference: Tensor, query: Tensor, clicks: Tensor, batch_index: Tensor,
     mode: str | TTASpec, *, autocast_bf16: bool = False,
 ) -> TTAResult:
-    """Run ``model`` once per pass of ``mode`` and vote (see the module doc).
+    """Run ``model`` once per pass of ``mode`` and vote (see the module doc), also for
+    ``"none"``.
 
     Args:
         model: a :class:`~geomogeo.nn.model.MOGeoNet` (anything with its forward, ``config``
@@ -188,35 +289,8 @@ def predict_tta(
         mode: e.g. ``"rot4+s2"`` or a :class:`TTASpec`.
         autocast_bf16: run the passes under bf16 autocast on the inputs' device.
     """
-    spec = parse_tta(mode)
-    size_r, size_q = reference.shape[-1], query.shape[-1]
-    stride = model.config.stride
-    grid = _FineGrid(size_r // stride, spec.steps, stride // spec.steps)
-    cover = torch.ones(1, size_r // stride, size_r // stride, device=reference.device)
-    for dx, dy in spec.shifts(stride):
-        shifted = _shift_images(reference, dx, dy)
-        offset = torch.tensor([dx, dy, dx, dy], device=reference.device, dtype=torch.float32)
-        for t in spec.transforms:
-            with torch.autocast(reference.device.type, torch.bfloat16, enabled=autocast_bf16):
-                out = model(transform_images(shifted, t), transform_images(query, t),
-                            transform_points(clicks.float(), t, size_q), batch_index)
-            boxes, prob = dense_decode(out.raw, model.anchors, stride)
-            # (T, 9, G, G, 4): coordinates back to the original frame, then the cells
-            boxes = _invert_boxes(boxes, t, size_r) - offset
-            boxes = _invert_grid(boxes.movedim(-1, 1), t).movedim(1, -1)
-            prob = _invert_grid(prob, t)  # (T, 9, G, G)
-            grid.add("mass", prob.sum(1), dx, dy)  # (T, G, G)
-            grid.add("box", (prob[..., None] * boxes).sum(1), dx, dy)  # (T, G, G, 4)
-            grid.add("attention", _invert_grid(out.attention.float(), t), dx, dy)
-            grid.add("cover", cover, dx, dy)
-    mass, box_sum = grid.maps["mass"], grid.maps["box"]
-    n = mass.shape[0]
-    best = mass.reshape(n, -1).argmax(1)  # (T,)
-    rows = torch.arange(n, device=mass.device)
-    chosen = mass.reshape(n, -1)[rows, best]  # (T,)
-    box = box_sum.reshape(n, -1, 4)[rows, best] / chosen.clamp_min(1e-12)[:, None]
-    attention = grid.image_part("attention") / grid.image_part("cover")
-    return TTAResult(box, chosen / spec.passes, attention)
+    return _run(model, reference, query, clicks, batch_index, parse_tta(mode), autocast_bf16,
+                vote=True)
 
 
 @torch.inference_mode()
@@ -227,15 +301,9 @@ def predict(
     """One box per click under ``mode``: what the predictor and the evaluation run.
 
     ``"none"`` is one pass and the network's own decoding (:func:`~geomogeo.nn.head.decode`:
-    the best anchor of the best cell, its softmax probability as score, the (T, G, G)
-    attention maps); any other mode is :func:`predict_tta`. Arguments as for
+    the best anchor of the best cell, its softmax probability as score); any other mode is the
+    vote of :func:`predict_tta`. The vote maps come back either way. Arguments as for
     :func:`predict_tta`.
     """
-    spec = parse_tta(mode)
-    if spec != TTASpec("none"):
-        return predict_tta(model, reference, query, clicks, batch_index, spec,
-                           autocast_bf16=autocast_bf16)
-    with torch.autocast(reference.device.type, torch.bfloat16, enabled=autocast_bf16):
-        out = model(reference, query, clicks, batch_index)
-    boxes, scores = decode(out.raw, model.anchors, model.config.stride)
-    return TTAResult(boxes, scores, out.attention.float())
+    return _run(model, reference, query, clicks, batch_index, parse_tta(mode), autocast_bf16,
+                vote=False)

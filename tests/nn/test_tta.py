@@ -15,11 +15,12 @@ from geomogeo.nn.model import MOGeoOutput
 from geomogeo.nn.tta import (
     dense_decode,
     invert_points,
+    predict,
     predict_tta,
     transform_images,
     transform_points,
 )
-from geomogeo.predictor import TTASpec, parse_tta
+from geomogeo.predictor import TTASpec, parse_tta, select
 
 D4 = TTASpec("d4").transforms
 
@@ -39,6 +40,15 @@ def test_modes() -> None:
             parse_tta(bad)
     with pytest.raises(ValueError, match="8 sub-cell steps do not divide the stride 12"):
         TTASpec("none", 8).shifts(12)
+
+
+@pytest.mark.parametrize("t", D4)
+def test_images_turn_as_torch_rot90(t: tuple[bool, int]) -> None:
+    """The ONNX-exportable flips and transposes move pixels exactly as ``torch.rot90``."""
+    img = torch.arange(2 * 5 * 5, dtype=torch.float32).view(2, 5, 5)
+    mirror, k = t
+    want = torch.rot90(img.flip(-1) if mirror else img, k, dims=(-2, -1))
+    assert torch.equal(transform_images(img, t), want)
 
 
 @pytest.mark.parametrize("t", D4)
@@ -135,6 +145,12 @@ def test_every_pass_maps_back_to_the_same_box(mode: str) -> None:
     assert res.attention[0, 40 // fine, 9 // fine] == 1
     assert res.attention[1, 3 // fine, 50 // fine] == res.attention[2, 3 // fine, 50 // fine] == 1
     assert res.attention.max() == 1 and res.attention.min() == 0
+    # the vote maps: all the mass of each target on the fine cell (row, column) of its pixel
+    gf = 4 * steps
+    assert res.mass.shape == (3, gf, gf) and res.cell_boxes.shape == (3, gf, gf, 4)
+    _, scores, cells = select(res.mass.numpy(), res.cell_boxes.numpy())
+    assert cells.tolist() == [40 // fine * gf + 9 // fine] + [3 // fine * gf + 50 // fine] * 2
+    torch.testing.assert_close(torch.from_numpy(scores).float(), res.scores)
 
 
 def test_vote_weights_the_anchors_of_the_winning_cell() -> None:
@@ -162,7 +178,21 @@ def test_vote_weights_the_anchors_of_the_winning_cell() -> None:
     # weights 0.6 and 0.4 of the cell's 5/6: w = 0.6 * 10 + 0.4 * 20 = 14, h = 6 + 12 = 18
     torch.testing.assert_close(res.boxes, torch.tensor([[17.0, 31.0, 31.0, 49.0]]))
     torch.testing.assert_close(res.scores, torch.tensor([5.0 / 6.0]), atol=1e-6, rtol=0)
+    # the dense maps on the 4 x 4 grid: cell (row 2, column 1) has 5/6, (0, 0) 1/6
+    torch.testing.assert_close(res.mass[0, 2, 1], torch.tensor(5.0 / 6.0))
+    torch.testing.assert_close(res.mass[0, 0, 0], torch.tensor(1.0 / 6.0))
+    assert res.mass.sum() == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(res.cell_boxes[0, 2, 1], torch.tensor([17.0, 31.0, 31.0, 49.0]))
+    # anchor 2 (5 x 5) alone at cell (0, 0), centred on (8, 8)
+    torch.testing.assert_close(res.cell_boxes[0, 0, 0], torch.tensor([5.5, 5.5, 10.5, 10.5]))
 
+    # predict() in one pass keeps the network's own decoding: the best anchor (0, p = 1/2,
+    # 10 x 10 around (24, 40)) of the best cell, with the same vote maps
+    one = predict(Fixed(), torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 32, 32),
+                  torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), "none")
+    torch.testing.assert_close(one.boxes, torch.tensor([[19.0, 35.0, 29.0, 45.0]]))
+    torch.testing.assert_close(one.scores, torch.tensor([0.5]))
+    assert torch.equal(one.mass, res.mass) and torch.equal(one.cell_boxes, res.cell_boxes)
 
 
 def test_two_shifted_passes_vote_on_the_fine_grid() -> None:
@@ -196,3 +226,11 @@ def test_two_shifted_passes_vote_on_the_fine_grid() -> None:
     # Mean centre (20, 20), mean width 15, height 10.
     torch.testing.assert_close(res.boxes, torch.tensor([[12.5, 15.0, 27.5, 25.0]]))
     torch.testing.assert_close(res.scores, torch.tensor([1.0]))
+    # fine cell (2, 2) is that [16, 24) x [16, 24); its neighbours get the passes covering
+    # them: (1, 1) only pass (8, 8) -> mass 1/4, box centred (16, 16), width 20
+    assert res.mass.shape == (1, 8, 8)
+    torch.testing.assert_close(res.mass[0, 2, 2], torch.tensor(1.0))
+    torch.testing.assert_close(res.mass[0, 1, 1], torch.tensor(0.25))
+    torch.testing.assert_close(res.mass[0, 2, 1], torch.tensor(0.5))  # (8, 0) and (8, 8)
+    torch.testing.assert_close(res.cell_boxes[0, 1, 1], torch.tensor([6.0, 11.0, 26.0, 21.0]))
+    assert res.mass.sum() == pytest.approx(4.0)  # each pass's unit mass spread on 2 x 2 cells
