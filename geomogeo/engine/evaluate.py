@@ -27,7 +27,7 @@ from geomogeo.data.manifest import ManifestError, Record, read_manifest
 from geomogeo.engine.checkpoint import load_checkpoint
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes, metrics_markdown
 from geomogeo.engine.train import evaluate_model, load_packed, resolve_device
-from geomogeo.geo import georef
+from geomogeo.geo import georef, raster
 from geomogeo.geo.export import atomic_write
 from geomogeo.joint import JointConfig
 from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
@@ -158,7 +158,8 @@ def evaluate_localize(
     for the validation and test tiles), ``meta["bands"]``, ``meta["gps"]`` (the measured
     position, map coordinates of the record's georeference CRS), ``meta["heading"]`` (the
     compass reading) and, for the registration figures, ``meta["ground"]`` (the clicked ground
-    points) and ``meta["camera"]["yaw"]`` (the true heading). Each photo is localized at its
+    points) and ``meta["camera"]["yaw"]`` (the true heading). Photos whose GPS position lies
+    off the raster are skipped (localize refuses them) and listed. Each photo is localized at its
     GPS position in each of ``runs`` (:data:`LOCALIZE_RUNS`); predicted polygons are compared
     with the ground-truth boxes in the record's reference-window pixels
     (:func:`~geomogeo.engine.metrics.evaluate_boxes`, 1 window pixel = the record's GSD).
@@ -188,9 +189,14 @@ def evaluate_localize(
     photos: dict[str, list[PhotoEval]] = {}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     reg_ok: list[bool] = []
+    off_raster: list[str] = []
     click_err: list[float] = []
     heading_err: list[float] = []
     for rec in tqdm(records, desc="photos", disable=quiet, unit="photo"):
+        src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
+        if not src.contains(*georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)):  # type: ignore[union-attr]
+            off_raster.append(rec.id)  # localize refuses a GPS position off the raster
+            continue
         gt = np.asarray(rec.boxes, dtype=np.float64)
         gsd = float(rec.georef.transform[0])  # type: ignore[union-attr]
         for name in runs:
@@ -237,8 +243,9 @@ def evaluate_localize(
         "manifest": str(Path(manifest)),
         "split": split,
         "tta": str(parse_tta(tta)),
-        "photos": len(records),
-        "targets": int(sum(len(r.boxes) for r in records)),
+        "photos": len(records) - len(off_raster),
+        "targets": int(sum(len(r.boxes) for r in records if r.id not in off_raster)),
+        "skipped_gps_off_raster": off_raster,
         "config": dataclasses.asdict(config),
         "registration": registration,
         "seconds_per_photo": {k: float(np.median(v)) for k, v in seconds.items() if v},
