@@ -179,3 +179,40 @@ def test_cli_prints_the_registration_quality(sample, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "drone.jpg: registration: ok, " in out and " inliers of " in out
     assert "joint, heading " in out and "(registration)" in out
+
+
+def test_evaluate_localize_scores_baseline_and_joint_as_computed_by_hand(sample, tmp_path):
+    from shapely.geometry import box
+
+    from geomogeo.data.manifest import write_manifest
+    from geomogeo.data.synth.engine import write_samples
+    from geomogeo.engine.evaluate import evaluate_localize, localize_markdown
+
+    (rec,) = write_samples([sample], tmp_path, "test",
+                           {sample.scene: {"raster": str(TILE), "bands": None}})
+    write_manifest(tmp_path / "manifest.jsonl", [rec])
+    out = evaluate_localize(None, tmp_path / "manifest.jsonl", out_dir=tmp_path / "eval",
+                            runs=("network, no heading", "joint, no heading"))
+    assert out["photos"] == 1 and out["targets"] == 1 and out["skipped_gps_off_raster"] == []
+    assert out["registration"]["success_rate"] == 1.0
+
+    res = Localizer.load().localize(rec.query, TILE, sample.clicks, sample.measured_xy,
+                                    center_crs=UTM, quiet=True)
+    truth = _truth(sample)[0]
+    iou = res.targets[0].polygon.intersection(truth).area / \
+        res.targets[0].polygon.union(truth).area
+    joint = out["metrics"]["joint, no heading"]["all"]
+    assert joint["mean_iou"] == pytest.approx(iou, abs=1e-6)
+    assert joint["acc@0.5"] == float(iou > 0.5)
+    rx, ry = res.targets[0].registered_xy
+    base = box(rx - 8, ry - 8, rx + 8, ry + 8)
+    base_iou = base.intersection(truth).area / base.union(truth).area
+    baseline = out["metrics"]["baseline: registration + fixed box"]["all"]
+    assert baseline["mean_iou"] == pytest.approx(base_iou, abs=1e-6)
+    d = (res.registration.heading - sample.camera.yaw) % 360
+    assert out["registration"]["heading_error_deg_median"] == pytest.approx(min(d, 360 - d))
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["metrics"]["joint, no heading"]["all"]["mean_iou"] == joint["mean_iou"]
+    assert "| joint, no heading | 0 | 0 |" in (tmp_path / "eval" / "metrics.md").read_text()
+    assert f"| joint, no heading | 1 | 1 | {joint['acc@0.25']:.3f} | {joint['acc@0.5']:.3f} |" \
+        in localize_markdown(out, group="all")  # this photo has one target
