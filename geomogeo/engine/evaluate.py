@@ -147,6 +147,7 @@ def evaluate_localize(
     out_dir: str | os.PathLike[str] | None = None,
     tta: str | TTASpec = DEFAULT_TTA,
     limit: int | None = None,
+    start: int = 0,
     config: JointConfig | None = None,
     runs: Sequence[str] = tuple(LOCALIZE_RUNS),
     quiet: bool = True,
@@ -163,7 +164,8 @@ def evaluate_localize(
     GPS position in each of ``runs`` (:data:`LOCALIZE_RUNS`); predicted polygons are compared
     with the ground-truth boxes in the record's reference-window pixels
     (:func:`~geomogeo.engine.metrics.evaluate_boxes`, 1 window pixel = the record's GSD).
-    The training-free baseline (a ``BASELINE_BOX_M`` square around each registered click; an
+    ``start`` and ``limit`` select records ``start .. start + limit - 1`` of the split. The
+    training-free baseline (a ``BASELINE_BOX_M`` square around each registered click; an
     empty box, IoU 0, where the photo did not register) comes from the registration of the
     joint run without heading (the registration does not use the heading).
 
@@ -178,8 +180,7 @@ def evaluate_localize(
     if unknown:
         raise ValueError(f"unknown runs {sorted(unknown)}; expected {sorted(LOCALIZE_RUNS)}")
     records = [r for r in read_manifest(manifest, split) if r.georef is not None]
-    if limit is not None:
-        records = records[:limit]
+    records = records[start:None if limit is None else start + limit]
     missing = [r.id for r in records if "raster" not in r.meta or "gps" not in r.meta]
     if missing or not records:
         raise ManifestError(f"{manifest}: {len(missing)} record(s) of split {split!r} lack "
@@ -199,15 +200,21 @@ def evaluate_localize(
             continue
         gt = np.asarray(rec.boxes, dtype=np.float64)
         gsd = float(rec.georef.transform[0])  # type: ignore[union-attr]
+        registered = None  # the joint run without heading, when its registration succeeded
         for name in runs:
             joint, with_heading, rotations = LOCALIZE_RUNS[name]
             cfg = dataclasses.replace(config, rotations=rotations)
             t0 = time.perf_counter()
-            res = loc.localize(
-                rec.query, rec.meta["raster"], np.asarray(rec.clicks), tuple(rec.meta["gps"]),
-                center_crs=rec.georef.crs,  # type: ignore[union-attr]
-                bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
-                else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
+            if joint and with_heading and registered is not None:
+                # A registered photo's heading comes from the registration, whatever heading
+                # is given: the joint run with heading is the one without (not re-run).
+                res = registered
+            else:
+                res = loc.localize(
+                    rec.query, rec.meta["raster"], np.asarray(rec.clicks),
+                    tuple(rec.meta["gps"]), center_crs=rec.georef.crs,  # type: ignore[union-attr]
+                    bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
+                    else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
             seconds[name].append(time.perf_counter() - t0)
             pred = _window_boxes([t.polygon for t in res.targets], res.crs, rec)
             photos.setdefault(name, []).append(PhotoEval(pred, gt, gsd))
@@ -218,6 +225,7 @@ def evaluate_localize(
                 scene = res.registration
                 reg_ok.append(bool(scene is not None and scene.ok))
                 if scene is not None and scene.ok:
+                    registered = res
                     if "ground" in rec.meta:
                         reg = np.asarray([t.registered_xy for t in res.targets])
                         gx, gy = np.asarray(rec.meta["ground"], dtype=np.float64).T

@@ -109,6 +109,8 @@ def test_joint_boxes_the_clicked_object_without_heading(sample, localizer, tmp_p
                                            "heading_used", "heading_source")} \
         == {"method": "String", "n_inliers": "Integer64", "reproj_error_px": "Real",
             "heading_used": "Real", "heading_source": "String"}
+    html = res.to_map(tmp_path / "map.html").read_text()
+    assert "Photo footprint" in html and "geomogeo-footprint" in html
     q = qgis_layer_check(gpkg, "photo_footprint")
     assert q["isValid"] and q["authid"] == UTM and q["featureCount"] == 1
     assert {k: q["field_types"][k] for k in ("n_inliers", "inlier_ratio", "reproj_error_px",
