@@ -28,12 +28,16 @@ __all__ = [
     "load_photo",
     "parse_point",
     "read_points_file",
+    "scale_hint_from_exif",
     "validate_points",
 ]
 
 log = logging.getLogger(__name__)
 
 _GPS_IFD = 0x8825
+_EXIF_IFD = 0x8769
+_FOCAL_LENGTH = 0x920A
+_FOCAL_35MM = 0xA405
 _ORIENTATION = 274
 
 
@@ -65,6 +69,9 @@ class Photo:
         image: (height, width, 3) uint8 RGB, EXIF orientation applied.
         width, height: pixels, after orientation.
         gps: EXIF GPS position, or None.
+        focal_mm: EXIF ``FocalLength``, millimetres (of the real sensor), or None.
+        focal_35mm: EXIF ``FocalLengthIn35mmFilm``, millimetres of the 35 mm equivalent (its
+            field of view on a 36 x 24 mm frame, 43.27 mm diagonal), or None.
     """
 
     path: Path
@@ -72,6 +79,8 @@ class Photo:
     width: int
     height: int
     gps: PhotoLocation | None
+    focal_mm: float | None = None
+    focal_35mm: float | None = None
 
 
 def _rational(v: Any) -> float:
@@ -134,6 +143,7 @@ def load_photo(path: str | os.PathLike[str]) -> Photo:
             im.load()
             exif = im.getexif()
             gps = _parse_gps(dict(exif.get_ifd(_GPS_IFD)), p) if exif else None
+            focal_mm, focal_35mm = _parse_focal(dict(exif.get_ifd(_EXIF_IFD)) if exif else {})
             oriented = ImageOps.exif_transpose(im)
             rgb = oriented.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -142,7 +152,68 @@ def load_photo(path: str | os.PathLike[str]) -> Photo:
     h, w = image.shape[:2]
     log.debug("loaded photo %s: %dx%d, orientation %s, gps %s", p, w, h,
               exif.get(_ORIENTATION) if exif else None, gps)
-    return Photo(path=p, image=image, width=w, height=h, gps=gps)
+    return Photo(path=p, image=image, width=w, height=h, gps=gps, focal_mm=focal_mm,
+                 focal_35mm=focal_35mm)
+
+
+def _parse_focal(exif: dict[int, Any]) -> tuple[float | None, float | None]:
+    """EXIF IFD -> (FocalLength mm, FocalLengthIn35mmFilm mm); None for absent/invalid."""
+    out: list[float | None] = []
+    for tag in (_FOCAL_LENGTH, _FOCAL_35MM):
+        try:
+            v = _rational(exif[tag]) if tag in exif else None
+        except (TypeError, ValueError, ZeroDivisionError):
+            v = None
+        out.append(v if v is not None and math.isfinite(v) and v > 0 else None)
+    return out[0], out[1]
+
+
+def scale_hint_from_exif(
+    photo: Photo,
+    reference_gsd: float,
+    *,
+    ground_elevation: float = 0.0,
+    height_above_ground: float | None = None,
+) -> float | None:
+    """The expected reference pixels per photo pixel from EXIF, for
+    :func:`geomogeo.geo.register.register`'s ``scale_hint``; None when EXIF lacks the data.
+
+    The photo's ground sample distance at nadir is ``height / focal``, with the focal length
+    in pixels from ``FocalLengthIn35mmFilm`` (``f_px = f35 / 43.27 mm * photo diagonal in
+    pixels``; ``FocalLength`` alone does not give it without the sensor size) and the height
+    above the ground as ``height_above_ground`` when given, else EXIF ``GPSAltitude`` minus
+    ``ground_elevation`` (metres; GPSAltitude is above sea level, and the ground's elevation
+    is not in the photo, so the default 0 is right only near sea level). An oblique view is
+    coarser than its nadir GSD away from the photo centre, and the altitude may be far off:
+    use the result as a loose prior only (``register`` does: it falls back to a search over
+    scales when the hinted scale fails), never as a hard constraint.
+
+    Args:
+        photo: from :func:`load_photo`.
+        reference_gsd: metres per reference pixel.
+        ground_elevation: metres above sea level of the ground below the camera.
+        height_above_ground: metres; overrides the EXIF altitude.
+
+    Returns:
+        Reference pixels per photo pixel, or None (no 35 mm focal length, no altitude, or a
+        height outside 2..3000 m).
+    """
+    if not (math.isfinite(reference_gsd) and reference_gsd > 0):
+        raise ValueError(f"reference_gsd must be a positive number of metres, got "
+                         f"{reference_gsd!r}")
+    if photo.focal_35mm is None:
+        return None
+    height = height_above_ground
+    if height is None:
+        if photo.gps is None or photo.gps.altitude is None:
+            return None
+        height = photo.gps.altitude - ground_elevation
+    if not (math.isfinite(height) and 2.0 <= height <= 3000.0):
+        log.info("%s: implausible height above ground %.1f m; no scale hint", photo.path,
+                 height)
+        return None
+    f_px = photo.focal_35mm / math.hypot(36.0, 24.0) * math.hypot(photo.width, photo.height)
+    return height / f_px / reference_gsd
 
 
 def validate_points(

@@ -200,7 +200,7 @@ class Registration:
         """The photo's focal length, pixels, estimated from the homography (principal point
         at the photo centre, square pixels, no skew), or None when the view is too close to
         nadir for the focal length to be observable or the estimate is implausible
-        (outside a 10..150 degree horizontal field of view)."""
+        (outside a 30..120 degree horizontal field of view)."""
         g = self._ground_to_centred(width, height)
         g = g / np.linalg.norm(g)
         (a11, a12, _), (a21, a22, _), (a31, a32, _) = g
@@ -215,8 +215,7 @@ class Registration:
         if not (w > 0 and math.isfinite(w)):
             return None
         f = 1.0 / math.sqrt(w)
-        # Observability: the perspective terms must move f clearly (relative to the residual).
-        lo, hi = width / (2 * math.tan(math.radians(75))), width / (2 * math.tan(math.radians(5)))
+        lo, hi = width / (2 * math.tan(math.radians(60))), width / (2 * math.tan(math.radians(15)))
         if not lo <= f <= hi:
             return None
         return f
@@ -233,10 +232,11 @@ class Registration:
 
         A planar pose decomposition of the homography with intrinsics ``K`` (focal length
         ``focal_px`` in photo pixels, e.g. from EXIF ``FocalLengthIn35mmFilm``; else estimated
-        by :meth:`focal_px`; principal point at the photo centre). For a near-nadir view,
-        where the focal length is unobservable, the nadir point is close to the mapped photo
-        centre whatever the focal length, and a typical drone focal length (84 degree
-        diagonal field of view) is used. Returns None when the decomposition is not reliable
+        by :meth:`focal_px`; principal point at the photo centre). When the focal length cannot
+        be estimated or the view is less than 8 degrees off nadir (where the estimate is barely
+        observable), a typical drone focal length (84 degree diagonal field of view) is used:
+        near nadir the nadir point lies close to the mapped photo centre whatever the focal
+        length. Returns None when the decomposition is not reliable
         (no homography, or the camera would lie below the ground or the pose is degenerate).
 
         ``width``, ``height``: the photo's size, pixels. The result treats the reference as
@@ -244,9 +244,18 @@ class Registration:
         """
         if self.homography is None:
             return None
-        f = focal_px if focal_px is not None else self.focal_px(width, height)
-        if f is None:
-            f = math.hypot(width, height) / (2 * math.tan(math.radians(42)))
+        if focal_px is not None:
+            pose = self._pose(width, height, focal_px)
+        else:
+            f = self.focal_px(width, height)
+            pose = self._pose(width, height, f) if f is not None else None
+            if pose is None or pose[1] < _MIN_TILT_FOR_FOCAL:
+                pose = self._pose(width, height, _default_focal(width, height))
+        return None if pose is None else pose[0]
+
+    def _pose(self, width: int, height: int, f: float
+              ) -> tuple[tuple[float, float], float] | None:
+        """Nadir point (reference pixels) and tilt off nadir (degrees) for focal ``f``."""
         if not (math.isfinite(f) and f > 0):
             return None
         kinv = np.diag([1 / f, 1 / f, 1.0])
@@ -255,7 +264,9 @@ class Registration:
         if min(n1, n2) <= 0 or max(n1, n2) / min(n1, n2) > 3.0:
             return None
         m = m / math.sqrt(n1 * n2)
-        if m[2, 2] < 0:  # the ground (reference centre side) must be in front of the camera
+        # The ground point seen at the photo centre must lie in front of the camera.
+        q = self.map_points(np.array([[width / 2, height / 2]]))[0]
+        if float(m[2] @ np.array([q[0], q[1], 1.0])) < 0:
             m = -m
         r = np.column_stack([m[:, 0], m[:, 1], np.cross(m[:, 0], m[:, 1])])
         u, _, vt = np.linalg.svd(r)
@@ -264,10 +275,21 @@ class Registration:
             return None
         c = -r.T @ m[:, 2]
         # Ground frame: x right, y down (south), z = x cross y into the ground; the camera is
-        # above the ground, so at negative z.
+        # above the ground, so at negative z. The optical axis in it is r's third row.
         if not (np.all(np.isfinite(c)) and c[2] < 0):
             return None
-        return float(c[0]), float(c[1])
+        tilt = math.degrees(math.acos(min(1.0, abs(float(r[2, 2])))))
+        return (float(c[0]), float(c[1])), tilt
+
+
+#: Below this tilt off nadir (degrees) the focal length estimated from the homography is not
+#: trusted for the pose (it is barely observable), and a typical drone focal length is used.
+_MIN_TILT_FOR_FOCAL = 8.0
+
+
+def _default_focal(width: int, height: int) -> float:
+    """A typical drone camera's focal length, pixels: an 84 degree diagonal field of view."""
+    return math.hypot(width, height) / (2 * math.tan(math.radians(42)))
 
 
 def _gray_u8(image: np.ndarray, what: str) -> np.ndarray:
@@ -300,21 +322,18 @@ def _mutual_matches(d1: np.ndarray, d2: np.ndarray, ratio: float) -> tuple[np.nd
     the mutual nearest-neighbour check."""
     if len(d1) < 2 or len(d2) < 2:
         return np.zeros(0, int), np.zeros(0, int)
-    bf = cv2.BFMatcher(cv2.NORM_L2)
-    fwd = bf.knnMatch(d1, d2, k=2)
-    back = bf.match(d2, d1)
-    best_back = np.full(len(d2), -1)
-    for m in back:
-        best_back[m.queryIdx] = m.trainIdx
-    ii, jj = [], []
-    for pair in fwd:
-        if len(pair) < 2:
-            continue
-        a, b = pair
-        if a.distance < ratio * b.distance and best_back[a.trainIdx] == a.queryIdx:
-            ii.append(a.queryIdx)
-            jj.append(a.trainIdx)
-    return np.asarray(ii, int), np.asarray(jj, int)
+    # RootSIFT descriptors have unit L2 norm: squared distance = 2 - 2 * dot product.
+    sim = d1 @ d2.T
+    rows = np.arange(len(d1))
+    back = np.argmax(sim, axis=0)
+    j = np.argmax(sim, axis=1)
+    best = sim[rows, j]
+    sim[rows, j] = -np.inf
+    second = sim.max(axis=1)
+    d_best = np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0))
+    d_second = np.sqrt(np.maximum(2.0 - 2.0 * second, 0.0))
+    keep = (d_best < ratio * d_second) & (back[j] == rows)
+    return rows[keep], j[keep]
 
 
 def _is_convex_simple(ring: np.ndarray) -> bool:
@@ -439,9 +458,11 @@ def register(
         reference_valid: (h, w) bool, False on nodata (no features are taken there).
         scale_hint: the expected number of reference pixels per photo pixel (photo ground
             resolution / reference GSD) near the photo centre, e.g. from
-            :func:`geomogeo.geo.photo.scale_hint_from_exif` divided by the reference GSD;
-            None = unknown (a small pyramid of photo scales is tried). A loose prior: it picks
-            the photo scale and rejects results more than ``config.scale_tolerance`` off.
+            :func:`geomogeo.geo.photo.scale_hint_from_exif`; None = unknown (a small pyramid
+            of photo scales, ``config.pyramid``, is tried). A loose prior only: the photo is
+            first registered at the hinted scale, where a result more than
+            ``config.scale_tolerance`` off the hint is rejected; when that fails, the pyramid
+            is tried without the hint.
         config: thresholds and sizes (:class:`RegisterConfig`).
 
     Returns:
@@ -460,13 +481,11 @@ def register(
     sift = cv2.SIFT_create(nfeatures=config.max_features,
                            contrastThreshold=config.contrast_threshold,
                            enable_precise_upscale=True)
-    # Photo: first to at most photo_max_side (all later scales are relative to the input).
+    # Photo scales (working / input size): the hinted one, else a small pyramid below
+    # photo_max_side; never below min_photo_side.
     base = min(1.0, config.photo_max_side / max(width, height))
     lowest = min(1.0, config.min_photo_side / min(width, height))
-    if scale_hint is not None:
-        scales = [min(base, max(lowest, scale_hint / config.target_scale))]
-    else:
-        scales = sorted({max(lowest, base * p) for p in config.pyramid})
+    pyramid = sorted({max(lowest, base * p) for p in config.pyramid})
     mask = None
     if reference_valid is not None:
         valid = np.asarray(reference_valid, dtype=bool)
@@ -483,10 +502,18 @@ def register(
         return Registration(False, f"the reference has too few features ({len(ref_xy)}): "
                             "textureless or mostly nodata", None, 0, 0, 0.0, math.inf)
     best: Registration | None = None
-    for s in scales:
-        reg = _register_level(pg, s, ref_xy, ref_desc, sift, scale_hint, config)
-        log.debug("register: photo scale %.3f: ok=%s inliers=%d/%d reproj=%.2f %s", s, reg.ok,
-                  reg.n_inliers, reg.n_matches, reg.reproj_error_px, reg.reason)
+    if scale_hint is not None:
+        hinted = min(base, max(lowest, scale_hint / config.target_scale))
+        best = _register_level(pg, hinted, ref_xy, ref_desc, sift, scale_hint, config)
+        log.debug("register: photo scale %.3f (hint %.3g): %s", hinted, scale_hint, best)
+        if best.ok:
+            return best
+        # The hint is a loose prior only: when it gives nothing, search without it.
+        log.info("register: the scale hint %.3g gave no registration (%s); trying photo "
+                 "scales %s", scale_hint, best.reason, pyramid)
+    for s in pyramid:
+        reg = _register_level(pg, s, ref_xy, ref_desc, sift, None, config)
+        log.debug("register: photo scale %.3f: %s", s, reg)
         if best is None or (reg.ok, reg.n_inliers) > (best.ok, best.n_inliers):
             best = reg
     assert best is not None

@@ -176,3 +176,89 @@ def test_bad_arguments() -> None:
         register(ref, ref, reference_valid=np.ones((10, 10), bool))
     with pytest.raises(ValueError, match="scale_hint"):
         register(ref, ref, scale_hint=-1.0)
+
+
+def test_scale_hint_from_exif(tmp_path) -> None:
+    from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
+
+    from geomogeo.geo.photo import load_photo, scale_hint_from_exif
+
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    gps.update({1: "N", 2: (IFDRational(51), IFDRational(54), IFDRational(0)), 3: "E",
+                4: (IFDRational(4), IFDRational(21), IFDRational(0)), 5: bytes([0]),
+                6: IFDRational(2005, 20)})  # 100.25 m above sea level
+    ifd = exif.get_ifd(0x8769)
+    ifd.update({0x920A: IFDRational(45, 10), 0xA405: 24})
+    p = tmp_path / "drone.jpg"
+    Image.new("RGB", (400, 300), (90, 90, 90)).save(p, exif=exif)
+    ph = load_photo(p)
+    assert ph.focal_mm == pytest.approx(4.5) and ph.focal_35mm == pytest.approx(24.0)
+    assert ph.gps is not None and ph.gps.altitude == pytest.approx(100.25)
+    # f = 24 mm of a 43.2666 mm diagonal over a 500 px diagonal = 277.350 px.
+    f_px = 24.0 / math.sqrt(36**2 + 24**2) * 500.0
+    assert f_px == pytest.approx(277.350098, abs=1e-5)
+    assert scale_hint_from_exif(ph, 0.5) == pytest.approx(100.25 / f_px / 0.5, rel=1e-12)
+    assert scale_hint_from_exif(ph, 0.5, ground_elevation=20.25) == pytest.approx(
+        80.0 / f_px / 0.5, rel=1e-12)
+    assert scale_hint_from_exif(ph, 1.0, height_above_ground=60.0) == pytest.approx(60.0 / f_px)
+    assert scale_hint_from_exif(ph, 0.5, ground_elevation=100.0) is None  # 0.25 m: implausible
+    assert scale_hint_from_exif(replace(ph, focal_35mm=None), 0.5) is None
+    assert scale_hint_from_exif(replace(ph, gps=None), 0.5) is None
+    with pytest.raises(ValueError, match="reference_gsd"):
+        scale_hint_from_exif(ph, 0.0)
+
+
+def test_wrong_scale_hint_falls_back_to_the_pyramid(scene_a: Scene) -> None:
+    cx, cy = scene_a.pixel_to_map(300.0, 300.0)
+    ref, valid, transform = render_reference(scene_a, (float(cx), float(cy)), 320, 0.5)
+    cam = Camera(x=float(cx), y=float(cy), altitude=60.0, yaw=30.0, pitch=10.0, hfov=70.0,
+                 width=400, height=300)
+    photo = render_photo(scene_a, cam)
+    true_scale = cam.altitude / cam.focal / 0.5
+    good = register(photo, ref, reference_valid=valid, scale_hint=true_scale)
+    assert good.ok, good.reason
+    wrong = register(photo, ref, reference_valid=valid, scale_hint=true_scale * 8)
+    assert wrong.ok, wrong.reason
+    clicks = _clicks(400, 300)
+    want = _ref_px(transform, cam.photo_to_ground(clicks))
+    for reg in (good, wrong):
+        assert np.linalg.norm(reg.map_points(clicks) - want, axis=1).max() < 0.5
+
+
+_GOOD = np.array([[0.5, 0.0, 40.0], [0.0, 0.5, 30.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize(("h", "counts", "hint", "match"), [
+    (_GOOD, (50, 60, 0.3, 0.5), None, ""),
+    (_GOOD, (50, 60, 0.3, 0.5), 0.45, ""),
+    (_GOOD, (11, 12, 0.3, 0.5), None, "too few inliers"),
+    (_GOOD, (50, 400, 0.3, 0.5), None, "inlier ratio"),
+    (_GOOD, (50, 60, 2.5, 0.5), None, "reprojection error"),
+    (_GOOD, (50, 60, 0.3, 0.05), None, "cover"),
+    (np.array([[-0.5, 0, 240], [0, 0.5, 30], [0, 0, 1.0]]), (50, 60, 0.3, 0.5), None, "mirror"),
+    (np.array([[0.5, 0, 40], [0, 0.5, 30], [0, -0.004, 1.0]]), (50, 60, 0.3, 0.5), None,
+     "horizon"),
+    (np.array([[0.5, 0, 40], [0, 0.5, 30], [0, 0.04, 1.0]]), (50, 60, 0.3, 0.5), None,
+     "depth ratio"),
+    (np.array([[0.5, 0, 40], [0, 0.05, 30], [0, 0, 1.0]]), (50, 60, 0.3, 0.5), None,
+     "anisotropy"),
+    (_GOOD, (50, 60, 0.3, 0.5), 0.1, "far from the expected"),
+])
+def test_validity_checks(h: np.ndarray, counts: tuple, hint: float | None, match: str) -> None:
+    from geomogeo.geo.register import _check
+
+    n_inl, n_match, reproj, spread = counts
+    reason = _check(h, n_inl, n_match, reproj, spread, 400, 300, hint, RegisterConfig())
+    assert (reason == "") if not match else (match in reason), reason
+
+
+def test_outline_self_intersection_is_rejected() -> None:
+    from geomogeo.geo.register import _is_convex_simple
+
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], dtype=float)
+    assert _is_convex_simple(square)
+    assert not _is_convex_simple(square[::-1])  # orientation reversed
+    assert not _is_convex_simple(square[[0, 2, 1, 3]])  # bow tie
+    assert not _is_convex_simple(np.array([[0, 0], [10, 0], [2, 2], [0, 10]], dtype=float))
