@@ -92,7 +92,7 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 @click.option("--bands", callback=_ints, metavar="B1,B2,B3", help="Raster bands for R,G,B.")
 @click.option("--extent", metavar="XMIN,YMIN,XMAX,YMAX", help="Limit the search (raster CRS).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path),
-              help="Checkpoint (default: the shipped model).")
+              help="Checkpoint or .onnx export (default: the shipped model).")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("geomogeo_out"), show_default=True, help="Output folder.")
 @click.option("--heatmaps/--no-heatmaps", default=True, show_default=True)
@@ -239,6 +239,35 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
     metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir,
                        cvogl_subset=cvogl_subset, tta=tta)
     click.echo(json.dumps(metrics, indent=2, default=str))
+
+
+@cli.command("export-onnx")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@tta_option
+@click.option("--opset", type=click.IntRange(14, 20), default=17, show_default=True,
+              help="ONNX opset to write.")
+@click.option("--batch-passes/--no-batch-passes", default=True, show_default=True,
+              help="Run the TTA passes as one batch (faster; passes x the memory).")
+def export_onnx(checkpoint: Path, out: Path, tta: TTASpec, opset: int,
+                batch_passes: bool) -> None:
+    """Export CHECKPOINT as an ONNX model OUT (.onnx) that runs without PyTorch.
+
+    The passes of --tta and their vote maps are inside the graph; the number of clicks is
+    dynamic. Load it with Localizer.load("OUT.onnx") or --model OUT.onnx.
+    """
+    from geomogeo.engine.onnx_export import export_onnx as run_export
+
+    if out.suffix.lower() != ".onnx":
+        raise click.BadParameter(f"{out}: the output must end in .onnx", param_hint="OUT")
+    try:
+        meta = run_export(checkpoint, out, tta=tta, opset=opset, batch_passes=batch_passes)
+    except ValueError as e:
+        if isinstance(e, GeomogeoError):
+            raise
+        raise click.UsageError(str(e)) from None
+    click.echo(f"wrote {out}: {meta['model_name']} ({meta['checkpoint_sha256'][:12]}), "
+               f"test-time augmentation {meta['tta']}, opset {meta['opset']}")
 
 
 @cli.command()

@@ -324,7 +324,17 @@ class Localizer:
         ``tta`` is the test-time augmentation of :class:`~geomogeo.nn.predictor.TorchPredictor`
         (:mod:`geomogeo.nn.tta`): ``"rot4+s2"`` by default (16 turned and shifted passes,
         voted), ``"none"`` for one pass.
+
+        A ``.onnx`` file (``geomogeo export-onnx``) runs on ONNX Runtime without PyTorch
+        (:class:`~geomogeo.onnx_predictor.OnnxPredictor`, CPU only); its test-time augmentation
+        is built in and ``tta`` must match it.
         """
+        if path is not None and Path(path).suffix.lower() == ".onnx":
+            from geomogeo.onnx_predictor import OnnxPredictor
+
+            if device != "cpu":
+                raise ValueError(f"{path}: ONNX models run on the CPU here, not {device!r}")
+            return cls(OnnxPredictor(path, tta=tta))
         from geomogeo.engine.checkpoint import load_checkpoint
         from geomogeo.nn.predictor import TorchPredictor
 

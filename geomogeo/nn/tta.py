@@ -37,6 +37,7 @@ sub-cell positions per axis (``steps ** 2`` shifts). ``"rot4+s2"`` is 16 passes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -185,14 +186,19 @@ class VoteMaps(nn.Module):
     Fine cell ``(i, j)`` covers reference pixels ``[j * c, (j + 1) * c) x [i * c, (i + 1) * c)``,
     ``c = stride / steps``. The shapes R, Q, G are fixed by the first call (they are read as
     Python ints, so a traced graph keeps only B and T dynamic).
+
+    ``batch_passes``: run the network once over all passes stacked along the batch instead of
+    once per pass: the same maps to float rounding, ``passes`` times the activation memory; a
+    traced graph is then ``passes`` times smaller (the ONNX export uses it).
     """
 
     def __init__(self, model: nn.Module, mode: str | TTASpec, *,
-                 autocast_bf16: bool = False) -> None:
+                 autocast_bf16: bool = False, batch_passes: bool = False) -> None:
         super().__init__()
         self.model = model
         self.spec = parse_tta(mode)
         self.autocast_bf16 = autocast_bf16
+        self.batch_passes = batch_passes
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -200,43 +206,75 @@ class VoteMaps(nn.Module):
         names = ("mass", "cell_boxes", "attention")
         return (*names, "boxes", "scores") if self.spec == TTASpec("none") else names
 
+    def _passes(
+        self, reference: Tensor, query: Tensor, clicks: Tensor, batch_index: Tensor,
+        passes: list[tuple[tuple[int, int], Transform]],
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The network's (raw, attention) of each pass, in the order of ``passes``: one
+        forward per pass, or (``batch_passes``) one forward over all passes stacked along the
+        batch, which needs ``passes`` times the memory."""
+        size_q = int(query.shape[-1])
+
+        def inputs(p: int) -> tuple[Tensor, Tensor, Tensor]:
+            (dx, dy), t = passes[p]
+            return (transform_images(_shift_images(reference, dx, dy), t),
+                    transform_images(query, t), transform_points(clicks.float(), t, size_q))
+
+        def autocast() -> torch.autocast:
+            return torch.autocast(reference.device.type, torch.bfloat16,
+                                  enabled=self.autocast_bf16)
+
+        if not self.batch_passes:
+            for p in range(len(passes)):
+                with autocast():
+                    out = self.model(*inputs(p), batch_index)
+                yield out.raw, out.attention
+            return
+        n, photos = len(passes), reference.shape[0]
+        stacked = [torch.cat(x) for x in zip(*(inputs(p) for p in range(n)), strict=True)]
+        with autocast():
+            out = self.model(*stacked, torch.cat([batch_index + p * photos for p in range(n)]))
+        # rows are pass-major: (n * T, ...) -> n x (T, ...)
+        raw = out.raw.reshape(n, -1, *out.raw.shape[1:])
+        attention = out.attention.reshape(n, -1, *out.attention.shape[1:])
+        yield from zip(raw.unbind(0), attention.unbind(0), strict=True)
+
     def forward(
         self, reference: Tensor, query: Tensor, clicks: Tensor, batch_index: Tensor
     ) -> tuple[Tensor, ...]:
         spec, model = self.spec, self.model
         stride = model.config.stride
-        size_r, size_q = int(reference.shape[-1]), int(query.shape[-1])
+        size_r = int(reference.shape[-1])
         g, step = size_r // stride, stride // spec.steps
         device = reference.device
+        passes = [(shift, t) for shift in spec.shifts(stride) for t in spec.transforms]
         acc = cover = None
-        for dx, dy in spec.shifts(stride):
-            shifted = _shift_images(reference, dx, dy)
+        for ((dx, dy), t), (raw, attention) in zip(
+            passes, self._passes(reference, query, clicks, batch_index, passes), strict=True
+        ):
             offset = torch.tensor([dx, dy, dx, dy], device=device, dtype=torch.float32)
+            boxes, prob = dense_decode(raw, model.anchors, stride)
+            # (T, 9, G, G, 4): coordinates back to the original frame, then the cells
+            # (permute, not movedim with negative dims, which the ONNX exporter mangles)
+            boxes = _invert_boxes(boxes, t, size_r) - offset
+            boxes = _invert_grid(boxes.permute(0, 4, 1, 2, 3), t).permute(0, 2, 3, 4, 1)
+            prob = _invert_grid(prob, t)  # (T, 9, G, G)
+            coarse = torch.cat((
+                prob.sum(1)[:, None],  # mass (T, 1, G, G)
+                (prob[..., None] * boxes).sum(1).permute(0, 3, 1, 2),  # box sum (T, 4, G, G)
+                _invert_grid(attention.float(), t)[:, None],  # (T, 1, G, G)
+            ), dim=1)
+            fine = _to_fine(coarse, spec.steps, dx // step, dy // step)
             ones = _to_fine(torch.ones(1, 1, g, g, device=device), spec.steps, dx // step,
                             dy // step)
-            for t in spec.transforms:
-                with torch.autocast(device.type, torch.bfloat16, enabled=self.autocast_bf16):
-                    out = model(transform_images(shifted, t), transform_images(query, t),
-                                transform_points(clicks.float(), t, size_q), batch_index)
-                boxes, prob = dense_decode(out.raw, model.anchors, stride)
-                # (T, 9, G, G, 4): coordinates back to the original frame, then the cells
-                boxes = _invert_boxes(boxes, t, size_r) - offset
-                boxes = _invert_grid(boxes.movedim(-1, 1), t).movedim(1, -1)
-                prob = _invert_grid(prob, t)  # (T, 9, G, G)
-                coarse = torch.cat((
-                    prob.sum(1)[:, None],  # mass (T, 1, G, G)
-                    (prob[..., None] * boxes).sum(1).movedim(-1, 1),  # box sum (T, 4, G, G)
-                    _invert_grid(out.attention.float(), t)[:, None],  # (T, 1, G, G)
-                ), dim=1)
-                fine = _to_fine(coarse, spec.steps, dx // step, dy // step)
-                acc = fine if acc is None else acc + fine
-                cover = ones if cover is None else cover + ones
+            acc = fine if acc is None else acc + fine
+            cover = ones if cover is None else cover + ones
         mass_sum = acc[:, 0]  # (T, Gf, Gf)
-        cell_boxes = (acc[:, 1:5] / mass_sum.clamp_min(1e-12)[:, None]).movedim(1, -1)
+        cell_boxes = (acc[:, 1:5] / mass_sum.clamp_min(1e-12)[:, None]).permute(0, 2, 3, 1)
         maps = (mass_sum / spec.passes, cell_boxes, acc[:, 5] / cover[:, 0])
         if spec != TTASpec("none"):
             return maps
-        return (*maps, *decode(out.raw, model.anchors, stride))
+        return (*maps, *decode(raw, model.anchors, stride))
 
 
 @dataclass

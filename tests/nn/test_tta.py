@@ -8,11 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from nn_fixtures import tiny_config
 from torch import Tensor, nn
 
 from geomogeo.nn.head import decode
-from geomogeo.nn.model import MOGeoOutput
+from geomogeo.nn.model import MOGeoOutput, build_model
 from geomogeo.nn.tta import (
+    VoteMaps,
     dense_decode,
     invert_points,
     predict,
@@ -234,3 +236,26 @@ def test_two_shifted_passes_vote_on_the_fine_grid() -> None:
     torch.testing.assert_close(res.mass[0, 2, 1], torch.tensor(0.5))  # (8, 0) and (8, 8)
     torch.testing.assert_close(res.cell_boxes[0, 1, 1], torch.tensor([6.0, 11.0, 26.0, 21.0]))
     assert res.mass.sum() == pytest.approx(4.0)  # each pass's unit mass spread on 2 x 2 cells
+
+
+@pytest.mark.parametrize("mode", ["none", "d4", "rot4+s2"])
+def test_batched_passes_give_the_same_maps(mode: str) -> None:
+    """One forward over all passes stacked along the batch (the ONNX graph) equals one
+    forward per pass, on a real (tiny, random) network and on the equivariant stand-in."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    g = torch.Generator().manual_seed(1)
+    ref, qry = torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, 64, 64, generator=g)
+    clicks, bidx = torch.rand(3, 2, generator=g) * 64, torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        loop = VoteMaps(model, mode)(ref, qry, clicks, bidx)
+        batched = VoteMaps(model, mode, batch_passes=True)(ref, qry, clicks, bidx)
+    assert len(loop) == len(batched) == (5 if mode == "none" else 3)
+    for a, b in zip(loop, batched, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    ref, qry, clicks, bidx, want = _hot_pixels()
+    mass, cell_boxes, _ = VoteMaps(HotPixelNet(), mode, batch_passes=True)(ref, qry, clicks,
+                                                                          bidx)[:3]
+    boxes, scores, _ = select(mass.numpy(), cell_boxes.numpy())
+    torch.testing.assert_close(torch.from_numpy(boxes).float(), want, atol=1e-4, rtol=0)
+    assert scores.min() > 0.99
