@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from shapely.geometry import Polygon
 
-from geomogeo.geo import georef, orient, raster
+from geomogeo.geo import georef, orient, photo, raster
 from geomogeo.geo.register import Registration, register
 from geomogeo.predictor import Prediction, Predictor
 
@@ -237,17 +237,19 @@ class RegisteredScene:
 
 
 def register_scene(
-    image: np.ndarray, points: np.ndarray, src: raster.RasterSource,
+    ph: photo.Photo, points: np.ndarray, src: raster.RasterSource,
     centre: tuple[float, float], config: JointConfig,
 ) -> RegisteredScene:
     """Register a photo to a north-up window of ``src`` centred on ``centre`` (raster CRS) and
     put its clicks, camera and footprint on the ground.
 
     The window is ``config.register_extent_m`` metres wide, at ``config.register_gsd`` metres
-    per pixel or the raster's own GSD when coarser.
+    per pixel or the raster's own GSD when coarser. The photo's EXIF altitude and 35 mm focal
+    length, when present, give the registration a loose scale prior
+    (:func:`~geomogeo.geo.photo.scale_hint_from_exif`).
 
     Args:
-        image: the photo, (H, W, 3) uint8, as displayed.
+        ph: the photo (:func:`~geomogeo.geo.photo.load_photo`).
         points: (m, 2) clicks, continuous photo pixels.
         src: the opened raster.
         centre: the photo's GPS position, raster CRS.
@@ -258,8 +260,9 @@ def register_scene(
     gsd = max(config.register_gsd, native)
     size = max(32, round(config.register_extent_m / gsd))
     win = raster.read_window(src, centre, size, gsd)
-    reg = register(image, win.image, reference_valid=win.valid)
-    h, w = image.shape[:2]
+    hint = photo.scale_hint_from_exif(ph, gsd)
+    reg = register(ph.image, win.image, reference_valid=win.valid, scale_hint=hint)
+    h, w = ph.height, ph.width
     if not reg.ok:
         log.info("%s: registration failed (%s)", src.path.name, reg.reason)
         return RegisteredScene(reg, win, None, None, None, None, float("inf"))

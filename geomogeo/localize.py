@@ -427,7 +427,7 @@ class Localizer:
             heading, heading_source = ph.gps.heading, "exif"
         scene = None
         if joint and len(centres) == 1:
-            scene = register_scene(ph.image, pts, src, centres[0], config)
+            scene = register_scene(ph, pts, src, centres[0], config)
             if scene.ok:
                 assert scene.heading is not None
                 cx, cy = scene.centre()

@@ -48,7 +48,7 @@ def main() -> None:
         gps = georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)
         if not src.contains(*gps):
             continue  # the GPS position is off the raster: localize refuses it
-        scene = register_scene(ph.image, pts, src, gps, base)
+        scene = register_scene(ph, pts, src, gps, base)
         if not scene.ok:
             continue
         centre = georef.to_crs(*scene.centre(), scene.window.crs, src.crs)
