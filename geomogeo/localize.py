@@ -2,6 +2,10 @@
 
 This is the one place where the GIS layer (:mod:`geomogeo.geo`) meets the network: it hands a
 :class:`~geomogeo.predictor.Predictor` plain arrays and turns its pixel boxes into polygons.
+When the photo's location is known it is first registered to the raster
+(:mod:`geomogeo.joint`): the registration re-centres the window, gives the heading and a prior
+around each click; without it the network alone decides (and, without a heading, the query's
+rotation is searched).
 
 Conventions:
     * Click points are continuous photo pixel coordinates (x right, y down), origin at the
