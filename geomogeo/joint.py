@@ -61,7 +61,7 @@ class JointConfig:
         floor: the prior's value far from the click, in [0, 1]: a network cell there keeps
             ``floor`` of its confidence.
         rotations: query rotations tried when neither a heading nor a registration is
-            available (0 or 1: no search).
+            available (0 or 1: no search); 8 did better than 12 on the validation tile.
     """
 
     register_extent_m: float = 384.0
