@@ -25,6 +25,7 @@ from geomogeo.errors import ClickError, PhotoError
 __all__ = [
     "Photo",
     "PhotoLocation",
+    "focal_px_from_exif",
     "load_photo",
     "parse_point",
     "read_points_file",
@@ -168,6 +169,23 @@ def _parse_focal(exif: dict[int, Any]) -> tuple[float | None, float | None]:
     return out[0], out[1]
 
 
+#: Diagonal of the 36 x 24 mm frame that ``FocalLengthIn35mmFilm`` refers to, millimetres.
+_FRAME_35MM_DIAGONAL = math.hypot(36.0, 24.0)
+
+
+def focal_px_from_exif(photo: Photo) -> float | None:
+    """The focal length in photo pixels from EXIF ``FocalLengthIn35mmFilm`` (same diagonal
+    field of view: ``f35 / 43.27 mm * photo diagonal in pixels``), or None when absent.
+
+    Assumes square pixels and the full sensor in the photo (no digital crop beyond what the
+    camera accounted for in the 35 mm value). E.g. for
+    :meth:`geomogeo.geo.register.Registration.camera_position`.
+    """
+    if photo.focal_35mm is None:
+        return None
+    return photo.focal_35mm / _FRAME_35MM_DIAGONAL * math.hypot(photo.width, photo.height)
+
+
 def scale_hint_from_exif(
     photo: Photo,
     reference_gsd: float,
@@ -179,8 +197,8 @@ def scale_hint_from_exif(
     :func:`geomogeo.geo.register.register`'s ``scale_hint``; None when EXIF lacks the data.
 
     The photo's ground sample distance at nadir is ``height / focal``, with the focal length
-    in pixels from ``FocalLengthIn35mmFilm`` (``f_px = f35 / 43.27 mm * photo diagonal in
-    pixels``; ``FocalLength`` alone does not give it without the sensor size) and the height
+    in pixels from :func:`focal_px_from_exif` (``FocalLength`` alone does not give it without
+    the sensor size) and the height
     above the ground as ``height_above_ground`` when given, else EXIF ``GPSAltitude`` minus
     ``ground_elevation`` (metres; GPSAltitude is above sea level, and the ground's elevation
     is not in the photo, so the default 0 is right only near sea level). An oblique view is
@@ -201,7 +219,8 @@ def scale_hint_from_exif(
     if not (math.isfinite(reference_gsd) and reference_gsd > 0):
         raise ValueError(f"reference_gsd must be a positive number of metres, got "
                          f"{reference_gsd!r}")
-    if photo.focal_35mm is None:
+    f_px = focal_px_from_exif(photo)
+    if f_px is None:
         return None
     height = height_above_ground
     if height is None:
@@ -212,7 +231,6 @@ def scale_hint_from_exif(
         log.info("%s: implausible height above ground %.1f m; no scale hint", photo.path,
                  height)
         return None
-    f_px = photo.focal_35mm / math.hypot(36.0, 24.0) * math.hypot(photo.width, photo.height)
     return height / f_px / reference_gsd
 
 

@@ -46,7 +46,9 @@ class RegisterConfig:
         target_scale: with a scale hint, the photo is downscaled until one photo pixel covers
             about this many reference pixels (SIFT matches best near equal resolution).
         pyramid: without a scale hint, the photo scales tried, as fractions of the
-            ``photo_max_side`` image; the best registration is kept.
+            ``photo_max_side`` image, coarsest first; the best registration is kept.
+        early_stop_inliers: the pyramid stops at the first valid registration with at least
+            this many inliers (0: always try every scale).
         min_photo_side: the photo is never downscaled below this shorter side, pixels.
         ransac_px: MAGSAC threshold, reference pixels.
         max_iters: MAGSAC iterations.
@@ -70,6 +72,7 @@ class RegisterConfig:
     photo_max_side: int = 1024
     target_scale: float = 0.8
     pyramid: tuple[float, ...] = (1.0, 0.5, 0.25)
+    early_stop_inliers: int = 60
     min_photo_side: int = 96
     ransac_px: float = 3.0
     max_iters: int = 5000
@@ -90,6 +93,7 @@ class RegisterConfig:
             "photo_max_side": self.photo_max_side >= 32,
             "target_scale": self.target_scale > 0,
             "pyramid": len(self.pyramid) >= 1 and all(0 < p <= 1 for p in self.pyramid),
+            "early_stop_inliers": self.early_stop_inliers >= 0,
             "min_photo_side": self.min_photo_side >= 16,
             "ransac_px": self.ransac_px > 0,
             "max_iters": self.max_iters >= 10,
@@ -194,13 +198,14 @@ class Registration:
         """
         c, top = self.map_points(np.array([[width / 2, height / 2], [width / 2, 0.0]]))
         dx, dy = top - c
-        return float(math.degrees(math.atan2(dx, -dy)) % 360.0)
+        az = math.degrees(math.atan2(dx, -dy)) % 360.0
+        return 0.0 if az >= 360.0 else float(az)  # -1e-17 % 360 rounds to 360
 
     def focal_px(self, width: int, height: int) -> float | None:
         """The photo's focal length, pixels, estimated from the homography (principal point
-        at the photo centre, square pixels, no skew), or None when the view is too close to
-        nadir for the focal length to be observable or the estimate is implausible
-        (outside a 30..120 degree horizontal field of view)."""
+        at the photo centre, square pixels, no skew), or None when the estimate has no
+        solution or is implausible (outside a 30..120 degree horizontal field of view), as is
+        common near nadir, where the focal length is barely observable."""
         g = self._ground_to_centred(width, height)
         g = g / np.linalg.norm(g)
         (a11, a12, _), (a21, a22, _), (a31, a32, _) = g
@@ -516,5 +521,7 @@ def register(
         log.debug("register: photo scale %.3f: %s", s, reg)
         if best is None or (reg.ok, reg.n_inliers) > (best.ok, best.n_inliers):
             best = reg
+        if best.ok and 0 < config.early_stop_inliers <= best.n_inliers:
+            break
     assert best is not None
     return best
