@@ -3,9 +3,10 @@
 The graph is :class:`~geomogeo.nn.tta.VoteMaps`: the network run once per pass of one
 test-time augmentation mode and the passes' fine-grid vote maps, traced by the TorchScript-based
 exporter (``torch.onnx.export(dynamo=False)``) with the number of photos and of clicks as
-dynamic axes. By default the passes run as one batch (``VoteMaps(batch_passes=True)``): a
-graph ``passes`` times smaller, exported in seconds rather than a minute, and a little faster
-on ONNX Runtime, for ``passes`` times the activation memory. The layout of the file and its
+dynamic axes. By default the passes run as one batch (``VoteMaps(batch_passes=True)``): the
+network appears once in the graph instead of once per pass (for rot4+s2 4,305 nodes instead of
+12,955), which exports several times faster, for ``passes`` times the activation memory at
+run time. The layout of the file and its
 metadata are described in :mod:`geomogeo.onnx_predictor`.
 """
 
@@ -57,6 +58,7 @@ def export_onnx(
 
     loaded = load_checkpoint(checkpoint)
     cfg = loaded.model_config
+    # the PyTorch predictor's own checks of the mode (known, square query when turning)
     pred = TorchPredictor(loaded.model, name=cfg.name, sha256=loaded.sha256, tta=tta)
     graph = VoteMaps(pred.model, pred.tta, batch_passes=batch_passes).eval()
     r, (qh, qw) = cfg.reference_size, cfg.query_size

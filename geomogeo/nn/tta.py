@@ -189,7 +189,8 @@ class VoteMaps(nn.Module):
 
     ``batch_passes``: run the network once over all passes stacked along the batch instead of
     once per pass: the same maps to float rounding, ``passes`` times the activation memory; a
-    traced graph is then ``passes`` times smaller (the ONNX export uses it).
+    traced graph then holds the network once instead of once per pass (the ONNX export uses
+    it).
     """
 
     def __init__(self, model: nn.Module, mode: str | TTASpec, *,
