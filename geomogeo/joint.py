@@ -246,7 +246,7 @@ def register_scene(
     The window is ``config.register_extent_m`` metres wide, at ``config.register_gsd`` metres
     per pixel or the raster's own GSD when coarser. The photo's EXIF altitude and 35 mm focal
     length, when present, give the registration a loose scale prior
-    (:func:`~geomogeo.geo.photo.scale_hint_from_exif`).
+    (:func:`~geomogeo.geo.photo.scale_hint_from_exif`) and the camera's focal length.
 
     Args:
         ph: the photo (:func:`~geomogeo.geo.photo.load_photo`).
@@ -268,7 +268,7 @@ def register_scene(
         return RegisteredScene(reg, win, None, None, None, None, float("inf"))
     clicks = reg.map_points(points)
     clicks_xy = np.column_stack(georef.pixel_to_map(win.transform, clicks[:, 0], clicks[:, 1]))
-    cam = reg.camera_position(w, h)
+    cam = reg.camera_position(w, h, photo.focal_px_from_exif(ph))
     cam_xy = None if cam is None else georef.pixel_to_map(win.transform, *cam)
     ring = reg.footprint(w, h)
     fx, fy = georef.pixel_to_map(win.transform, ring[:, 0], ring[:, 1])
