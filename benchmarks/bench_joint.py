@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="timed runs per mode")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = SynthConfig(targets=(5, 5))
+    cfg = SynthConfig(targets=(5, 5), max_tries=1000, min_object_m2=100.0)
     world = World.build(scene_from_raster(TILE, gsd=0.5), cfg)
     src = open_raster(TILE)
     sample = None
