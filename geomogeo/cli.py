@@ -122,9 +122,11 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
                        extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"])
     written = write_outputs(res, out_dir, heatmaps=heatmaps, make_map=make_map)
+    click.echo(f"{res.photo.name}: {res.registration_summary()}")
     for t in res.targets:
         c = t.polygon.centroid
-        click.echo(f"target {t.index}: score {t.score:.3f}  centre {c.x:.3f} {c.y:.3f}"
+        click.echo(f"target {t.index}: score {t.score:.3f}  centre {c.x:.3f} {c.y:.3f}  "
+                   f"{t.method}, heading {t.heading_used:.1f} ({t.heading_source})"
                    f"{'  (on nodata)' if t.on_nodata else ''}")
     click.echo(f"{res.windows_searched} window(s) searched; wrote {', '.join(map(str, written))}")
 
@@ -240,15 +242,26 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None)
 @click.option("--cvogl", "cvogl_subset", type=click.Choice(["DroneAerial", "SVI"]),
               default=None, help="MANIFEST is a CVOGL root folder; evaluate this subset.")
+@click.option("--localize", "whole", is_flag=True,
+              help="Run the whole localization on each photo's raster (records rendered by "
+              "`geomogeo synth`): registration + fixed box, network alone and joint, with and "
+              "without heading.")
+@click.option("--limit", type=int, default=None, help="With --localize: the first N photos.")
 @tta_option
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
-             cvogl_subset: str | None, tta: TTASpec) -> None:
+             cvogl_subset: str | None, whole: bool, limit: int | None, tta: TTASpec) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image.
 
     MANIFEST may also be a packed .npz file (all its photos) or, with --cvogl, a CVOGL folder.
     """
     from geomogeo.engine.evaluate import evaluate as run_eval
+    from geomogeo.engine.evaluate import evaluate_localize, localize_markdown
 
+    if whole:
+        result = evaluate_localize(checkpoint, manifest, split=split, out_dir=out_dir, tta=tta,
+                                   limit=limit)
+        click.echo(localize_markdown(result))
+        return
     metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir,
                        cvogl_subset=cvogl_subset, tta=tta)
     click.echo(json.dumps(metrics, indent=2, default=str))
@@ -298,17 +311,20 @@ def export_onnx(checkpoint: Path, out: Path, tta: TTASpec, opset: int,
               help="Rendering processes.")
 @click.option("--min-object", "min_object_m2", type=float, default=150.0, show_default=True,
               help="Smallest target area, square metres.")
+@click.option("--targets", callback=_ints, default="1,8", show_default=True, metavar="MIN,MAX",
+              help="Targets per photo, drawn uniformly in MIN..MAX.")
 @click.pass_context
 def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
           data_dir: Path | None, splits: tuple[str, ...], workers: int,
-          min_object_m2: float) -> None:
+          min_object_m2: float, targets: tuple[int, ...]) -> None:
     """Render a cross-view data set (JSON Lines manifest + images) from real orthophotos,
     split by tile: train (Rotterdam a, Las Vegas), val (Rotterdam b), test (Rotterdam c)."""
     from geomogeo.data.synth.engine import SynthConfig, synthesize_default
 
     manifest = synthesize_default(out_dir, n_per_tile=n_per_tile, seed=seed, data_dir=data_dir,
                                   quiet=ctx.obj["quiet"], splits=splits, workers=workers,
-                                  cfg=SynthConfig(min_object_m2=min_object_m2))
+                                  cfg=SynthConfig(min_object_m2=min_object_m2,
+                                                  targets=_min_max(targets)))
     click.echo(f"wrote {manifest}")
 
 
@@ -350,6 +366,10 @@ def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
         raise GeomogeoError(f"{summary.failed + summary.failed_before} photo(s) failed "
                             f"({summary.failed_before} in an earlier run); see the layer "
                             f"'errors' of {summary.out}")
+def _min_max(values: tuple[int, ...]) -> tuple[int, int]:
+    if len(values) != 2:
+        raise click.BadParameter(f"expected MIN,MAX, got {values!r}")
+    return values[0], values[1]
 
 
 def main(args: Sequence[str] | None = None) -> int:

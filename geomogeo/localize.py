@@ -2,6 +2,10 @@
 
 This is the one place where the GIS layer (:mod:`geomogeo.geo`) meets the network: it hands a
 :class:`~geomogeo.predictor.Predictor` plain arrays and turns its pixel boxes into polygons.
+When the photo's location is known it is first registered to the raster
+(:mod:`geomogeo.joint`): the registration re-centres the window, gives the heading and a prior
+around each click; without it the network alone decides (and, without a heading, the query's
+rotation is searched).
 
 Conventions:
     * Click points are continuous photo pixel coordinates (x right, y down), origin at the
@@ -28,7 +32,8 @@ from tqdm.auto import tqdm
 
 from geomogeo.errors import CheckpointError, LocationError
 from geomogeo.geo import export, georef, maps, orient, photo, raster
-from geomogeo.predictor import DEFAULT_TTA, Prediction, Predictor, TTASpec
+from geomogeo.joint import JointConfig, RegisteredScene, register_scene, search_rotation
+from geomogeo.predictor import DEFAULT_TTA, Predictor, TTASpec, select
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -95,6 +100,16 @@ class Target:
         window: index into :attr:`LocalizationResult.windows` of the window it was found in.
         on_nodata: True when most of the box covers nodata or lies off the raster.
         heatmap: (h, w) float32 in [0, 1] over the window, or None.
+        method: ``"joint"`` (the network's confidence weighed by the registered click's
+            prior) or ``"network"`` (the network alone).
+        n_inliers: the photo's registration inliers (0 when it was not registered).
+        reproj_error_px: the registration's reprojection error, registration-window pixels
+            (NaN when it was not registered).
+        heading_used: the heading the query was turned north-up with, degrees clockwise from
+            north (NaN when none).
+        heading_source: ``"registration"``, ``"exif"``, ``"given"``, ``"search"`` (no-compass
+            rotation search) or ``"none"``.
+        registered_xy: the click's ground point from the registration, raster CRS, or None.
     """
 
     index: int
@@ -105,6 +120,12 @@ class Target:
     window: int
     on_nodata: bool
     heatmap: np.ndarray | None = field(default=None, repr=False)
+    method: str = "network"
+    n_inliers: int = 0
+    reproj_error_px: float = math.nan
+    heading_used: float = math.nan
+    heading_source: str = "none"
+    registered_xy: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,9 @@ class LocalizationResult:
         photo_location: (lon, lat) of the photo in EPSG:4326 when known (EXIF or given centre).
         model_name, model_sha256: the model that produced the boxes.
         time: when the localization ran (UTC).
+        registration: the photo's registration to the raster
+            (:class:`~geomogeo.joint.RegisteredScene`), or None when none was tried (no
+            location known, or ``joint=False``).
     """
 
     photo: Path
@@ -134,6 +158,7 @@ class LocalizationResult:
     model_name: str
     model_sha256: str
     time: datetime
+    registration: RegisteredScene | None = None
 
     # ---- tables -------------------------------------------------------------------------
     def to_geodataframe(self, crs: Any = None) -> gpd.GeoDataFrame:
@@ -152,6 +177,11 @@ class LocalizationResult:
                 "box_x2": t.box[2],
                 "box_y2": t.box[3],
                 "on_nodata": t.on_nodata,
+                "method": t.method,
+                "n_inliers": t.n_inliers,
+                "reproj_error_px": t.reproj_error_px,
+                "heading_used": t.heading_used,
+                "heading_source": t.heading_source,
                 "window": t.window,
                 "windows_searched": self.windows_searched,
                 "raster": str(self.raster),
@@ -184,16 +214,52 @@ class LocalizationResult:
             geoms.append(Point(float(x), float(y)))
         return gpd.GeoDataFrame(rows, geometry=geoms, crs=self.crs)
 
+    def footprint_geodataframe(self) -> gpd.GeoDataFrame:
+        """The photo's registered ground footprint as a one-polygon layer in the raster CRS,
+        with the registration's quality figures (empty when the photo was not registered)."""
+        import geopandas as gpd
+
+        scene = self.registration
+        rows, geoms = [], []
+        if scene is not None and scene.footprint is not None:
+            reg = scene.registration
+            rows.append({"photo": str(self.photo), "n_matches": int(reg.n_matches),
+                         "n_inliers": int(reg.n_inliers),
+                         "inlier_ratio": float(reg.inlier_ratio),
+                         "reproj_error_px": float(reg.reproj_error_px),
+                         "reproj_error_m": float(scene.error_m),
+                         "heading": float(scene.heading if scene.heading is not None
+                                          else math.nan)})
+            geoms += georef.reproject_geometries([scene.footprint], scene.window.crs, self.crs)
+        return gpd.GeoDataFrame(rows, geometry=geoms, crs=self.crs)
+
+    def registration_summary(self) -> str:
+        """One line on the photo's registration: its quality figures, or why it failed."""
+        scene = self.registration
+        if scene is None:
+            return "registration: not tried (no photo location)"
+        reg = scene.registration
+        if not reg.ok:
+            return f"registration: failed ({reg.reason}); network alone"
+        return (f"registration: ok, {reg.n_inliers} inliers of {reg.n_matches} matches "
+                f"(ratio {reg.inlier_ratio:.2f}), reprojection error "
+                f"{reg.reproj_error_px:.2f} px ({scene.error_m:.2f} m), heading "
+                f"{scene.heading:.1f} deg")
+
     # ---- files --------------------------------------------------------------------------
     def to_file(self, path: str | os.PathLike[str], *, append: bool = True) -> Path:
-        """Write the targets: ``.gpkg`` (layers ``targets`` and ``photo``, native CRS,
-        appended to an existing GeoPackage) or ``.geojson``/``.json`` (RFC 7946)."""
+        """Write the targets: ``.gpkg`` (layers ``targets``, ``photo`` and, when the photo was
+        registered, ``photo_footprint``; native CRS; appended to an existing GeoPackage) or
+        ``.geojson``/``.json`` (RFC 7946, the targets)."""
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".gpkg":
             layers = {"targets": self.to_geodataframe()}
             if self.photo_location is not None:
                 layers["photo"] = self.photo_geodataframe()
+            footprint = self.footprint_geodataframe()
+            if len(footprint):
+                layers["photo_footprint"] = footprint
             export.write_geopackage(path, layers, append=append)
         elif suffix in (".geojson", ".json"):
             export.write_geojson(path, self.to_geodataframe())
@@ -274,6 +340,7 @@ class LocalizationResult:
         return maps.make_map(
             path, window_image=image, window_bounds_lonlat=bounds, targets=targets,
             photo_location=self.photo_location, heatmaps=heatmaps, offline=offline,
+            footprint=self.footprint_geodataframe(),
         )
 
     # ---- display ------------------------------------------------------------------------
@@ -363,6 +430,8 @@ class Localizer:
         overlap: float = 0.5,
         heatmaps: bool = True,
         quiet: bool = False,
+        joint: bool = True,
+        config: JointConfig | None = None,
     ) -> LocalizationResult:
         """Find each clicked object of ``photo_path`` on ``raster_path``.
 
@@ -382,12 +451,24 @@ class Localizer:
             extent: (xmin, ymin, xmax, ymax) in the raster CRS limiting the search.
             heading: the camera's heading, degrees clockwise from north; the photo and its
                 clicks are rotated north-up before the model sees them (as in training).
-                None: the EXIF ``GPSImgDirection`` when present, else no rotation.
+                None: the EXIF ``GPSImgDirection`` when present. A registered photo uses the
+                registration's heading instead; with none of these, ``config.rotations``
+                query rotations are searched per window (:func:`~geomogeo.joint.search_rotation`).
             overlap: fraction of overlap between search windows.
             heatmaps: keep each target's attention map.
             quiet: no progress bar.
+            joint: when the location is known (``center`` or EXIF GPS), register the photo to
+                the raster around it (:func:`~geomogeo.joint.register_scene`); if that
+                succeeds, centre the model window on the registered clicks and weigh the
+                network's per-cell confidence by a prior around each registered click
+                (targets get ``method="joint"``). Otherwise, or with ``joint=False``, the
+                network alone decides (``method="network"``; a failed registration is logged
+                and reported by :meth:`LocalizationResult.registration_summary`).
+            config: the joint localization's settings (:class:`~geomogeo.joint.JointConfig`;
+                None: the defaults).
         """
         center, heading = _check_pose(center, heading)
+        config = config or JointConfig()
         ph = photo.load_photo(photo_path)
         pts = photo.validate_points(points, ph.width, ph.height, ph.path)
         src = raster.open_raster(raster_path, bands=bands)
@@ -406,13 +487,29 @@ class Localizer:
             )
             log.info("no location given and no EXIF GPS: searching %d windows", len(centres))
 
-        if heading is None and ph.gps is not None:
-            heading = ph.gps.heading
-        query, qpts = orient.prepare_query(ph.image, pts, heading, spec.query_size)
+        heading_source = "given" if heading is not None else "none"
+        if heading is None and ph.gps is not None and ph.gps.heading is not None:
+            heading, heading_source = ph.gps.heading, "exif"
+        scene = None
+        if joint and len(centres) == 1:
+            scene = register_scene(ph, pts, src, centres[0], config)
+            if scene.ok:
+                assert scene.heading is not None
+                cx, cy = scene.centre()
+                centres = [georef.to_crs(cx, cy, scene.window.crs, src.crs)]
+                heading, heading_source = scene.heading, "registration"
+            else:
+                log.warning("%s: registration failed (%s): the network alone localizes",
+                            ph.path.name, scene.registration.reason)
+        search = heading is None and config.rotations > 1
+        if search:
+            heading_source = "search"
+        else:
+            query, qpts = orient.prepare_query(ph.image, pts, heading, spec.query_size)
 
         best: list[tuple[float, int, int]] = [(-1.0, -1, -1)] * len(pts)  # (score, window, run)
         kept_windows: list[raster.ReferenceWindow] = []
-        kept_preds: list[Prediction] = []
+        kept_preds: list[_WindowResult] = []
         searched = 0
         for c in tqdm(centres, desc="windows", disable=quiet or len(centres) < 2, unit="win"):
             try:
@@ -424,18 +521,36 @@ class Localizer:
             if len(centres) > 1 and win.fraction_valid < 0.25:
                 continue
             searched += 1
-            pred = self.predictor.predict(win.image, query, qpts)
+            used_heading = heading
+            if search:
+                found = search_rotation(self.predictor, win.image, ph.image, pts,
+                                        config.rotations)
+                pred, used_heading = found.prediction, found.heading
+            else:
+                pred = self.predictor.predict(win.image, query, qpts)
+            res = _WindowResult(pred.boxes, pred.scores, pred.heatmaps, used_heading, "network")
+            if scene is not None and scene.ok and pred.mass is not None:
+                prior = scene.prior(win, pred.mass.shape[-1], config)
+                boxes, scores, _ = select(pred.mass, pred.cell_boxes, prior)
+                res = _WindowResult(boxes, scores, pred.heatmaps, used_heading, "joint")
             improved = False
             for k in range(len(pts)):
-                if pred.scores[k] > best[k][0]:
-                    best[k] = (float(pred.scores[k]), len(kept_windows), k)
+                if res.scores[k] > best[k][0]:
+                    best[k] = (float(res.scores[k]), len(kept_windows), k)
                     improved = True
             if improved:
                 kept_windows.append(win)
-                kept_preds.append(pred)
+                kept_preds.append(res)
         if searched == 0:
             raise LocationError(f"{src.path}: no search window overlaps valid raster data")
 
+        registered: list[tuple[float, float] | None] = [None] * len(pts)
+        if scene is not None and scene.ok:
+            assert scene.clicks_xy is not None
+            rx, ry = georef.to_crs(scene.clicks_xy[:, 0], scene.clicks_xy[:, 1],
+                                   scene.window.crs, src.crs)
+            registered = [(float(x), float(y)) for x, y in zip(rx, ry, strict=True)]
+        reg_ok = scene is not None and scene.ok
         # Keep only the windows some target was finally taken from, renumbered in order.
         used = sorted({w for _, w, _ in best})
         renumber = {w: i for i, w in enumerate(used)}
@@ -456,6 +571,13 @@ class Localizer:
                     window=renumber[w],
                     on_nodata=_invalid_fraction(win.valid, box) > NODATA_FLAG_FRACTION,
                     heatmap=pred.heatmaps[k].astype(np.float32) if heatmaps else None,
+                    method=pred.method,
+                    n_inliers=int(scene.registration.n_inliers) if reg_ok else 0,
+                    reproj_error_px=(float(scene.registration.reproj_error_px) if reg_ok
+                                     else math.nan),
+                    heading_used=math.nan if pred.heading is None else float(pred.heading),
+                    heading_source=heading_source,
+                    registered_xy=registered[k],
                 )
             )
         return LocalizationResult(
@@ -469,6 +591,7 @@ class Localizer:
             model_name=self.predictor.name,
             model_sha256=self.predictor.sha256,
             time=datetime.now(timezone.utc),
+            registration=scene,
         )
 
     def localize_many(
@@ -519,6 +642,18 @@ def _check_pose(
         if not math.isfinite(heading):
             raise LocationError(f"heading must be finite, got {heading!r}")
     return center, heading
+
+
+@dataclass(frozen=True)
+class _WindowResult:
+    """The boxes kept from one window: (m, 4) reference-input pixels, (m,) scores, heatmaps,
+    the heading the query was turned with (None: not turned) and how the boxes were chosen."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    heatmaps: np.ndarray
+    heading: float | None
+    method: str
 
 
 def _invalid_fraction(valid: np.ndarray, box: tuple[float, float, float, float]) -> float:

@@ -207,7 +207,7 @@ try:
     else:
         result["featureCount"] = int(lyr.featureCount())
         result["fields"] = [f.name() for f in lyr.fields()]
-        result["fieldTypes"] = {f.name(): f.typeName() for f in lyr.fields()}
+        result["field_types"] = {f.name(): f.typeName() for f in lyr.fields()}
     del crs, ext, lyr
 finally:
     print("QGIS_JSON:" + json.dumps(result))
@@ -223,8 +223,8 @@ def qgis_layer_check(
     Runs under Debian's ``/usr/bin/python3`` with ``QT_QPA_PLATFORM=offscreen``. Returns a dict
     with ``isValid``, ``authid`` (e.g. ``"EPSG:32631"``), ``wkt``, ``extent`` as
     [xmin, ymin, xmax, ymax] in the layer's CRS and ``featureCount`` (None for rasters; rasters
-    also give ``width``, ``height``, ``bandCount``; vectors ``fields`` and ``fieldTypes``,
-    ``{name: QGIS type name}``).
+    also give ``width``, ``height``, ``bandCount``; vector layers ``fields`` and
+    ``field_types``, name -> QGIS type name such as ``"Integer64"`` or ``"Real"``).
     """
     exe = _require(SYSTEM_PYTHON)
     env = _clean_env()

@@ -1,4 +1,7 @@
-"""Evaluation of a checkpoint on a manifest split (``geomogeo evaluate``).
+"""Evaluation of a checkpoint on a manifest split (``geomogeo evaluate``), and of the whole
+localization on rendered photos with their raster (``geomogeo evaluate --localize``:
+:func:`evaluate_localize`, which compares the training-free baseline, the network alone and
+joint localization, with and without a heading).
 
 Writes ``metrics.json`` (everything, machine-readable) and ``metrics.md`` (the table) when an
 output folder is given. Metric definitions: :mod:`geomogeo.engine.metrics`.
@@ -6,21 +9,34 @@ output folder is given. Metric definitions: :mod:`geomogeo.engine.metrics`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from affine import Affine
+from tqdm.auto import tqdm
 
 from geomogeo.data.cvogl import read_cvogl
 from geomogeo.data.dataset import pack_manifest, pack_records
+from geomogeo.data.manifest import ManifestError, Record, read_manifest
 from geomogeo.engine.checkpoint import load_checkpoint
-from geomogeo.engine.metrics import metrics_markdown
+from geomogeo.engine.metrics import PhotoEval, evaluate_boxes, metrics_markdown
 from geomogeo.engine.train import evaluate_model, load_packed, resolve_device
 from geomogeo.errors import OutputError
+from geomogeo.geo import georef, raster
 from geomogeo.geo.export import atomic_write
+from geomogeo.joint import JointConfig
 from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
 
-__all__ = ["evaluate"]
+if TYPE_CHECKING:
+    from geomogeo.localize import LocalizationResult
+
+__all__ = ["LOCALIZE_RUNS", "evaluate", "evaluate_localize", "localize_markdown"]
 
 
 def evaluate(
@@ -83,3 +99,198 @@ def evaluate(
         with atomic_write(out / "metrics.md") as p:
             Path(p).write_text(metrics_markdown(metrics, title=title), encoding="utf-8")
     return result
+
+
+#: The localizations run per photo by :func:`evaluate_localize`: name -> (joint, heading
+#: given, rotations searched when no heading is known).
+LOCALIZE_RUNS: dict[str, tuple[bool, bool, int]] = {
+    "network, no heading": (False, False, 0),
+    "network, no heading, rotation search": (False, False, JointConfig().rotations),
+    "network, heading": (False, True, 0),
+    "joint, no heading": (True, False, JointConfig().rotations),
+    "joint, heading": (True, True, JointConfig().rotations),
+}
+
+#: Side of the training-free baseline's box around a registered click, metres.
+BASELINE_BOX_M = 16.0
+
+
+def _window_boxes(polygons: Sequence[Any], crs: Any, rec: Record) -> np.ndarray:
+    """North-up polygons (``crs``) -> (n, 4) pixel-edge boxes of the record's reference window
+    (their bounding boxes in that window's pixels); None -> the empty box (0, 0, 0, 0)."""
+    t = Affine(*rec.georef.transform)  # type: ignore[union-attr]
+    out = []
+    for p in polygons:
+        if p is None:
+            out.append([0.0, 0.0, 0.0, 0.0])
+            continue
+        xs, ys = np.asarray(p.exterior.coords).T
+        xs, ys = georef.to_crs(xs, ys, crs, rec.georef.crs)  # type: ignore[union-attr]
+        cols, rows = georef.map_to_pixel(t, xs, ys)
+        out.append([np.min(cols), np.min(rows), np.max(cols), np.max(rows)])
+    return np.asarray(out, dtype=np.float64).reshape(-1, 4)
+
+
+def _baseline_polygons(res: LocalizationResult, side_m: float) -> list[Any]:
+    """The training-free baseline: a ``side_m`` metre square around each registered click
+    (raster CRS); None where the photo did not register."""
+    from shapely.geometry import box
+
+    half = side_m / 2 / georef.linear_unit_factor(res.crs)
+    return [None if t.registered_xy is None else
+            box(t.registered_xy[0] - half, t.registered_xy[1] - half,
+                t.registered_xy[0] + half, t.registered_xy[1] + half)
+            for t in res.targets]
+
+
+def evaluate_localize(
+    checkpoint: str | os.PathLike[str] | None,
+    manifest: str | os.PathLike[str],
+    *,
+    split: str | None = "test",
+    out_dir: str | os.PathLike[str] | None = None,
+    tta: str | TTASpec = DEFAULT_TTA,
+    limit: int | None = None,
+    start: int = 0,
+    config: JointConfig | None = None,
+    runs: Sequence[str] = tuple(LOCALIZE_RUNS),
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the whole localization (:meth:`Localizer.localize`) on rendered photos WITH
+    their raster, so that the photo-to-orthophoto registration runs.
+
+    Every record needs ``meta["raster"]`` (the source GeoTIFF; written by ``geomogeo synth``
+    for the validation and test tiles), ``meta["bands"]``, ``meta["gps"]`` (the measured
+    position, map coordinates of the record's georeference CRS), ``meta["heading"]`` (the
+    compass reading) and, for the registration figures, ``meta["ground"]`` (the clicked ground
+    points) and ``meta["camera"]["yaw"]`` (the true heading). Photos whose GPS position lies
+    off the raster are skipped (localize refuses them) and listed. Each photo is localized at its
+    GPS position in each of ``runs`` (:data:`LOCALIZE_RUNS`); predicted polygons are compared
+    with the ground-truth boxes in the record's reference-window pixels
+    (:func:`~geomogeo.engine.metrics.evaluate_boxes`, 1 window pixel = the record's GSD).
+    ``start`` and ``limit`` select records ``start .. start + limit - 1`` of the split. The
+    training-free baseline (a ``BASELINE_BOX_M`` square around each registered click; an
+    empty box, IoU 0, where the photo did not register) comes from the registration of the
+    joint run without heading (the registration does not use the heading).
+
+    Returns ``{"checkpoint", "model", "manifest", "split", "tta", "photos", "targets",
+    "config", "registration": {...}, "seconds_per_photo": {run: s}, "metrics": {method:
+    evaluate_boxes dict}}``; with ``out_dir``, also ``metrics.json`` and ``metrics.md``.
+    """
+    from geomogeo.localize import Localizer
+
+    config = config or JointConfig()
+    unknown = set(runs) - set(LOCALIZE_RUNS)
+    if unknown:
+        raise ValueError(f"unknown runs {sorted(unknown)}; expected {sorted(LOCALIZE_RUNS)}")
+    records = [r for r in read_manifest(manifest, split) if r.georef is not None]
+    records = records[start:None if limit is None else start + limit]
+    missing = [r.id for r in records if "raster" not in r.meta or "gps" not in r.meta]
+    if missing or not records:
+        raise ManifestError(f"{manifest}: {len(missing)} record(s) of split {split!r} lack "
+                            f"meta 'raster'/'gps' (e.g. {missing[:3]}), or none is "
+                            "georeferenced; render them with `geomogeo synth`")
+    loc = Localizer.load(checkpoint, tta=tta)
+    photos: dict[str, list[PhotoEval]] = {}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    reg_ok: list[bool] = []
+    off_raster: list[str] = []
+    click_err: list[float] = []
+    heading_err: list[float] = []
+    for rec in tqdm(records, desc="photos", disable=quiet, unit="photo"):
+        src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
+        if not src.contains(*georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)):  # type: ignore[union-attr]
+            off_raster.append(rec.id)  # localize refuses a GPS position off the raster
+            continue
+        gt = np.asarray(rec.boxes, dtype=np.float64)
+        gsd = float(rec.georef.transform[0])  # type: ignore[union-attr]
+        registered = None  # the joint run without heading, when its registration succeeded
+        for name in runs:
+            joint, with_heading, rotations = LOCALIZE_RUNS[name]
+            cfg = dataclasses.replace(config, rotations=rotations)
+            t0 = time.perf_counter()
+            if joint and with_heading and registered is not None:
+                # A registered photo's heading comes from the registration, whatever heading
+                # is given: the joint run with heading is the one without (not re-run).
+                res = registered
+            else:
+                res = loc.localize(
+                    rec.query, rec.meta["raster"], np.asarray(rec.clicks),
+                    tuple(rec.meta["gps"]), center_crs=rec.georef.crs,  # type: ignore[union-attr]
+                    bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
+                    else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
+            seconds[name].append(time.perf_counter() - t0)
+            pred = _window_boxes([t.polygon for t in res.targets], res.crs, rec)
+            photos.setdefault(name, []).append(PhotoEval(pred, gt, gsd))
+            if joint and not with_heading:
+                base = _window_boxes(_baseline_polygons(res, BASELINE_BOX_M), res.crs, rec)
+                photos.setdefault("baseline: registration + fixed box", []).append(
+                    PhotoEval(base, gt, gsd))
+                scene = res.registration
+                reg_ok.append(bool(scene is not None and scene.ok))
+                if scene is not None and scene.ok:
+                    registered = res
+                    if "ground" in rec.meta:
+                        reg = np.asarray([t.registered_xy for t in res.targets])
+                        gx, gy = np.asarray(rec.meta["ground"], dtype=np.float64).T
+                        gx, gy = georef.to_crs(gx, gy, rec.georef.crs, res.crs)  # type: ignore[union-attr]
+                        click_err += np.hypot(reg[:, 0] - gx, reg[:, 1] - gy).tolist()
+                    if "camera" in rec.meta and scene.heading is not None:
+                        d = (scene.heading - float(rec.meta["camera"]["yaw"])) % 360.0
+                        heading_err.append(min(d, 360.0 - d))
+    metrics = {name: evaluate_boxes(p) for name, p in photos.items()}
+    registration = {
+        "photos": len(reg_ok),
+        "success_rate": float(np.mean(reg_ok)) if reg_ok else None,
+        "click_error_m_median": float(np.median(click_err)) if click_err else None,
+        "click_error_m_p90": float(np.percentile(click_err, 90)) if click_err else None,
+        "heading_error_deg_median": float(np.median(heading_err)) if heading_err else None,
+        "heading_error_deg_p90": float(np.percentile(heading_err, 90)) if heading_err
+        else None,
+    }
+    result = {
+        "checkpoint": str(checkpoint) if checkpoint is not None else "default",
+        "model": loc.predictor.name,
+        "sha256": loc.predictor.sha256,
+        "manifest": str(Path(manifest)),
+        "split": split,
+        "tta": str(parse_tta(tta)),
+        "photos": len(records) - len(off_raster),
+        "targets": int(sum(len(r.boxes) for r in records if r.id not in off_raster)),
+        "skipped_gps_off_raster": off_raster,
+        "config": dataclasses.asdict(config),
+        "registration": registration,
+        "seconds_per_photo": {k: float(np.median(v)) for k, v in seconds.items() if v},
+        "metrics": metrics,
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / "metrics.json") as p:
+            Path(p).write_text(json.dumps(result, indent=2), encoding="utf-8")
+        with atomic_write(out / "metrics.md") as p:
+            Path(p).write_text(localize_markdown(result), encoding="utf-8")
+    return result
+
+
+def localize_markdown(result: dict[str, Any], group: str = "2<=N<=6") -> str:
+    """The :func:`evaluate_localize` result as markdown: one row per method (``group`` of
+    targets per photo), then the registration figures and the median time per photo."""
+    cols = ("photos", "targets", "acc@0.25", "acc@0.5", "accI@0.5", "mean_iou",
+            "centre_error_m_median")
+    lines = [f"### localize on {Path(result['manifest']).name} ({result['split'] or 'all'}, "
+             f"tta {result['tta']}, photos with {group} targets)", "",
+             "| method | " + " | ".join(cols) + " | s / photo |",
+             "|---|" + "|".join("---:" for _ in cols) + "|---:|"]
+    for name, m in result["metrics"].items():
+        row = m[group]
+        cells = ["–" if row[c] is None else (f"{row[c]:.3f}" if isinstance(row[c], float)
+                                             else str(row[c])) for c in cols]
+        secs = result["seconds_per_photo"].get(name)
+        lines.append(f"| {name} | " + " | ".join(cells) + " | "
+                     + ("–" if secs is None else f"{secs:.2f}") + " |")
+    reg = result["registration"]
+    lines += ["", "| registration | value |", "|---|---:|"]
+    lines += [f"| {k} | {'–' if v is None else (f'{v:.3f}' if isinstance(v, float) else v)} |"
+              for k, v in reg.items()]
+    return "\n".join(lines) + "\n"

@@ -61,6 +61,7 @@ TARGET_CLASS = "geomogeo-target"
 PHOTO_CLASS = "geomogeo-photo"
 WINDOW_CLASS = "geomogeo-window"
 HEATMAP_CLASS = "geomogeo-heatmap"
+FOOTPRINT_CLASS = "geomogeo-footprint"
 
 _TARGET_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
                    "#f032e6", "#bfef45", "#fabed4", "#469990")
@@ -241,6 +242,7 @@ def make_map(
     heatmaps: Sequence[tuple[str, np.ndarray, Sequence[float]]] = (),
     offline: bool | None = None,
     title: str = "geomogeo",
+    footprint: gpd.GeoDataFrame | None = None,
 ) -> Path:
     """Write an interactive Leaflet map of one localization result as HTML, atomically.
 
@@ -260,6 +262,9 @@ def make_map(
         offline: True or None (default): local Leaflet, no tile layer, no remote references.
             False: folium's CDN scripts and an OpenStreetMap tile layer.
         title: the page title.
+        footprint: the photo's registered ground footprint (polygons with numeric quality
+            columns, any CRS, reprojected to EPSG:4326), drawn as the layer "Photo footprint"
+            (SVG paths of class ``geomogeo-footprint``) with a popup of its columns.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -311,6 +316,18 @@ def make_map(
             className=HEATMAP_CLASS,
         ).add_to(m)
         other = _union(other, (s, w, n, e))
+
+    if footprint is not None and len(footprint):
+        fp = footprint.to_crs("EPSG:4326")
+        fields = [c for c in fp.columns if c != "geometry"]
+        folium.GeoJson(
+            fp.__geo_interface__, name="Photo footprint",
+            style_function=lambda _f: {"className": FOOTPRINT_CLASS, "color": "#ffd700",
+                                       "weight": 2, "fillOpacity": 0.05},
+            popup=folium.GeoJsonPopup(fields=fields) if fields else None,
+        ).add_to(m)
+        w, s_, e, n = (float(v) for v in fp.total_bounds)
+        other = _union(other, (s_, w, n, e))
 
     if targets is not None and len(targets):
         layer, tb = _targets_layer(targets, ref_lon)

@@ -127,7 +127,7 @@ def test_synth_renders_the_held_out_split_deterministically(tmp_path):
 
     for run in ("a", "b"):
         assert cli_main(["-q", "synth", str(tmp_path / run), "--n", "1", "--split", "test",
-                         "--seed", "3"]) == 0
+                         "--seed", "3", "--targets", "2,3"]) == 0
     a = read_manifest(tmp_path / "a" / "manifest.jsonl")
     b = read_manifest(tmp_path / "b" / "manifest.jsonl")
     assert len(a) == 2 and {r.split for r in a} == {"test"}  # one photo per test tile
@@ -136,4 +136,10 @@ def test_synth_renders_the_held_out_split_deterministically(tmp_path):
                for ra, rb in zip(a, b, strict=True))
     # Held-out data keeps the tiles' real georeference (UTM 31N).
     assert all(r.georef is not None and CRS(r.georef.crs).to_epsg() == 32631 for r in a)
+    assert all(2 <= len(r.boxes) <= 3 for r in a)
+    # ... and their records name the source raster (so `evaluate --localize` can register).
+    tiles = Path(__file__).resolve().parents[2] / "sample_tiles"
+    assert sorted((r.meta["raster"], r.meta["bands"]) for r in a) == [
+        (str(tiles / "rotterdam_pan_0p5m_c.tif"), None),
+        (str(tiles / "rotterdam_rgbn_1m_c.tif"), [1, 2, 3])]
     assert cli_main(["-q", "synth", str(tmp_path / "c"), "--split", "nowhere"]) == 2

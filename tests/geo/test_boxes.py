@@ -62,7 +62,7 @@ def test_csv_attributes_keep_their_types(tmp_path: Path, ras: Path,
 
     q = qgis_layer_check(out, "boxes")
     assert q["isValid"] and q["featureCount"] == 2
-    assert {k: q["fieldTypes"][k] for k in ("count", "score", "time", "plot")} == {
+    assert {k: q["field_types"][k] for k in ("count", "score", "time", "plot")} == {
         "count": "Integer64", "score": "Real", "time": "DateTime", "plot": "String"}
 
 

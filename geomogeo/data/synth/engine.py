@@ -19,7 +19,7 @@ import io
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,7 +342,7 @@ def generate(
     return out
 
 
-def _record(s: Sample, root: Path, split: str) -> Record:
+def _record(s: Sample, root: Path, split: str, source: dict[str, Any] | None) -> Record:
     q = root / "queries" / f"{s.id}.jpg"
     ref = root / "references" / f"{s.id}.png"
     q.write_bytes(s.jpeg)
@@ -361,18 +361,26 @@ def _record(s: Sample, root: Path, split: str) -> Record:
             "camera": {"x": cam.x, "y": cam.y, "altitude": cam.altitude, "yaw": cam.yaw,
                        "pitch": cam.pitch, "hfov": cam.hfov, "k1": cam.k1},
             "ground": s.ground.tolist(),
+            **(source or {}),
         },
     )
 
 
-def write_samples(samples: Iterable[Sample], root: str | os.PathLike[str], split: str
-                  ) -> list[Record]:
+def write_samples(samples: Iterable[Sample], root: str | os.PathLike[str], split: str,
+                  sources: Mapping[str, dict[str, Any]] | None = None) -> list[Record]:
     """Write samples under ``root`` (``queries/*.jpg``, ``references/*.png`` with the valid
-    mask as alpha) and return their manifest records."""
+    mask as alpha) and return their manifest records.
+
+    ``sources`` maps a scene name to extra ``meta`` entries for its samples, e.g. the source
+    raster (``{"raster": path, "bands": [1, 2, 3] or None}``) of a scene with its real
+    georeference, so that evaluation can run the whole localization (registration included)
+    on the raster itself.
+    """
     root = Path(root)
     (root / "queries").mkdir(parents=True, exist_ok=True)
     (root / "references").mkdir(parents=True, exist_ok=True)
-    return [_record(s, root, split) for s in samples]
+    sources = sources or {}
+    return [_record(s, root, split, sources.get(s.scene)) for s in samples]
 
 
 def load_default_scenes(data_dir: str | os.PathLike[str], cfg: SynthConfig
@@ -413,6 +421,10 @@ def synthesize_default(
         raise ValueError(f"unknown splits {sorted(unknown)}; expected {sorted(DEFAULT_TILES)}")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     scenes = load_default_scenes(data_dir, cfg)
+    # Validation and test scenes keep their tile's georeference: record the source raster.
+    sources = {Path(name).stem: {"raster": str((data_dir / name).resolve()),
+                                 "bands": list(bands) if bands else None}
+               for split in ("val", "test") for name, bands in DEFAULT_TILES[split]}
     out = Path(out_dir)
     records: list[Record] = []
     for k, split in enumerate(splits):
@@ -421,7 +433,7 @@ def synthesize_default(
         log.info("%s: %d photos from %d worlds", split, n, len(worlds))
         samples = generate(worlds, n, seed=seed * 1000 + k, cfg=cfg, prefix=f"{split}-",
                            workers=workers, quiet=quiet)
-        records += write_samples(samples, out, split)
+        records += write_samples(samples, out, split, sources)
     manifest = out / "manifest.jsonl"
     write_manifest(manifest, records)
     return manifest

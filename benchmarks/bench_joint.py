@@ -1,0 +1,88 @@
+"""Cost of joint localization: one 5-target photo, default settings, against today's default.
+
+Renders one drone photo with 5 targets from the held-out tile (Rotterdam c, the data engine's
+camera) and times, in this process, with the shipped model and its default test-time
+augmentation (rot4+s2):
+
+* ``network, heading given``: today's default localize (``joint=False``, heading given);
+* ``joint, no heading``: the default flow (registration, re-centred window, prior; the
+  heading comes from the registration);
+* ``network, no heading, rotation search``: the no-compass fallback (8 rotations).
+
+Prints the median of ``--repeats`` runs of each and its ratio to the first (the issue's goal:
+joint <= 2x).
+
+Usage::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_joint.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geomogeo.data.synth.engine import SynthConfig, World, render_sample
+from geomogeo.data.synth.scene import scene_from_raster
+from geomogeo.geo.raster import open_raster
+from geomogeo.joint import JointConfig
+from geomogeo.localize import Localizer
+
+TILE = Path(__file__).resolve().parents[1] / "sample_tiles" / "rotterdam_pan_0p5m_c.tif"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per mode")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = SynthConfig(targets=(5, 5), max_tries=1000, min_object_m2=100.0)
+    world = World.build(scene_from_raster(TILE, gsd=0.5), cfg)
+    src = open_raster(TILE)
+    sample = None
+    for seed in range(100):
+        s = render_sample(world, np.random.default_rng([seed, 5]), cfg, "bench")
+        if src.contains(*s.measured_xy):  # localize refuses a GPS position off the raster
+            sample = s
+            break
+    assert sample is not None and len(sample.clicks) == 5
+    loc = Localizer.load()
+    runs = {
+        "network, heading given": dict(heading=sample.heading, joint=False),
+        "joint, no heading": dict(),
+        "network, no heading, rotation search": dict(joint=False),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "photo.jpg"
+        photo.write_bytes(sample.jpeg)
+
+        def once(kw: dict) -> float:
+            t0 = time.perf_counter()
+            loc.localize(photo, TILE, sample.clicks, sample.measured_xy,
+                         center_crs="EPSG:32631", quiet=True, config=JointConfig(), **kw)
+            return time.perf_counter() - t0
+
+        for kw in runs.values():
+            once(kw)  # warm-up
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.repeats):  # interleaved, so that load changes hit every mode
+            for name, kw in runs.items():
+                times[name].append(once(kw))
+    base = statistics.median(times["network, heading given"])
+    print(f"localize, 1 photo x 5 targets, shipped model (rot4+s2), {args.threads} CPU "
+          f"threads, median of {args.repeats}")
+    print(f"{'mode':<40}{'ms':>9}{'x today':>9}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:<40}{med * 1e3:>9.1f}{med / base:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Joint localization end to end on the held-out tile (Rotterdam c, never used in training):
+a rendered drone photo without heading is registered to the orthophoto and the clicked
+object is boxed by the shipped network, read back from the GeoPackage by Debian's GDAL and by
+QGIS; a blurred photo cannot be registered and falls back to the network alone, saying so."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from oracles import ogrinfo_summary, qgis_layer_check
+from PIL import Image, ImageFilter
+from shapely.geometry import Polygon, shape
+
+from geomogeo import Localizer
+from geomogeo.cli import main
+from geomogeo.data.synth.camera import CameraRanges
+from geomogeo.data.synth.engine import Sample, SynthConfig, World, render_sample
+from geomogeo.data.synth.scene import scene_from_raster
+from geomogeo.geo import georef
+from geomogeo.joint import JointConfig
+from geomogeo.predictor import InputSpec, Prediction
+
+ROOT = Path(__file__).resolve().parents[2]
+TILE = ROOT / "sample_tiles" / "rotterdam_pan_0p5m_c.tif"  # the held-out test tile
+UTM = "EPSG:32631"
+# One rendered view (seed 2 of this configuration): a near-nadir drone photo with one target
+# that today's network alone, without a heading, misses entirely (IoU 0).
+CFG = SynthConfig(targets=(1, 3), camera=CameraRanges(pitch=(0.0, 15.0)))
+SEED = 2
+
+
+@pytest.fixture(scope="module")
+def sample() -> Sample:
+    world = World.build(scene_from_raster(TILE, gsd=0.5), CFG)
+    return render_sample(world, np.random.default_rng([SEED]), CFG, "joint")
+
+
+@pytest.fixture(scope="module")
+def localizer() -> Localizer:
+    return Localizer.load()
+
+
+def _truth(s: Sample) -> list[Polygon]:
+    return georef.boxes_to_polygons(s.boxes, Affine(*s.transform))
+
+
+def _read_layer(gpkg: Path, layer: str) -> list[dict]:
+    out = subprocess.run(["ogr2ogr", "-f", "GeoJSON", "/vsistdout/", str(gpkg), layer],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["features"]
+
+
+def test_joint_boxes_the_clicked_object_without_heading(sample, localizer, tmp_path):
+    photo = tmp_path / "drone.jpg"
+    photo.write_bytes(sample.jpeg)
+    res = localizer.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                             quiet=True)
+    gpkg = res.to_file(tmp_path / "out.gpkg")
+
+    feats = _read_layer(gpkg, "targets")
+    assert len(feats) == len(sample.boxes) == 1
+    props, poly = feats[0]["properties"], shape(feats[0]["geometry"])
+    truth = _truth(sample)[0]
+    assert poly.intersection(truth).area / poly.union(truth).area > 0.5
+    assert props["method"] == "joint" and props["heading_source"] == "registration"
+    # The heading came from the registration: within 3 degrees of the camera's true yaw.
+    d = (props["heading_used"] - sample.camera.yaw) % 360
+    assert min(d, 360 - d) < 3.0
+    assert props["n_inliers"] >= 12 and 0 <= props["reproj_error_px"] < 2.0
+
+    # The network alone, without heading and without rotation search, misses this object.
+    alone = localizer.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                               quiet=True, joint=False, config=JointConfig(rotations=0))
+    t = alone.targets[0]
+    assert (t.method, t.heading_source) == ("network", "none")
+    assert t.polygon.intersection(truth).area / t.polygon.union(truth).area < 0.5
+
+    # The registered click lies within 2 m of the clicked object's true ground point.
+    (rx, ry), (gx, gy) = res.targets[0].registered_xy, sample.ground[0]
+    assert np.hypot(rx - gx, ry - gy) < 2.0
+
+    # Footprint layer: the photo's true ground outline (the camera's exact projection),
+    # with numeric quality figures, for GDAL and for QGIS.
+    (fp,) = _read_layer(gpkg, "photo_footprint")
+    w, h = sample.camera.width, sample.camera.height
+    edge = np.linspace(0, 1, 9)[:-1]
+    ring = np.concatenate([np.column_stack([edge * w, 0 * edge]),
+                           np.column_stack([w + 0 * edge, edge * h]),
+                           np.column_stack([(1 - edge) * w, h + 0 * edge]),
+                           np.column_stack([0 * edge, (1 - edge) * h])])
+    true_fp = Polygon(sample.camera.photo_to_ground(ring))
+    got = shape(fp["geometry"])
+    assert got.intersection(true_fp).area / got.union(true_fp).area > 0.95
+    assert fp["properties"]["n_inliers"] == props["n_inliers"]
+    summary = ogrinfo_summary(gpkg, "photo_footprint")
+    assert summary.epsg == 32631 and summary.geometry == "Polygon"
+    assert {k: summary.fields[k] for k in ("n_matches", "n_inliers", "inlier_ratio",
+                                           "reproj_error_px", "reproj_error_m", "heading")} \
+        == {"n_matches": "Integer64", "n_inliers": "Integer64", "inlier_ratio": "Real",
+            "reproj_error_px": "Real", "reproj_error_m": "Real", "heading": "Real"}
+    targets = ogrinfo_summary(gpkg, "targets")
+    assert {k: targets.fields[k] for k in ("method", "n_inliers", "reproj_error_px",
+                                           "heading_used", "heading_source")} \
+        == {"method": "String", "n_inliers": "Integer64", "reproj_error_px": "Real",
+            "heading_used": "Real", "heading_source": "String"}
+    html = res.to_map(tmp_path / "map.html").read_text()
+    assert "Photo footprint" in html and "geomogeo-footprint" in html
+    q = qgis_layer_check(gpkg, "photo_footprint")
+    assert q["isValid"] and q["authid"] == UTM and q["featureCount"] == 1
+    assert {k: q["field_types"][k] for k in ("n_inliers", "inlier_ratio", "reproj_error_px",
+                                             "heading")} \
+        == {"n_inliers": "Integer64", "inlier_ratio": "Real", "reproj_error_px": "Real",
+            "heading": "Real"}
+
+
+class NetworkStandIn:
+    """A predictor that boxes a fixed square around every click (query pixels scaled to the
+    reference), with score 0.5; records the queries it saw."""
+
+    name = "stand-in"
+    sha256 = "cd" * 32
+    spec = InputSpec(256, (128, 128), 1.0)
+
+    def __init__(self) -> None:
+        self.queries: list[np.ndarray] = []
+
+    def predict(self, reference: np.ndarray, query: np.ndarray, points: np.ndarray
+                ) -> Prediction:
+        self.queries.append(query)
+        c = np.asarray(points) * 2.0
+        boxes = np.column_stack([c - 8, c + 8])
+        m = len(points)
+        return Prediction(boxes, np.full(m, 0.5), np.zeros((m, 32, 32), np.float32))
+
+
+def test_blurred_photo_falls_back_to_the_network_and_says_so(sample, tmp_path, caplog):
+    blurred = Image.open(io.BytesIO(sample.jpeg)).filter(
+        ImageFilter.GaussianBlur(25))
+    photo = tmp_path / "blurred.png"
+    blurred.save(photo)
+    net = NetworkStandIn()
+    res = Localizer(net).localize(photo, TILE, sample.clicks, sample.measured_xy,
+                                  center_crs=UTM, heading=sample.heading, quiet=True)
+    assert res.registration is not None and not res.registration.ok
+    assert res.registration_summary().startswith("registration: failed (")
+    assert "the network alone localizes" in caplog.text
+    assert len(net.queries) == 1  # heading given: no rotation search
+    t = res.targets[0]
+    assert (t.method, t.heading_source, t.n_inliers) == ("network", "given", 0)
+    assert t.heading_used == pytest.approx(sample.heading)
+    assert np.isnan(t.reproj_error_px) and t.registered_xy is None
+    gpkg = res.to_file(tmp_path / "out.gpkg")
+    (f,) = _read_layer(gpkg, "targets")
+    assert f["properties"]["method"] == "network"
+    assert f["properties"]["n_inliers"] == 0
+    assert "photo_footprint" not in subprocess.run(
+        ["ogrinfo", "-q", str(gpkg)], capture_output=True, text=True, check=True).stdout
+
+    # Without a heading the query's rotation is searched: 8 rotations, source "search".
+    net.queries.clear()
+    res = Localizer(net).localize(photo, TILE, sample.clicks, sample.measured_xy,
+                                  center_crs=UTM, quiet=True)
+    assert len(net.queries) == 8
+    assert (res.targets[0].method, res.targets[0].heading_source) == ("network", "search")
+
+
+def test_cli_prints_the_registration_quality(sample, tmp_path, capsys):
+    photo = tmp_path / "drone.jpg"
+    photo.write_bytes(sample.jpeg)
+    x, y = sample.measured_xy
+    cx, cy = sample.clicks[0]
+    assert main(["localize", str(photo), str(TILE), "-p", f"{cx},{cy}", "--center", f"{x},{y}",
+                 "--center-crs", UTM, "-o", str(tmp_path / "o"), "--no-map",
+                 "--no-heatmaps"]) == 0
+    out = capsys.readouterr().out
+    assert "drone.jpg: registration: ok, " in out and " inliers of " in out
+    assert "joint, heading " in out and "(registration)" in out
+
+
+def test_evaluate_localize_scores_baseline_and_joint_as_computed_by_hand(sample, tmp_path):
+    from shapely.geometry import box
+
+    from geomogeo.data.manifest import write_manifest
+    from geomogeo.data.synth.engine import write_samples
+    from geomogeo.engine.evaluate import evaluate_localize, localize_markdown
+
+    (rec,) = write_samples([sample], tmp_path, "test",
+                           {sample.scene: {"raster": str(TILE), "bands": None}})
+    write_manifest(tmp_path / "manifest.jsonl", [rec])
+    out = evaluate_localize(None, tmp_path / "manifest.jsonl", out_dir=tmp_path / "eval",
+                            runs=("network, no heading", "joint, no heading"))
+    assert out["photos"] == 1 and out["targets"] == 1 and out["skipped_gps_off_raster"] == []
+    assert out["registration"]["success_rate"] == 1.0
+
+    res = Localizer.load().localize(rec.query, TILE, sample.clicks, sample.measured_xy,
+                                    center_crs=UTM, quiet=True)
+    truth = _truth(sample)[0]
+    iou = res.targets[0].polygon.intersection(truth).area / \
+        res.targets[0].polygon.union(truth).area
+    joint = out["metrics"]["joint, no heading"]["all"]
+    assert joint["mean_iou"] == pytest.approx(iou, abs=1e-6)
+    assert joint["acc@0.5"] == float(iou > 0.5)
+    rx, ry = res.targets[0].registered_xy
+    base = box(rx - 8, ry - 8, rx + 8, ry + 8)
+    base_iou = base.intersection(truth).area / base.union(truth).area
+    baseline = out["metrics"]["baseline: registration + fixed box"]["all"]
+    assert baseline["mean_iou"] == pytest.approx(base_iou, abs=1e-6)
+    d = (res.registration.heading - sample.camera.yaw) % 360
+    assert out["registration"]["heading_error_deg_median"] == pytest.approx(min(d, 360 - d))
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["metrics"]["joint, no heading"]["all"]["mean_iou"] == joint["mean_iou"]
+    assert "| joint, no heading | 0 | 0 |" in (tmp_path / "eval" / "metrics.md").read_text()
+    assert f"| joint, no heading | 1 | 1 | {joint['acc@0.25']:.3f} | {joint['acc@0.5']:.3f} |" \
+        in localize_markdown(out, group="all")  # this photo has one target
