@@ -6,7 +6,7 @@ Processing > Options > Providers > geomogeo.
 """
 
 
-def classFactory(iface):  # noqa: N802 (the name QGIS looks for)
+def classFactory(iface):
     """QGIS's plugin entry point: the plugin object for ``iface`` (None when headless)."""
     from .plugin import GeomogeoPlugin
 

@@ -20,8 +20,8 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
