@@ -24,6 +24,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from oracles import qgis_python
+from PIL import Image
 from pyproj import Transformer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ RASTER = SAMPLES / DEMO["raster"]
 DRIVER = Path(__file__).with_name("qgis_plugin_driver.py")
 NO_TTA = 1  # index of "none" in the plugin's TTA_MODES
 CENTER_LONLAT = (4.3539, 51.8956)  # about 30 m north of photo 2's EXIF position
+SEARCH_EXTENT = (593020.0, 5750150.0, 593305.0, 5750435.0)  # xmin, ymin, xmax, ymax (UTM 31N)
 
 # QVariant type ids that QGIS gives the fields of a layer
 QVARIANT = {"bool": 1, "int64": 4, "float64": 6, "object": 10, "str": 10}
@@ -122,6 +124,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
     venv.mkdir(parents=True)
     (venv / "geomogeo").symlink_to(launcher)
     (venv / "python3").symlink_to(sys.executable)
+    no_gps = tmp / "photo_3_no_exif.png"  # no GPS: the extent is searched window by window
+    Image.open(_photo(2)["path"]).save(no_gps)
+    xmin, ymin, xmax, ymax = SEARCH_EXTENT
     base = {"RASTER": str(RASTER), "TTA": NO_TTA, "OUTPUT": "TEMPORARY_OUTPUT"}
     text_clicks = ";".join(f"{x},{y}" for x, y in p1["clicks"])
     runs = [
@@ -145,12 +150,17 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # 5: the provider setting names a file that is not a program
         {"alg": "geomogeo:localize", "cli": str(not_executable),
          "params": {**base, "PHOTO": str(p1["path"]), "CLICKS": text_clicks}},
+        # 6: a photo without GPS: the search extent is searched (the CLI's progress bar)
+        {"alg": "geomogeo:localize",
+         "params": {**base, "PHOTO": str(no_gps),
+                    "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [EPSG:32631]",
+                    "CLICKS": ";".join(f"{x},{y}" for x, y in _photo(2)["clicks"])}},
     ]
     resolve = [str(launcher), str(venv.parent), str(venv / "python3"), ""]
     result = _drive(tmp, launcher, runs, resolve, env={"GEOMOGEO_CLI": str(launcher)})
     return {"result": result, "runs": result["runs"], "tmp": tmp, "launcher": launcher,
             "clicks_csv": clicks_csv, "venv": venv,
-            "not_executable": not_executable}
+            "not_executable": not_executable, "no_gps": no_gps}
 
 
 def test_plugin_installs_from_zip_and_registers_the_provider(session: dict) -> None:
@@ -209,6 +219,22 @@ def test_localize_with_clicks_file_position_and_heading_matches_the_cli(
     cx, cy = (float(v) for v in next(a for a in args if a.startswith("--center="))[9:].split(","))
     ex, ey = Transformer.from_crs("EPSG:4326", "EPSG:32631", always_xy=True).transform(lon, lat)
     assert abs(cx - ex) < 1e-4 and abs(cy - ey) < 1e-4
+
+
+def test_search_without_gps_reports_progress_and_matches_the_cli(
+        session: dict, tmp_path: Path) -> None:
+    run = session["runs"][6]
+    assert run["error"] is None, run
+    expected = _cli_targets(session["launcher"], tmp_path, [
+        str(session["no_gps"]), str(RASTER), "--extent", ",".join(map(str, SEARCH_EXTENT)),
+        *(f"--point={x},{y}" for x, y in _photo(2)["clicks"])])
+    assert set(expected["windows_searched"]) == {4}  # 285 m square, 256 m windows: 2 x 2
+    _assert_same_targets(run["output"], expected)
+    # the CLI's progress bar ("windows: 100%|...| 4/4") drove the progress, 0-90 %, and was
+    # not copied into the log
+    assert 90 in run["progress"] and run["progress"][-1] == 100
+    assert run["progress"] == sorted(run["progress"])
+    assert not any("%|" in m for m in run["messages"])
 
 
 def test_cancel_kills_the_cli_and_raises(session: dict) -> None:
