@@ -32,7 +32,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .runner import resolve_command, run_cli
+from .runner import cli_failure, resolve_command, run_cli
 
 #: Test-time augmentation choices: (label, value passed to ``--tta``; None = the CLI default).
 TTA_MODES = (
@@ -46,6 +46,10 @@ TTA_MODES = (
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _CLICK = re.compile(rf"\s*({_NUMBER})\s*,\s*({_NUMBER})\s*")
+#: The last line ``geomogeo batch`` prints (exit status 3 when some photos failed).
+_BATCH_SUMMARY = re.compile(
+    r"(?P<PHOTOS>\d+) photo\(s\): (?P<LOCALIZED>\d+) localized, (?P<FAILED>\d+) failed, "
+    r"(?P<SKIPPED>\d+) already done; (?P<TARGETS>\d+) target\(s\) written")
 
 
 def parse_clicks(text: str) -> list[tuple[float, float]]:
@@ -106,14 +110,23 @@ class _GeomogeoAlgorithm(QgsProcessingAlgorithm):
     def command(self) -> list[str]:
         return resolve_command(self._cli_setting())
 
-    def tta_args(self, parameters, context) -> list[str]:
-        mode = TTA_MODES[self.parameterAsEnum(parameters, "TTA", context)][1]
-        return [] if mode is None else ["--tta", mode]
-
-    def add_tta_parameter(self) -> None:
+    def add_model_parameters(self) -> None:
+        """The checkpoint (MODEL) and test-time augmentation (TTA) parameters."""
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", self.tr("Model checkpoint (default: the shipped model)"), optional=True,
+            fileFilter="geomogeo checkpoint (*.pt *.onnx)"))
         self.addParameter(QgsProcessingParameterEnum(
             "TTA", self.tr("Test-time augmentation"), options=[m[0] for m in TTA_MODES],
             defaultValue=0))
+
+    def model_args(self, parameters, context) -> list[str]:
+        """``--model`` and ``--tta`` options for the CLI (none when left at the defaults)."""
+        args = []
+        model = self.parameterAsFile(parameters, "MODEL", context)
+        if model:
+            args += ["--model", model]
+        mode = TTA_MODES[self.parameterAsEnum(parameters, "TTA", context)][1]
+        return args if mode is None else [*args, "--tta", mode]
 
 
 class LocalizeAlgorithm(_GeomogeoAlgorithm):
@@ -155,10 +168,7 @@ class LocalizeAlgorithm(_GeomogeoAlgorithm):
             "HEADING", self.tr("Camera heading, degrees clockwise from north (default: EXIF)"),
             type=QgsProcessingParameterNumber.Double, optional=True, minValue=-360.0,
             maxValue=360.0))
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", self.tr("Model checkpoint (default: the shipped model)"), optional=True,
-            fileFilter="geomogeo checkpoint (*.pt *.onnx)"))
-        self.add_tta_parameter()
+        self.add_model_parameters()
         self.addParameter(QgsProcessingParameterFeatureSink(
             "OUTPUT", self.tr("Localized objects"), QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber("TARGETS", self.tr("Number of targets")))
@@ -189,10 +199,7 @@ class LocalizeAlgorithm(_GeomogeoAlgorithm):
                      f"{ext.xMaximum()!r},{ext.yMaximum()!r}"]
         if _given(parameters, "HEADING"):
             args += [f"--heading={self.parameterAsDouble(parameters, 'HEADING', context)!r}"]
-        model = self.parameterAsFile(parameters, "MODEL", context)
-        if model:
-            args += ["--model", model]
-        args += self.tta_args(parameters, context)
+        args += self.model_args(parameters, context)
 
         out_dir = tempfile.mkdtemp(prefix="geomogeo_qgis_")
         try:
@@ -248,8 +255,9 @@ class BatchLocalizeAlgorithm(_GeomogeoAlgorithm):
     def shortHelpString(self) -> str:
         return self.tr(
             "Localizes the clicked objects of many photos (a clicks table: CSV or JSON Lines "
-            "with photo, x, y and optional target_id, heading and extra columns; photo paths "
-            "relative to the table) on a raster layer or a folder of tiles, into one "
+            "with photo, x, y and optional target_id, heading, lon, lat and extra columns; "
+            "photo paths relative to the table; or a folder of photos, each with a "
+            "PHOTO.clicks.csv of x, y) on a raster layer or a folder of tiles, into one "
             "GeoPackage (targets, photo footprints and an errors table). A rerun skips the "
             "photos already done.\n\n"
             "Runs 'geomogeo batch' of the geomogeo command set in Processing > Options > "
@@ -257,23 +265,37 @@ class BatchLocalizeAlgorithm(_GeomogeoAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterFile(
-            "CLICKS_TABLE", self.tr("Clicks table (CSV or JSON Lines)"),
-            fileFilter="Clicks table (*.csv *.jsonl *.json)"))
+            "CLICKS_TABLE", self.tr("Clicks table (CSV or JSON Lines)"), optional=True,
+            fileFilter="Clicks table (*.csv *.jsonl *.ndjson)"))
+        self.addParameter(QgsProcessingParameterFile(
+            "PHOTO_FOLDER", self.tr("...or a folder of photos with PHOTO.clicks.csv sidecars"),
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             "RASTER", self.tr("Reference orthophoto"), optional=True))
         self.addParameter(QgsProcessingParameterFile(
             "TILES", self.tr("...or a folder of reference tiles"),
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            "WORKERS", self.tr("Workers (0: in the geomogeo process)"),
-            type=QgsProcessingParameterNumber.Integer, defaultValue=2, minValue=0))
-        self.add_tta_parameter()
+            "WORKERS", self.tr("Worker processes (0: none, in one process; default: one per "
+                               "CPU core)"),
+            type=QgsProcessingParameterNumber.Integer, optional=True, minValue=0))
+        self.add_model_parameters()
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT", self.tr("Output GeoPackage"), fileFilter="GeoPackage (*.gpkg)"))
+        for name, text in (("PHOTOS", "Photos in the table"),
+                           ("LOCALIZED", "Photos localized by this run"),
+                           ("FAILED", "Photos that failed (layer 'errors')"),
+                           ("SKIPPED", "Photos already in the GeoPackage"),
+                           ("TARGETS", "Targets written by this run")):
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(text)))
 
     def processAlgorithm(self, parameters, context, feedback):
         command = self.command()
         table = self.parameterAsFile(parameters, "CLICKS_TABLE", context)
+        folder = self.parameterAsFile(parameters, "PHOTO_FOLDER", context)
+        if bool(table) == bool(folder):
+            raise QgsProcessingException(
+                self.tr("Give either a clicks table or a folder of photos with sidecars."))
         tiles = self.parameterAsFile(parameters, "TILES", context)
         layer = self.parameterAsRasterLayer(parameters, "RASTER", context)
         if (layer is None) == (not tiles):
@@ -281,9 +303,20 @@ class BatchLocalizeAlgorithm(_GeomogeoAlgorithm):
                 self.tr("Give either a reference raster layer or a folder of tiles."))
         reference = tiles or raster_path(layer)
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        workers = self.parameterAsInt(parameters, "WORKERS", context)
-        run_cli(command, ["batch", table, reference, "-o", out, "--workers", str(workers),
-                          *self.tta_args(parameters, context)],
-                feedback, on_progress=feedback.setProgress)
+        args = ["batch", table or folder, reference, "-o", out,
+                *self.model_args(parameters, context)]
+        if _given(parameters, "WORKERS"):
+            args += ["--workers", str(self.parameterAsInt(parameters, "WORKERS", context))]
+        run = run_cli(command, args, feedback, on_progress=feedback.setProgress, check=False)
+        summary = next((m for m in map(_BATCH_SUMMARY.search, run.stdout) if m), None)
+        if summary is None and run.returncode != 0:
+            raise cli_failure(args, run)
+        if summary is None:  # finished, but its summary line is not the one expected here
+            feedback.pushWarning("geomogeo batch printed no summary line: no counts")
+        counts = {} if summary is None else {k: int(v) for k, v in summary.groupdict().items()}
+        if counts.get("FAILED"):
+            # the batch went on: the other photos' results are in the GeoPackage
+            feedback.pushWarning(f"{counts['FAILED']} photo(s) failed; see the layer 'errors' "
+                                 f"of {out}")
         feedback.setProgress(100)
-        return {"OUTPUT": out}
+        return {"OUTPUT": out, **counts}

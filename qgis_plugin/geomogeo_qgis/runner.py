@@ -22,6 +22,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
@@ -121,22 +122,38 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+class CliRun(NamedTuple):
+    """What a finished command left: its exit status and its output lines."""
+
+    returncode: int
+    stdout: list[str]
+    stderr: list[str]
+
+
+def cli_failure(args: list[str], run: CliRun) -> QgsProcessingException:
+    """The exception for a failed ``geomogeo ARGS`` run, with the command's own message."""
+    return QgsProcessingException(
+        f"geomogeo {args[0] if args else ''} failed (exit status {run.returncode}): "
+        f"{failure_message(run.stderr)}")
+
+
 def run_cli(
     command: list[str],
     args: list[str],
     feedback: QgsProcessingFeedback | None,
     *,
     on_progress: Callable[[float], None] | None = None,
-) -> list[str]:
-    """Run ``command + args`` and return its stdout lines.
+    check: bool = True,
+) -> CliRun:
+    """Run ``command + args`` to the end.
 
     Every stdout and stderr line is pushed to ``feedback`` (progress-bar lines only update
     ``on_progress`` with their percentage, 0-100). ``feedback.isCanceled()`` is polled every
     0.1 s while the command runs; a cancel terminates it.
 
     Raises:
-        QgsProcessingException: the command could not start, was canceled, or exited with a
-            non-zero status (the message carries the command's own error line).
+        QgsProcessingException: the command could not start, was canceled, or (with
+            ``check``) exited with a non-zero status (see :func:`cli_failure`).
     """
     cmd = [*command, *args]
     if feedback is not None:
@@ -191,9 +208,8 @@ def run_cli(
             t.join(timeout=1.0)
         proc.stdout.close()
         proc.stderr.close()
-    if rc != 0:
-        raise QgsProcessingException(
-            f"geomogeo {args[0] if args else ''} failed (exit status {rc}): "
-            f"{failure_message(stderr)}")
-    return stdout
+    run = CliRun(rc, stdout, stderr)
+    if check and rc != 0:
+        raise cli_failure(args, run)
+    return run
 

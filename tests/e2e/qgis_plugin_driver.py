@@ -6,13 +6,15 @@ Runs under Debian's ``/usr/bin/python3`` (QGIS's Python: no torch, no geomogeo) 
 CONFIG: ``plugin_zip`` (the packaged plugin), ``plugins_dir`` (an empty folder to install it
 into), ``cli`` (the geomogeo command for the provider setting), ``resolve`` (setting values
 to resolve into commands, without running them) and ``runs``, each
-``{"alg": id, "params": {...}, "cli": optional other setting, "cancel_on_start": bool}``.
+``{"alg": id, "params": {...}, "cli": optional other setting, "cancel_at_group_size": n}``
+(cancel once the CLI's process group has n live processes; 1: as soon as it started).
 The plugin is installed the way QGIS does it (unzipped into a plugin path, found by
 ``qgis.utils.updateAvailablePlugins``, imported by ``loadPlugin``, started by
 ``startProcessingPlugin``, i.e. ``classFactory(None).initProcessing()``), each run goes
 through ``processing.run``, and RESULT records what QGIS saw: registry contents, per run the
-exception (if any), feedback messages and progress, and the output layer's CRS, fields and
-features (attributes and polygon rings).
+exception (if any), feedback messages, warnings, commands and progress, the other results,
+and the OUTPUT layer's CRS, fields and features (attributes and polygon rings), or OUTPUT as
+returned when it is not a layer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -34,25 +38,58 @@ from qgis.core import (
 )
 
 
-class RecordingFeedback(QgsProcessingFeedback):
-    """Keeps every message and progress value; optionally cancels once the CLI has started."""
+def process_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(entry))
+    return members
 
-    def __init__(self, cancel_on_start: bool) -> None:
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Keeps every message, warning, command and progress value; optionally cancels as soon
+    as the CLI has started (``cancel_at_group_size`` 1) or once its process group (the CLI
+    and the processes it started, e.g. Dask workers) has that many live processes."""
+
+    def __init__(self, cancel_at_group_size: int | None) -> None:
         super().__init__()
         self.messages: list[str] = []
         self.commands: list[str] = []
+        self.warnings: list[str] = []
         self.progress_values: list[float] = []
         self.pid: int | None = None
-        self.cancel_on_start = cancel_on_start
+        self.group_size_at_cancel: int | None = None
+        self.cancel_at = cancel_at_group_size
         self.progressChanged.connect(self.progress_values.append)
+
+    def _watch(self) -> None:
+        end = time.monotonic() + 300
+        while time.monotonic() < end and not self.isCanceled():
+            size = len(process_group(self.pid))
+            if size >= self.cancel_at:
+                self.group_size_at_cancel = size
+                self.cancel()
+            time.sleep(0.05)
 
     def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
         self.messages.append(info)
         if info.startswith("geomogeo started (pid "):
             self.pid = int(info.split("pid ")[1].rstrip(")"))
-            if self.cancel_on_start:
-                self.cancel()
+            if self.cancel_at is not None:
+                threading.Thread(target=self._watch, daemon=True).start()
         super().pushInfo(info)
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802 (QGIS API)
+        self.warnings.append(warning)
+        super().pushWarning(warning)
 
     def pushCommandInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
         self.commands.append(info)
@@ -85,6 +122,14 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _group_left(pgid: int, wait_s: float = 10.0) -> list[int]:
+    """The group's processes still alive after up to ``wait_s`` (they get SIGTERM first)."""
+    end = time.monotonic() + wait_s
+    while process_group(pgid) and time.monotonic() < end:
+        time.sleep(0.1)
+    return process_group(pgid)
 
 
 def main(config_path: str, result_path: str) -> None:
@@ -133,26 +178,29 @@ def main(config_path: str, result_path: str) -> None:
 
         for run in cfg["runs"]:
             ProcessingConfig.setSettingValue(CLI_SETTING, run.get("cli", cfg["cli"]))
-            feedback = RecordingFeedback(run.get("cancel_on_start", False))
+            feedback = RecordingFeedback(run.get("cancel_at_group_size"))
             context = QgsProcessingContext()
             record: dict = {"error": None, "output": None}
             try:
                 out = processing.run(run["alg"], run["params"], feedback=feedback,
                                      context=context)
-                layer = out.get("OUTPUT")
+                layer = out.pop("OUTPUT", None)
                 if isinstance(layer, QgsVectorLayer):
                     record["output"] = _layer_record(layer)
                     del layer
                 else:
                     record["output"] = layer
-                record["targets"] = out.get("TARGETS")
+                record["results"] = out
             except QgsProcessingException as e:
                 record["error"] = str(e)
             record["messages"] = feedback.messages
             record["commands"] = feedback.commands
+            record["warnings"] = feedback.warnings
             record["progress"] = feedback.progress_values
             record["pid"] = feedback.pid
             record["pid_alive_after"] = None if feedback.pid is None else _pid_alive(feedback.pid)
+            record["group_left"] = None if feedback.pid is None else _group_left(feedback.pid)
+            record["group_size_at_cancel"] = feedback.group_size_at_cancel
             result["runs"].append(record)
             del context, feedback
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 from oracles import qgis_python
 from PIL import Image
@@ -48,8 +48,9 @@ def _photo(i: int) -> dict:
 def _launcher(folder: Path) -> Path:
     """A ``geomogeo`` command running this checkout's CLI with the project's interpreter."""
     exe = folder / "geomogeo"
+    # PYTHONSAFEPATH: Python >= 3.11 does not put the working directory before PYTHONPATH
     exe.write_text("#!/bin/sh\n"
-                   f"PYTHONPATH={shlex.quote(str(REPO))} OMP_NUM_THREADS=1 "
+                   f"PYTHONPATH={shlex.quote(str(REPO))} PYTHONSAFEPATH=1 OMP_NUM_THREADS=1 "
                    f'exec {shlex.quote(sys.executable)} -m geomogeo.cli "$@"\n')
     exe.chmod(0o755)
     return exe
@@ -139,7 +140,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     "CENTER": f"{lon},{lat} [EPSG:4326]",
                     "HEADING": p2["camera"]["true_yaw_deg"]}},
         # 2: canceled as soon as the CLI has started
-        {"alg": "geomogeo:localize", "cancel_on_start": True,
+        {"alg": "geomogeo:localize", "cancel_at_group_size": 1,
          "params": {**base, "PHOTO": str(p1["path"]), "CLICKS": text_clicks}},
         # 3: a click outside the photo: the CLI refuses it
         {"alg": "geomogeo:localize",
@@ -191,7 +192,7 @@ def test_localize_with_text_clicks_matches_the_cli(session: dict, tmp_path: Path
     expected = _cli_targets(session["launcher"], tmp_path, [
         str(p1["path"]), str(RASTER), *(f"--point={x},{y}" for x, y in p1["clicks"])])
     _assert_same_targets(run["output"], expected)
-    assert run["targets"] == len(p1["clicks"])
+    assert run["results"]["TARGETS"] == len(p1["clicks"])
     # the CLI's own messages reached the feedback, and the run finished at 100 %
     printed = [m for m in run["messages"] if m.startswith("target ")]
     assert len(printed) == len(p1["clicks"])
@@ -211,7 +212,7 @@ def test_localize_with_clicks_file_position_and_heading_matches_the_cli(
         str(p2["path"]), str(RASTER), "--points-file", str(session["clicks_csv"]),
         "--center", f"{lon},{lat}", "--heading", str(p2["camera"]["true_yaw_deg"])])
     _assert_same_targets(run["output"], expected)
-    assert run["targets"] == len(p2["clicks"])
+    assert run["results"]["TARGETS"] == len(p2["clicks"])
     # QGIS turned the lon/lat position into the raster's CRS for the CLI (its own PROJ build:
     # agreement with pyproj is to far below a millimetre)
     args = shlex.split(run["commands"][0])
@@ -243,6 +244,7 @@ def test_cancel_kills_the_cli_and_raises(session: dict) -> None:
     assert run["error"] == (f"Canceled: geomogeo (pid {run['pid']}) was stopped before it "
                             "finished.")
     assert run["pid_alive_after"] is False  # killed and reaped, not left running
+    assert run["group_left"] == []
     assert run["output"] is None
     assert not Path(f"/proc/{run['pid']}").exists()
 
@@ -278,35 +280,68 @@ def _has_batch() -> bool:
 
 @pytest.mark.skipif(not _has_batch(), reason="the 'geomogeo batch' command is not in this "
                     "checkout yet (branch 'batch'); the plugin's batch algorithm calls it")
-def test_batch_matches_the_cli(tmp_path: Path) -> None:
+def test_batch_matches_the_cli_resumes_reports_failures_and_cancels(tmp_path: Path) -> None:
     launcher = _launcher(tmp_path)
     table = tmp_path / "clicks.csv"
+    rows = [(str(SAMPLES / p["photo"]), x, y, f"{Path(p['photo']).stem}-{i}")
+            for p in DEMO["photos"] for i, (x, y) in enumerate(p["clicks"])]
     with table.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["photo", "x", "y"])
-        for item in DEMO["photos"]:
-            for x, y in item["clicks"]:
-                w.writerow([str(SAMPLES / item["photo"]), x, y])
-    n_targets = sum(len(p["clicks"]) for p in DEMO["photos"])
-    plugin_out = tmp_path / "plugin.gpkg"
+        csv.writer(f).writerows([("photo", "x", "y", "target_id"), *rows])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a JPEG")
+    with_broken = tmp_path / "with_broken.csv"
+    with_broken.write_text(table.read_text() + f"{broken},10,10,broken-0\n")
+    n_photos, n_targets = len(DEMO["photos"]), len(rows)
+    base = {"RASTER": str(RASTER), "TTA": NO_TTA}
+    out, out_broken = tmp_path / "plugin.gpkg", tmp_path / "broken.gpkg"
     r = _drive(tmp_path, launcher, [
-        {"alg": "geomogeo:batch", "params": {"CLICKS_TABLE": str(table), "RASTER": str(RASTER),
-                                             "WORKERS": 0, "TTA": NO_TTA,
-                                             "OUTPUT": str(plugin_out)}}])
-    run = r["runs"][0]
-    assert run["error"] is None, run
-    assert run["output"] == str(plugin_out)
-    cli_out = tmp_path / "cli.gpkg"
-    proc = _run_cli(launcher, ["batch", str(table), str(RASTER), "-o", str(cli_out),
-                               "--workers", "0", "--tta", "none"])
+        {"alg": "geomogeo:batch", "params": {**base, "CLICKS_TABLE": str(table), "WORKERS": 0,
+                                             "OUTPUT": str(out)}},
+        # the same again: every photo is already in the GeoPackage
+        {"alg": "geomogeo:batch", "params": {**base, "CLICKS_TABLE": str(table), "WORKERS": 0,
+                                             "OUTPUT": str(out)}},
+        # one photo cannot be read: recorded in 'errors', the others localized, no exception
+        {"alg": "geomogeo:batch", "params": {**base, "CLICKS_TABLE": str(with_broken),
+                                             "WORKERS": 0, "OUTPUT": str(out_broken)}},
+        # on 2 Dask workers, canceled once the CLI has started other processes
+        {"alg": "geomogeo:batch", "cancel_at_group_size": 3,
+         "params": {**base, "CLICKS_TABLE": str(table), "WORKERS": 2,
+                    "OUTPUT": str(tmp_path / "canceled.gpkg")}},
+    ])
+    first, again, failing, canceled = r["runs"]
+
+    assert first["error"] is None, first
+    assert first["output"] == str(out)
+    assert first["results"] == {"PHOTOS": n_photos, "LOCALIZED": n_photos, "FAILED": 0,
+                                "SKIPPED": 0, "TARGETS": n_targets}
+    assert first["progress"][-1] == 100 and not first["warnings"]
+    proc = _run_cli(launcher, ["batch", str(table), str(RASTER), "-o",
+                               str(tmp_path / "cli.gpkg"), "--workers", "0", "--tta", "none"])
     assert proc.returncode == 0, proc.stderr
-    got = gpd.read_file(plugin_out, layer="targets", engine="pyogrio")
-    want = gpd.read_file(cli_out, layer="targets", engine="pyogrio")
+    got = gpd.read_file(out, layer="targets", engine="pyogrio")
+    want = gpd.read_file(tmp_path / "cli.gpkg", layer="targets", engine="pyogrio")
     assert len(got) == len(want) == n_targets
-    key = [c for c in ("photo", "target") if c in want.columns]
-    got, want = got.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(
-        drop=True)
+    got = got.sort_values("target_id").reset_index(drop=True)
+    want = want.sort_values("target_id").reset_index(drop=True)
+    assert list(got.columns) == list(want.columns)
+    pd.testing.assert_frame_equal(got.drop(columns=["geometry", "time"]),
+                                  want.drop(columns=["geometry", "time"]))
     for a, b in zip(got.geometry, want.geometry, strict=True):
         assert np.abs(np.array(a.exterior.coords) - np.array(b.exterior.coords)).max() < 1e-3
-    assert run["progress"][-1] == 100
-    assert os.path.getsize(plugin_out) > 0
+
+    assert again["error"] is None, again
+    assert again["results"] == {"PHOTOS": n_photos, "LOCALIZED": 0, "FAILED": 0,
+                                "SKIPPED": n_photos, "TARGETS": 0}
+    assert len(gpd.read_file(out, layer="targets", engine="pyogrio")) == n_targets
+
+    assert failing["error"] is None, failing
+    assert failing["results"] == {"PHOTOS": n_photos + 1, "LOCALIZED": n_photos, "FAILED": 1,
+                                  "SKIPPED": 0, "TARGETS": n_targets}
+    assert failing["warnings"] == [f"1 photo(s) failed; see the layer 'errors' of {out_broken}"]
+    errors = gpd.read_file(out_broken, layer="errors", engine="pyogrio")
+    assert list(errors["photo"]) == [str(broken)]
+
+    assert canceled["error"] == (f"Canceled: geomogeo (pid {canceled['pid']}) was stopped "
+                                 "before it finished.")
+    assert canceled["group_size_at_cancel"] >= 3
+    assert canceled["group_left"] == []  # the Dask processes were stopped with the CLI
