@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
     QgsProcessing,
@@ -189,7 +190,7 @@ class LocalizeAlgorithm(_GeomogeoAlgorithm):
             raise QgsProcessingException(
                 self.tr("No clicks: give 'Clicks' as x,y;x,y or a clicks file."))
         crs = layer.crs()
-        crs_text = crs.authid() or crs.toWkt()
+        crs_text = crs.authid() or crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
         if _given(parameters, "CENTER"):
             point = self.parameterAsPoint(parameters, "CENTER", context, crs)
             args += [f"--center={point.x()!r},{point.y()!r}", "--center-crs", crs_text]
