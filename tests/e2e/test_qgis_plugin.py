@@ -36,6 +36,8 @@ NO_TTA = 1  # index of "none" in the plugin's TTA_MODES
 CENTER_LONLAT = (4.3539, 51.8956)  # about 30 m north of photo 2's EXIF position
 SEARCH_EXTENT = (593020.0, 5750150.0, 593305.0, 5750435.0)  # xmin, ymin, xmax, ymax (UTM 31N)
 
+pytestmark = pytest.mark.slow  # starts QGIS and the CLI several times (about a minute)
+
 # QVariant type ids that QGIS gives the fields of a layer
 QVARIANT = {"bool": 1, "int64": 4, "float64": 6, "object": 10, "str": 10}
 
