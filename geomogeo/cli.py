@@ -259,6 +259,46 @@ def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
     click.echo(f"wrote {manifest}")
 
 
+@cli.command()
+@click.argument("clicks", type=click.Path(path_type=Path))
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path), required=True,
+              help="Output GeoPackage; an existing one is resumed (photos in it are skipped).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Local Dask worker processes, 1 thread each; 0 runs in this process "
+              "without Dask. Default: one per CPU core (bounded by memory and photos).")
+@click.option("--scheduler", metavar="tcp://HOST:PORT", default=None,
+              help="Run on an existing Dask cluster instead of a local one.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="Checkpoint (default: the shipped model).")
+@click.option("--bands", callback=_ints, metavar="B1,B2,B3", help="Raster bands for R,G,B.")
+@click.option("--quiet", "quiet_here", is_flag=True, help="No progress bar.")
+@tta_option
+@click.pass_context
+def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
+          workers: int | None, scheduler: str | None, model_path: Path | None,
+          bands: tuple[int, ...] | None, quiet_here: bool, tta: TTASpec) -> None:
+    """Localize every photo of CLICKS (a CSV / JSON Lines clicks table, or a folder of photos
+    with PHOTO.clicks.csv sidecars) on REFERENCE (a raster, a VRT or a folder of tiles) into
+    one GeoPackage. Exit code 3 when some photo of CLICKS failed, in this run or an earlier
+    one (see the layer 'errors')."""
+    from geomogeo.batch import run_batch
+    from geomogeo.localize import Localizer
+
+    if scheduler is not None and workers is not None:
+        raise click.BadParameter("give --workers or --scheduler, not both")
+    summary = run_batch(clicks, reference, out_path,
+                        localizer=lambda: Localizer.load(model_path, tta=tta), workers=workers,
+                        scheduler=scheduler, bands=bands, quiet=quiet_here or ctx.obj["quiet"])
+    click.echo(f"{summary.photos} photo(s): {summary.succeeded} localized, {summary.failed} "
+               f"failed, {summary.skipped} already done; {summary.targets} target(s) written "
+               f"to {summary.out} in {summary.seconds:.1f} s")
+    if not summary.ok:  # exit code 3 (bad input), through main()
+        raise GeomogeoError(f"{summary.failed + summary.failed_before} photo(s) failed "
+                            f"({summary.failed_before} in an earlier run); see the layer "
+                            f"'errors' of {summary.out}")
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it in-process)."""
     try:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import geopandas as gpd
     from pyproj import CRS
 
+    from geomogeo.batch import BatchSummary
+
 __all__ = ["LocalizationResult", "Localizer", "Target", "default_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -398,6 +400,25 @@ class Localizer:
             model_sha256=self.predictor.sha256,
             time=datetime.now(timezone.utc),
         )
+
+    def localize_many(
+        self,
+        clicks: str | os.PathLike[str],
+        reference: str | os.PathLike[str],
+        out: str | os.PathLike[str],
+        *,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        bands: Sequence[int] | None = None,
+        quiet: bool = False,
+    ) -> BatchSummary:
+        """Localize every photo of a clicks table on a raster, VRT or folder of tiles into one
+        resumable GeoPackage, on Dask or in this process (``workers=0``); see
+        :func:`geomogeo.batch.run_batch`. Returns its :class:`~geomogeo.batch.BatchSummary`."""
+        from geomogeo.batch import run_batch
+
+        return run_batch(clicks, reference, out, localizer=self, workers=workers,
+                         scheduler=scheduler, bands=bands, quiet=quiet)
 
 
 def _invalid_fraction(valid: np.ndarray, box: tuple[float, float, float, float]) -> float:

@@ -104,11 +104,12 @@ def ogrinfo_summary(path: str | os.PathLike[str], layer: str) -> OgrSummary:
     )
 
 
-def gdalinfo_json(path: str | os.PathLike[str]) -> tuple[dict, str]:
-    """Run Debian's ``gdalinfo -json`` on a raster; return (parsed JSON, stderr)."""
+def gdalinfo_json(path: str | os.PathLike[str], checksum: bool = False) -> tuple[dict, str]:
+    """Run Debian's ``gdalinfo -json`` (with ``-checksum``: each band's GDAL checksum) on a
+    raster; return (parsed JSON, stderr)."""
     exe = _require("gdalinfo")
     proc = subprocess.run(
-        [exe, "-json", str(path)],
+        [exe, "-json", *(["-checksum"] if checksum else []), str(path)],
         capture_output=True, text=True, timeout=_TIMEOUT_S, env=_clean_env(), check=False,
     )
     if proc.returncode != 0:

@@ -27,6 +27,7 @@ __all__ = [
     "PhotoLocation",
     "load_photo",
     "parse_point",
+    "read_location",
     "read_points_file",
     "validate_points",
 ]
@@ -143,6 +144,23 @@ def load_photo(path: str | os.PathLike[str]) -> Photo:
     log.debug("loaded photo %s: %dx%d, orientation %s, gps %s", p, w, h,
               exif.get(_ORIENTATION) if exif else None, gps)
     return Photo(path=p, image=image, width=w, height=h, gps=gps)
+
+
+def read_location(path: str | os.PathLike[str]) -> PhotoLocation | None:
+    """A photo's EXIF GPS position without decoding its pixels; None when it has none.
+
+    Raises:
+        PhotoError: missing file or not an image PIL can open.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PhotoError(f"{p}: photo file not found")
+    try:
+        with Image.open(p) as im:
+            exif = im.getexif()
+            return _parse_gps(dict(exif.get_ifd(_GPS_IFD)), p) if exif else None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise PhotoError(f"{p}: cannot read as an image ({exc})") from exc
 
 
 def validate_points(

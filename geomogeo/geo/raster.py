@@ -207,7 +207,7 @@ def _stretch(ds: Any, bands: tuple[int, int, int], path: Path) -> tuple[list[flo
 
 
 def open_raster(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | RasterSource,
     bands: Any = None,
     crs: Any = None,
     transform: Affine | None = None,
@@ -215,7 +215,9 @@ def open_raster(
     """Open a raster, check its georeferencing, pick its bands and compute its stretch.
 
     Args:
-        path: any raster GDAL reads (GeoTIFF, COG, VRT ...).
+        path: any raster GDAL reads (GeoTIFF, COG, VRT ...), or a :class:`RasterSource` opened
+            before, returned as it is (its bands and stretch kept; ``bands``, ``crs`` and
+            ``transform`` must then be None).
         bands: 1-based band indexes for the model's (R, G, B): three indexes, or one replicated.
             Default :func:`default_bands`.
         crs: CRS to use instead of the file's (anything :func:`georef.as_crs` accepts).
@@ -225,6 +227,11 @@ def open_raster(
         RasterError: missing file, not a raster, truncated/corrupt data, bad ``bands``.
         GeoreferenceError: no CRS or no geotransform in the file and none passed.
     """
+    if isinstance(path, RasterSource):
+        if bands is not None or crs is not None or transform is not None:
+            raise RasterError(f"{path.path}: already opened; its bands, CRS and transform "
+                              "cannot be changed (open the file again)")
+        return path
     p = Path(path)
     with _open(p) as ds:
         the_crs = georef.as_crs(crs) if crs is not None else (

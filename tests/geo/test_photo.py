@@ -170,3 +170,30 @@ def test_read_points_file_csv_and_json(tmp_path):
     empty.write_text("x,y\n")
     with pytest.raises(ClickError, match="no click points"):
         photo.read_points_file(empty)
+
+
+def test_read_location_without_decoding_the_pixels(tmp_path):
+    p = tmp_path / "gps.jpg"
+    Image.new("RGB", (32, 24), (10, 20, 30)).save(p, exif=_gps_exif(), quality=95)
+    g = photo.read_location(p)
+    assert g is not None
+    assert g.lat == pytest.approx(-(33 + 51 / 60 + 21.91 / 3600), abs=1e-7)
+    assert g.lon == pytest.approx(-(151 + 12 / 60 + 3.047 / 3600), abs=1e-7)
+    assert g.heading == pytest.approx(273.25, abs=1e-9) and g.heading_ref == "T"
+    # a truncated JPEG: its header (with EXIF) is there, most of its pixels are not
+    big = tmp_path / "big.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(big, exif=_gps_exif(), quality=95)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(big.read_bytes()[: big.stat().st_size // 4])
+    with pytest.raises(PhotoError):
+        photo.load_photo(cut)
+    assert photo.read_location(cut) == g
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (4, 4)).save(plain)
+    assert photo.read_location(plain) is None
+    with pytest.raises(PhotoError, match=r"missing\.jpg: photo file not found"):
+        photo.read_location(tmp_path / "missing.jpg")
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(PhotoError, match=r"text\.jpg: cannot read as an image"):
+        photo.read_location(tmp_path / "text.jpg")
