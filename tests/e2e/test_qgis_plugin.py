@@ -81,7 +81,9 @@ def _drive(tmp: Path, launcher: Path, runs: list[dict], resolve: list[str] = (),
     cfg.write_text(json.dumps({"plugin_zip": str(plugin_zip), "plugins_dir": str(tmp / "plugins"),
                                "cli": str(launcher), "runs": runs, "resolve": list(resolve)}))
     result = tmp / "result.json"
-    proc = qgis_python([str(DRIVER), str(cfg), str(result)], env=env, timeout=900)
+    # GDAL_PAM_ENABLED=NO: QGIS must not write raster statistics (.aux.xml) into sample_tiles/
+    proc = qgis_python([str(DRIVER), str(cfg), str(result)],
+                       env={"GDAL_PAM_ENABLED": "NO", **(env or {})}, timeout=900)
     assert proc.returncode == 0 and result.exists(), (
         f"QGIS driver failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return json.loads(result.read_text())
