@@ -90,6 +90,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
               help="Window centre: lon,lat (or x,y in --center-crs). "
               "Default: EXIF GPS, else search.")
 @click.option("--center-crs", default="EPSG:4326", show_default=True)
+@click.option("--heading", type=float, default=None, metavar="DEG",
+              help="Camera heading, degrees clockwise from north. Default: EXIF GPSImgDirection.")
 @click.option("--bands", callback=_ints, metavar="B1,B2,B3", help="Raster bands for R,G,B.")
 @click.option("--extent", metavar="XMIN,YMIN,XMAX,YMAX", help="Limit the search (raster CRS).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path),
@@ -103,7 +105,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str],
              points_file: Path | None, center: tuple[float, float] | None, center_crs: str,
              bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
-             out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec) -> None:
+             out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec,
+             heading: float | None) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -120,7 +123,7 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
             raise click.BadParameter(f"--extent needs four numbers, got {extent!r}") from e
     loc = Localizer.load(model_path, tta=tta)
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
-                       extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"])
+                       extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"], heading=heading)
     written = write_outputs(res, out_dir, heatmaps=heatmaps, make_map=make_map)
     click.echo(f"{res.photo.name}: {res.registration_summary()}")
     for t in res.targets:

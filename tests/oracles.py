@@ -28,6 +28,7 @@ __all__ = [
     "ogrinfo_features",
     "ogrinfo_summary",
     "qgis_layer_check",
+    "qgis_python",
     "validate_gpkg",
 ]
 
@@ -215,6 +216,28 @@ finally:
 """
 
 
+def qgis_python(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: float = _TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run QGIS 3.22's Python (Debian's ``/usr/bin/python3``) headless with ``args``.
+
+    ``QT_QPA_PLATFORM=offscreen``, the venv's variables removed, ``env`` added, and a
+    throw-away ``HOME`` (QGIS writes its profile and settings there). Skips the test when
+    QGIS is not installed; the caller checks the return code.
+    """
+    exe = _require(SYSTEM_PYTHON)
+    run_env = {**_clean_env(), "QT_QPA_PLATFORM": "offscreen", **(env or {})}
+    with tempfile.TemporaryDirectory() as home:
+        run_env["HOME"] = home  # QGIS writes profile files; keep them out of the user's home
+        run_env["XDG_RUNTIME_DIR"] = home
+        probe = subprocess.run([exe, "-c", "import qgis.core"], capture_output=True,
+                               env=run_env, timeout=_TIMEOUT_S, check=False)
+        if probe.returncode != 0:
+            pytest.skip("independent oracle QGIS (python3-qgis) is not installed")
+        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout,
+                              env=run_env, check=False)
+
+
 def qgis_layer_check(
     path: str | os.PathLike[str], layer: str | None = None, *, raster: bool = False
 ) -> dict:
@@ -226,20 +249,8 @@ def qgis_layer_check(
     also give ``width``, ``height``, ``bandCount``; vector layers ``fields`` and
     ``field_types``, name -> QGIS type name such as ``"Integer64"`` or ``"Real"``).
     """
-    exe = _require(SYSTEM_PYTHON)
-    env = _clean_env()
-    env["QT_QPA_PLATFORM"] = "offscreen"
-    with tempfile.TemporaryDirectory() as home:
-        env["HOME"] = home  # QGIS writes profile files; keep them out of the user's home
-        env["XDG_RUNTIME_DIR"] = home
-        probe = subprocess.run([exe, "-c", "import qgis.core"], capture_output=True,
-                               env=env, timeout=_TIMEOUT_S, check=False)
-        if probe.returncode != 0:
-            pytest.skip("independent oracle QGIS (python3-qgis) is not installed")
-        proc = subprocess.run(
-            [exe, "-c", _QGIS_SCRIPT, str(path), layer or "", "raster" if raster else "vector"],
-            capture_output=True, text=True, timeout=_TIMEOUT_S, env=env, check=False,
-        )
+    proc = qgis_python(
+        ["-c", _QGIS_SCRIPT, str(path), layer or "", "raster" if raster else "vector"])
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("QGIS_JSON:")), None)
     if line is None:
         raise AssertionError(

@@ -143,3 +143,26 @@ def test_synth_renders_the_held_out_split_deterministically(tmp_path):
         (str(tiles / "rotterdam_pan_0p5m_c.tif"), None),
         (str(tiles / "rotterdam_rgbn_1m_c.tif"), [1, 2, 3])]
     assert cli_main(["-q", "synth", str(tmp_path / "c"), "--split", "nowhere"]) == 2
+
+
+def test_localize_heading_option_overrides_exif(tmp_path: Path) -> None:
+    import geopandas as gpd
+
+    from geomogeo.geo.photo import load_photo
+
+    photo = REPO / "sample_tiles" / "demo" / "photo_1.jpg"
+    exif_heading = load_photo(photo).gps.heading
+    assert exif_heading == pytest.approx(106.8)
+
+    def polygons(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / name
+        assert main(["-q", "localize", str(photo), str(ROTTERDAM), "-p", "171.495,40.394",
+                     "-p", "218.996,108.369", "-o", str(out), "--no-map", "--no-heatmaps",
+                     "--tta", "none", *extra]) == 0
+        gdf = gpd.read_file(out / "targets.gpkg", layer="targets")
+        return np.array([np.array(g.exterior.coords) for g in gdf.geometry])
+
+    default = polygons("exif")
+    # the EXIF heading given explicitly changes nothing; another heading turns the query
+    np.testing.assert_array_equal(polygons("same", f"--heading={exif_heading}"), default)
+    assert np.abs(polygons("turned", "--heading=286.8") - default).max() > 1.0
