@@ -170,11 +170,15 @@ class Objects:
         boxes: (n, 4) axis-aligned boxes in map metres, (xmin, ymin, xmax, ymax).
         centroids: (n, 2) blob centroids in map metres (where a user would click).
         contrast: (n,) mean absolute band-pass response inside the blob (a saliency score).
+        bright: (n,) bool, True for blobs brighter than their surroundings.
+        fill: (n,) blob area / bounding-box area.
     """
 
     boxes: np.ndarray
     centroids: np.ndarray
     contrast: np.ndarray
+    bright: np.ndarray
+    fill: np.ndarray
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -209,10 +213,10 @@ def find_objects(
     std = float(dog[valid].std()) if valid.any() else 1.0
     dog /= max(std, 1e-6)
     inner = ndimage.binary_erosion(valid, iterations=2)
-    boxes, cents, contrast = [], [], []
+    boxes, cents, contrast, bright, fill = [], [], [], [], []
     oh, ow = lum.shape
     sy, sx = scene.valid.shape[0] / oh, scene.valid.shape[1] / ow
-    for mask in (dog > threshold, dog < -threshold):
+    for is_bright, mask in ((True, dog > threshold), (False, dog < -threshold)):
         mask = ndimage.binary_opening(mask, iterations=1)
         labels, n = ndimage.label(mask)
         if n == 0:
@@ -241,10 +245,14 @@ def find_objects(
             boxes.append((float(x1), float(y1), float(x2), float(y2)))
             cents.append((float(cx), float(cy)))
             contrast.append(float(np.abs(dog[sl][blob]).mean()))
+            bright.append(is_bright)
+            fill.append(float(blob.mean()))
     return Objects(
         np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
         np.asarray(cents, dtype=np.float64).reshape(-1, 2),
         np.asarray(contrast, dtype=np.float64),
+        np.asarray(bright, dtype=bool),
+        np.asarray(fill, dtype=np.float64),
     )
 
 
