@@ -439,7 +439,7 @@ def render_sample(world: World, rng: np.random.Generator, cfg: SynthConfig, samp
         if len(idx) < lo:
             continue
         ground = st.points[idx]
-        clicks = np.array([cand_clicks[i] for i in idx])
+        clicks, _ = cam.project(np.column_stack([ground, st.heights[idx]]))
         clicks = clicks + rng.normal(0, cfg.click_sigma_px, clicks.shape)
         clicks = np.clip(clicks, 0.5, np.array([cam.width, cam.height]) - 0.5)
         photo = view.image if view is not None else render_photo(scene, cam)
