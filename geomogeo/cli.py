@@ -242,17 +242,25 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
 @click.option("--workers", type=int, default=1, show_default=True, help="Rendering processes.")
 @click.option("--min-object", "min_object_m2", type=float, default=150.0, show_default=True,
               help="Smallest target area, square metres.")
+@click.option("--holdout", type=click.Choice(["las_vegas"]), default=None,
+              help="Held-out-city split: train on Rotterdam a and c, select on b, test on "
+              "this city.")
+@click.option("--parallax", is_flag=True,
+              help="Building prisms with parallax, road pieces and blobs as targets; EXIF GPS; "
+              "half of the photos without a heading.")
 @click.pass_context
 def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
           data_dir: Path | None, splits: tuple[str, ...], workers: int,
-          min_object_m2: float) -> None:
+          min_object_m2: float, holdout: str | None, parallax: bool) -> None:
     """Render a cross-view data set (JSON Lines manifest + images) from real orthophotos,
     split by tile: train (Rotterdam a, Las Vegas), val (Rotterdam b), test (Rotterdam c)."""
     from geomogeo.data.synth.engine import SynthConfig, synthesize_default
 
+    cfg = SynthConfig.parallax(min_object_m2=min_object_m2) if parallax else \
+        SynthConfig(min_object_m2=min_object_m2)
     manifest = synthesize_default(out_dir, n_per_tile=n_per_tile, seed=seed, data_dir=data_dir,
                                   quiet=ctx.obj["quiet"], splits=splits, workers=workers,
-                                  cfg=SynthConfig(min_object_m2=min_object_m2))
+                                  cfg=cfg, holdout=holdout)
     click.echo(f"wrote {manifest}")
 
 

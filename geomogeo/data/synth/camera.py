@@ -120,7 +120,7 @@ class Camera:
             g = p[:, :2] / p[:, 2:3]
         # A ray hits a plane below the camera only where its direction points downwards.
         ray = self._rays(und)
-        g[ray[:, 2] >= -1e-9] = np.nan
+        g[(ray[:, 2] >= -1e-9) | (z >= self.altitude)] = np.nan
         return g
 
     def _rays(self, und: np.ndarray) -> np.ndarray:

@@ -49,10 +49,10 @@ from geomogeo.data.synth.render import (
     PhotoEffects,
     View,
     degrade,
+    is_visible,
     render_photo,
     render_reference,
     render_view,
-    visible_fraction,
 )
 from geomogeo.data.synth.scene import (
     Objects,
@@ -347,20 +347,16 @@ def _candidates(world: World, cam: Camera, transform: tuple[float, ...], valid: 
 
 def _select(world: World, cam: Camera, cands: list[int], clicks: dict[int, np.ndarray],
             view: View | None, m: int, cfg: SynthConfig) -> list[int]:
-    """Up to ``m`` candidates, in order, that are visible in ``view`` (when given: the
-    click pixel shows the target's roof, or the ground for a flat one, and at least
-    ``cfg.min_visible`` of its outline does), whose clicks are 4 px apart and whose boxes do
+    """Up to ``m`` candidates, in order, that are visible in ``view`` (when given; see
+    :func:`~.render.is_visible`), whose clicks are 4 px apart and whose boxes do
     not overlap on the ground (nested bright/dark blobs are one object)."""
     st = world.structures
     boxes = st.boxes
     chosen: list[int] = []
     for i in cands:
         click = clicks[i]
-        if view is not None:
-            own = 2 * i if st.heights[i] > 0 else -1
-            if view.labels[int(click[1]), int(click[0])] != own or \
-                    visible_fraction(view, cam, st, i) < cfg.min_visible:
-                continue
+        if view is not None and not is_visible(view, cam, st, i, cfg.min_visible):
+            continue
         if any(np.hypot(*(click - clicks[j])) < 4.0 for j in chosen):
             continue
         if any(_overlaps(boxes[i], boxes[j]) for j in chosen):

@@ -14,8 +14,8 @@ from geomogeo.data.synth.camera import Camera
 from geomogeo.data.synth.scene import Scene, sample_bilinear
 from geomogeo.data.synth.structures import Structures
 
-__all__ = ["PhotoEffects", "View", "degrade", "render_photo", "render_reference", "render_view",
-           "visible_fraction"]
+__all__ = ["PhotoEffects", "View", "degrade", "is_visible", "render_photo", "render_reference",
+           "render_view", "visible_fraction"]
 
 #: Photo pixels added around a polygon's projected vertices when rasterising it (the lens
 #: distortion bows straight edges by a few pixels at most within the documented k1 range).
@@ -123,6 +123,21 @@ def visible_fraction(view: View, camera: Camera, structures: Structures, i: int)
     n = int(m.sum())
     own = 2 * i if z > 0 else -1
     return float((view.labels[region][m] == own).sum()) / n if n else 0.0
+
+
+def is_visible(view: View, camera: Camera, structures: Structures, i: int,
+               min_visible: float = 0.5) -> bool:
+    """Whether the photo shows structure ``i`` where it would be clicked: the pixel holding
+    its projected click point (roof centroid) shows its roof (the ground, for a flat one),
+    and at least ``min_visible`` of its outline does (:func:`visible_fraction`)."""
+    z = float(structures.heights[i])
+    uv, front = camera.project(np.array([[*structures.points[i], z]]))
+    col, row = (int(np.floor(t)) for t in uv[0])
+    if not (front[0] and 0 <= col < camera.width and 0 <= row < camera.height):
+        return False
+    own = 2 * i if z > 0 else -1
+    return bool(view.labels[row, col] == own) and \
+        visible_fraction(view, camera, structures, i) >= min_visible
 
 
 def _region(camera: Camera, und_pts: np.ndarray) -> tuple[slice, slice] | None:
