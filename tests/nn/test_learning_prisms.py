@@ -1,0 +1,80 @@
+"""The network learns footprint boxes of building prisms: the light model overfits one batch
+of photos rendered with parallax by the data engine (roofs displaced from their footprints,
+walls, occlusion), whatever the thread count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from nn_fixtures import tiny_config
+
+from geomogeo.data.dataset import Batch, pack_items
+from geomogeo.data.synth.camera import CameraRanges
+from geomogeo.data.synth.engine import SynthConfig, build_worlds, generate
+from geomogeo.nn.head import decode
+from geomogeo.nn.losses import mogeo_loss
+from geomogeo.nn.model import build_model
+
+REF, QUERY = 128, (64, 64)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise IoU of (T, 4) boxes."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp_min(0).prod(1)
+    union = (a[:, 2:] - a[:, :2]).prod(1) + (b[:, 2:] - b[:, :2]).prod(1) - inter
+    return inter / union
+
+
+def _prism_batch() -> Batch:
+    """Four oblique photos of a procedural town, 2-3 building targets each (boxes: the
+    footprints' envelopes in the 128 px reference)."""
+    cfg = SynthConfig.parallax(
+        reference_size=REF, kinds=(("building", 1.0),), targets=(2, 3), min_object_m2=60.0,
+        no_heading_fraction=0.0, max_tries=400,
+        camera=CameraRanges(altitude=(60.0, 80.0), pitch=(20.0, 35.0), sizes=((256, 192),)))
+    worlds = build_worlds([], cfg, augment=False, procedural=1, seed=1)
+    samples = generate(worlds, 4, seed=0, cfg=cfg, quiet=True)
+    assert all(k == "building" for s in samples for k in s.kinds)
+    assert all((s.heights > 0).all() for s in samples)
+    packed = pack_items([s.pack_item() for s in samples], QUERY, REF)
+    return packed.batch(range(len(packed)))
+
+
+@pytest.fixture(scope="module")
+def prism_batch() -> Batch:
+    return _prism_batch()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_overfits_prism_footprint_boxes(prism_batch: Batch, threads: int) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = tiny_config(reference_size=REF, query_size=QUERY, width=0.25, embed_dim=64)
+    model = build_model(cfg)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    b = prism_batch
+    ref = (b.reference.float() / 255 - mean) / std
+    query = (b.query.float() / 255 - mean) / std
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(STEPS):
+        loss = mogeo_loss(model(ref, query, b.clicks, b.batch_index), b.boxes, b.batch_index,
+                          model.anchors, cfg.stride)
+        opt.zero_grad()
+        loss["total"].backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred, _ = decode(model(ref, query, b.clicks, b.batch_index).raw, model.anchors,
+                         cfg.stride)
+    iou = box_iou(pred, b.boxes)
+    assert len(iou) >= 8
+    assert (iou > 0.5).all(), np.round(iou.numpy(), 3)
+
+
+#: Training steps: with 1 and with 2 threads, and other torch seeds, every target passes
+#: IoU 0.5 after 65 to 80 steps and the smallest IoU is 0.75-0.86 at 120 steps.
+STEPS = 120
