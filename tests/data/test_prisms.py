@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from pyproj import CRS
 
 from geomogeo.cli import main
@@ -26,6 +27,7 @@ from geomogeo.data.synth.engine import (
     World,
     build_worlds,
     generate,
+    gps_exif,
     tile_splits,
     write_samples,
 )
@@ -405,6 +407,12 @@ def test_photos_carry_exif_gps_and_half_no_heading(
             assert gps.heading is None
         else:
             assert gps.heading_ref == "T" and abs(gps.heading - s.heading) <= 0.005
+    # With an altitude (as the demo's photos carry), read back by load_photo.
+    Image.new("RGB", (8, 8)).save(tmp_path / "alt.jpg",
+                                  exif=gps_exif(-115.2, 36.1, None, altitude=87.25))
+    gps = load_photo(tmp_path / "alt.jpg").gps
+    assert gps is not None and gps.altitude == 87.25 and gps.heading is None
+    assert abs(gps.lon + 115.2) < 1e-9 and abs(gps.lat - 36.1) < 1e-9
     # An independent reader: GDAL's JPEG driver.
     s = next(x for x in samples if x.heading is not None)
     out = subprocess.run(["gdalinfo", "-json", str(tmp_path / "queries" / f"{s.id}.jpg")],

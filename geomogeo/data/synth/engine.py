@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import multiprocessing
 import os
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -373,25 +373,29 @@ def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(iw > 0 and ih > 0)
 
 
-def gps_exif(lon: float, lat: float, heading: float | None) -> Image.Exif:
-    """EXIF with a GPS IFD for WGS84 (``lon``, ``lat``) degrees (degrees/minutes/seconds
-    rationals with N/S, E/W references) and, when given, GPSImgDirection ``heading`` (true,
-    degrees clockwise from north), as :func:`geomogeo.geo.photo.load_photo` reads it."""
+def gps_exif(lon: float, lat: float, heading: float | None, altitude: float | None = None
+             ) -> Image.Exif:
+    """EXIF with a GPS IFD, as :func:`geomogeo.geo.photo.load_photo` reads it: WGS84
+    (``lon``, ``lat``) degrees as degrees/minutes/seconds rationals (seconds to 1e-6) with
+    N/S, E/W references; ``altitude`` metres (GPSAltitude, reference 0 = above) when given;
+    GPSImgDirection ``heading`` (true, degrees clockwise from north) when given."""
     from PIL.TiffImagePlugin import IFDRational
 
-    def dms(v: float) -> tuple[IFDRational, IFDRational, IFDRational]:
-        v = abs(v)
-        d = math.floor(v)
-        mnt = math.floor((v - d) * 60)
-        sec = (v - d - mnt / 60) * 3600
-        return IFDRational(d, 1), IFDRational(mnt, 1), IFDRational(round(sec * 10**6), 10**6)
+    def dms(value: float) -> tuple[IFDRational, IFDRational, IFDRational]:
+        v = abs(value)
+        d = int(v)
+        m = int((v - d) * 60)
+        sec = Fraction(round((v - d - m / 60) * 3600 * 1_000_000), 1_000_000)
+        return IFDRational(d), IFDRational(m), IFDRational(sec.numerator, sec.denominator)
 
     exif = Image.Exif()
     gps = exif.get_ifd(0x8825)
-    gps.update({1: "N" if lat >= 0 else "S", 2: dms(lat), 3: "E" if lon >= 0 else "W",
-                4: dms(lon)})
+    gps[1], gps[2] = ("N" if lat >= 0 else "S"), dms(lat)
+    gps[3], gps[4] = ("E" if lon >= 0 else "W"), dms(lon)
+    if altitude is not None:
+        gps[5], gps[6] = bytes([0]), IFDRational(round(altitude * 100), 100)
     if heading is not None:
-        gps.update({16: "T", 17: IFDRational(round(heading * 100), 100)})
+        gps[16], gps[17] = "T", IFDRational(round(heading * 100), 100)
     return exif
 
 
