@@ -295,29 +295,46 @@ def test_default_config_keeps_flat_blob_targets(
         SynthConfig(kinds=(("blob", 0.0),))
 
 
-def test_real_tile_blobs_extruded_only_when_bright_and_box_like() -> None:
-    """Bright axis-aligned roofs are extruded (box-like: they fill their bounding box); a
-    dark one and a bright roof at 45 degrees (filling half its box) stay flat blobs."""
+def test_real_tile_blobs_extruded_only_when_bright_and_compact() -> None:
+    """Bright compact roofs, axis-aligned or at 45 degrees, are extruded on their convex hull;
+    a dark one stays a flat blob, and so does everything below the solidity threshold."""
     c = (X0 + 60.0, Y0 + 60.0)
     scene, town = _town([(rectangle(c[0] - 30, c[1] + 30, 16, 12, 0.0), 0.0, 230),
                          (rectangle(c[0] + 30, c[1] + 30, 14, 14, 0.0), 0.0, 20),
-                         (rectangle(c[0] - 30, c[1] - 30, 18, 18, np.pi / 4), 0.0, 230),
-                         (rectangle(c[0] + 30, c[1] - 30, 12, 16, 0.0), 0.0, 200)])
+                         (rectangle(c[0] - 30, c[1] - 30, 18, 18, np.pi / 4), 0.0, 230)])
     cfg = _cfg(kinds=(("blob", 1.0), ("building", 1.0)))
     world = World.build(scene, cfg)
     obj, st = world.objects, world.structures
     raised = st.heights > 0
-    np.testing.assert_array_equal(raised, obj.bright & (obj.fill >= 0.8))
+    np.testing.assert_array_equal(raised, obj.bright & (obj.solidity >= 0.8))
     # The blob of each roof (same envelope within 1.5 m; the others are dark halos).
-    which = [int(np.argmin(np.abs(obj.boxes - b).max(axis=1))) for b in town.boxes]
-    assert all(np.abs(obj.boxes[w] - b).max() <= 1.5 for w, b in zip(which, town.boxes,
+    envelopes = town.boxes
+    which = [int(np.argmin(np.abs(obj.boxes - b).max(axis=1))) for b in envelopes]
+    assert all(np.abs(obj.boxes[w] - b).max() <= 1.5 for w, b in zip(which, envelopes,
                                                                       strict=True))
-    np.testing.assert_array_equal(raised[which], [True, False, False, True])
+    np.testing.assert_array_equal(raised[which], [True, False, True])
     assert raised.sum() == 2
     assert ((st.heights[raised] >= 3.0) & (st.heights[raised] <= 10.0)).all()
     np.testing.assert_array_equal(st.kinds, np.where(raised, KINDS.index("building"), 0))
+    # A raised blob's footprint is its hull, whose envelope is the blob's box: for the
+    # 45-degree square, within 1.5 m of the square and of nearly its area (corners rounded
+    # by the band-pass filter); a flat blob's footprint is its box.
+    i = which[2]
+    hull = st.footprints[i]
+    np.testing.assert_allclose(st.boxes[i], obj.boxes[i], rtol=0, atol=1e-9)
+    r = np.sqrt(0.5)
+    local = (hull - [c[0] - 30, c[1] - 30]) @ np.array([[r, -r], [r, r]])
+    assert (np.abs(local) <= 9.0 + 1.5).all()
+    x, y = hull[:, 0], hull[:, 1]
+    area = abs((x * np.roll(y, -1) - np.roll(x, -1) * y).sum()) / 2
+    assert 0.85 * 324 < area < 1.2 * 324  # the hull of 1 m pixel corners: a ring outside
+    k = which[1]
+    x1, y1, x2, y2 = obj.boxes[k]
+    np.testing.assert_array_equal(st.footprints[k], [[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
     # Deterministic per scene name.
     np.testing.assert_array_equal(World.build(scene, cfg).structures.heights, st.heights)
+    strict = World.build(scene, _cfg(blob_building_solidity=1.01))
+    assert (strict.structures.heights == 0).all()
 
 
 # --------------------------------------------------------------------------------------------

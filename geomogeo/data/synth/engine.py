@@ -11,7 +11,7 @@ The camera heading is recorded with a compass error, as a drone's EXIF would hav
 
 With ``SynthConfig.prisms`` (on in :meth:`SynthConfig.parallax`) the targets are
 :class:`~.structures.Structures` of several kinds: buildings extruded as prisms (procedural
-footprints with heights, and box-like bright blobs of the real tiles), flat road pieces of the
+footprints with heights, and compact bright blobs of the real tiles), flat road pieces of the
 procedural towns, and flat blobs. The photo shows walls, occlusion and roof displacement
 (:func:`~.render.render_view`); a target's box is its footprint's envelope in the reference;
 its click is the projection of its roof centroid, and it is a target only where that roof (or
@@ -144,9 +144,10 @@ class SynthConfig:
             never makes targets.
         blob_height_m: (min, max) roof height of real-tile blobs extruded as buildings,
             metres, drawn log-uniformly per world (the tiles give no heights; kept low-rise).
-        blob_building_fill: a real-tile blob is extruded only when it is brighter than its
-            surroundings and fills at least this fraction of its bounding box (box-like
-            roofs; dark blobs, mostly trees, pools and shadows, and ragged ones stay flat).
+        blob_building_solidity: a real-tile blob is extruded (on its convex hull) only when
+            it is brighter than its surroundings and fills at least this fraction of its
+            convex hull (compact, as roofs seen from above are, rotated or not; dark blobs,
+            mostly trees, pools and shadows, and ragged or L-shaped ones stay flat).
         min_visible: smallest visible fraction of a target's roof (or flat outline).
         no_heading_fraction: fraction of photos recorded without a heading.
         exif_gps: embed EXIF GPS (the measured position, WGS84; the heading when recorded)
@@ -168,7 +169,7 @@ class SynthConfig:
     prisms: bool = False
     kinds: tuple[tuple[str, float], ...] = (("blob", 1.0), ("building", 1.0), ("road", 1.0))
     blob_height_m: tuple[float, float] = (3.0, 10.0)
-    blob_building_fill: float = 0.8
+    blob_building_solidity: float = 0.8
     min_visible: float = 0.5
     no_heading_fraction: float = 0.0
     exif_gps: bool = False
@@ -226,11 +227,11 @@ class World:
         sun = float(rng.uniform(0.0, 360.0))
         if not cfg.prisms:
             return cls(scene, ref, objects, Structures.from_objects(objects), sun)
-        box_like = objects.bright & (objects.fill >= cfg.blob_building_fill)
+        compact = objects.bright & (objects.solidity >= cfg.blob_building_solidity)
         lo, hi = np.log(cfg.blob_height_m)
-        heights = np.where(box_like, np.exp(rng.uniform(lo, hi, len(objects))), 0.0)
+        heights = np.where(compact, np.exp(rng.uniform(lo, hi, len(objects))), 0.0)
         blobs = Structures.from_objects(objects, heights,
-                                        np.where(box_like, KINDS.index("building"), 0))
+                                        np.where(compact, KINDS.index("building"), 0))
         if extra is None:
             return cls(scene, ref, objects, blobs, sun)
         raised = extra.boxes[extra.heights > 0]

@@ -7,7 +7,8 @@ plane, shaded walls). Its target box is the footprint's axis-aligned envelope (w
 wants back); its click point is the roof's (or flat footprint's) centroid at roof height.
 
 Kinds: ``blob`` (a :func:`~.scene.find_objects` blob, footprint its bounding box), ``building``
-(a procedural footprint, or a box-like bright blob of a real tile), ``road`` (a procedural
+(a procedural footprint, or a compact bright blob of a real tile, footprint its convex hull),
+``road`` (a procedural
 street piece between two crossings).
 """
 
@@ -65,12 +66,15 @@ class Structures:
     @classmethod
     def from_objects(cls, obj: Objects, heights: np.ndarray | None = None,
                      kinds: np.ndarray | None = None) -> Structures:
-        """Blobs as structures: footprint the blob's bounding box, click at the blob's
-        centroid; flat ``blob`` kind unless ``heights``/``kinds`` say otherwise."""
+        """Blobs as structures, clicked at the blob's centroid; flat ``blob`` kind unless
+        ``heights``/``kinds`` say otherwise. The footprint of a raised blob is its convex
+        hull; a flat blob's is its bounding box (the outline its visibility is judged on)."""
         n = len(obj)
-        fps = tuple(np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
-                    for x1, y1, x2, y2 in obj.boxes)
-        return cls(fps, np.zeros(n) if heights is None else np.asarray(heights, np.float64),
+        h = np.zeros(n) if heights is None else np.asarray(heights, np.float64)
+        fps = tuple(hull if z > 0 else
+                    np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
+                    for (x1, y1, x2, y2), hull, z in zip(obj.boxes, obj.hulls, h, strict=True))
+        return cls(fps, h,
                    np.zeros(n, np.int64) if kinds is None else np.asarray(kinds, np.int64),
                    obj.centroids.reshape(-1, 2).astype(np.float64))
 
