@@ -4,7 +4,8 @@ walls, occlusion), whatever the thread count."""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterator
+
 import pytest
 import torch
 from nn_fixtures import tiny_config
@@ -48,9 +49,20 @@ def prism_batch() -> Batch:
     return _prism_batch()
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    try:
+        yield request.param
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_overfits_prism_footprint_boxes(prism_batch: Batch, threads: int) -> None:
-    torch.set_num_threads(threads)
+    """Trained until every target has IoU > 0.5 at two evaluations 10 steps apart, within a
+    budget: the criterion holds at some step whatever the summation order (a fixed step
+    count would not be robust: a run can keep one target in a wrong cell for a while)."""
     torch.manual_seed(0)
     cfg = tiny_config(reference_size=REF, query_size=QUERY, width=0.25, embed_dim=64)
     model = build_model(cfg)
@@ -59,22 +71,31 @@ def test_overfits_prism_footprint_boxes(prism_batch: Batch, threads: int) -> Non
     b = prism_batch
     ref = (b.reference.float() / 255 - mean) / std
     query = (b.query.float() / 255 - mean) / std
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(STEPS):
+
+    def iou() -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            pred, _ = decode(model(ref, query, b.clicks, b.batch_index).raw, model.anchors,
+                             cfg.stride)
+        model.train()
+        return box_iou(pred, b.boxes)
+
+    assert len(b.boxes) >= 8 and not (iou() > 0.5).all()  # untrained
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    solved_in_a_row, step = 0, 0
+    while step < BUDGET and solved_in_a_row < 2:
         loss = mogeo_loss(model(ref, query, b.clicks, b.batch_index), b.boxes, b.batch_index,
                           model.anchors, cfg.stride)
         opt.zero_grad()
         loss["total"].backward()
         opt.step()
-    model.eval()
-    with torch.no_grad():
-        pred, _ = decode(model(ref, query, b.clicks, b.batch_index).raw, model.anchors,
-                         cfg.stride)
-    iou = box_iou(pred, b.boxes)
-    assert len(iou) >= 8
-    assert (iou > 0.5).all(), np.round(iou.numpy(), 3)
+        step += 1
+        if step % 10 == 0:
+            solved_in_a_row = solved_in_a_row + 1 if (iou() > 0.5).all() else 0
+    assert solved_in_a_row == 2, f"not learnt in {BUDGET} steps ({threads} threads): {iou()}"
 
 
-#: Training steps: with 1 and with 2 threads, and other torch seeds, every target passes
-#: IoU 0.5 after 65 to 80 steps and the smallest IoU is 0.75-0.86 at 120 steps.
-STEPS = 120
+#: Optimiser steps allowed and learning rate. Measured on this batch (10 targets), 1 thread:
+#: torch seeds 0, 2, 3 met the criterion after 80-90 steps, seed 1 (one target long in a
+#: wrong cell) after 280; at 1e-3 some runs jumped away from a solved state.
+BUDGET, LR = 400, 5e-4
