@@ -316,18 +316,26 @@ def export_onnx(checkpoint: Path, out: Path, tta: TTASpec, opset: int,
               help="Smallest target area, square metres.")
 @click.option("--targets", callback=_ints, default="1,8", show_default=True, metavar="MIN,MAX",
               help="Targets per photo, drawn uniformly in MIN..MAX.")
+@click.option("--holdout", type=click.Choice(["las_vegas"]), default=None,
+              help="Held-out-city split: train on Rotterdam a and c, select on b, test on "
+              "this city.")
+@click.option("--parallax", is_flag=True,
+              help="Building prisms with parallax, road pieces and blobs as targets; EXIF GPS; "
+              "half of the photos without a heading.")
 @click.pass_context
 def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
           data_dir: Path | None, splits: tuple[str, ...], workers: int,
-          min_object_m2: float, targets: tuple[int, ...]) -> None:
+          min_object_m2: float, targets: tuple[int, ...], holdout: str | None,
+          parallax: bool) -> None:
     """Render a cross-view data set (JSON Lines manifest + images) from real orthophotos,
     split by tile: train (Rotterdam a, Las Vegas), val (Rotterdam b), test (Rotterdam c)."""
     from geomogeo.data.synth.engine import SynthConfig, synthesize_default
 
+    cfg = (SynthConfig.parallax if parallax else SynthConfig)(
+        min_object_m2=min_object_m2, targets=_min_max(targets))
     manifest = synthesize_default(out_dir, n_per_tile=n_per_tile, seed=seed, data_dir=data_dir,
                                   quiet=ctx.obj["quiet"], splits=splits, workers=workers,
-                                  cfg=SynthConfig(min_object_m2=min_object_m2,
-                                                  targets=_min_max(targets)))
+                                  cfg=cfg, holdout=holdout)
     click.echo(f"wrote {manifest}")
 
 

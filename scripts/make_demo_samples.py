@@ -14,40 +14,24 @@ import argparse
 import io
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from PIL.TiffImagePlugin import IFDRational
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geomogeo.data.synth.engine import SynthConfig, World, render_sample  # noqa: E402
+from geomogeo.data.synth.engine import (  # noqa: E402
+    SynthConfig,
+    World,
+    gps_exif,
+    render_sample,
+)
 from geomogeo.data.synth.scene import scene_from_raster  # noqa: E402
 from geomogeo.geo import georef  # noqa: E402
 
 TILE = "rotterdam_pan_0p5m_c.tif"
-
-
-def _dms(value: float) -> tuple[IFDRational, IFDRational, IFDRational]:
-    v = abs(value)
-    d = int(v)
-    m = int((v - d) * 60)
-    s = Fraction(round((v - d - m / 60) * 3600 * 1_000_000), 1_000_000)
-    return IFDRational(d), IFDRational(m), IFDRational(s.numerator, s.denominator)
-
-
-def exif_for(lon: float, lat: float, altitude: float, heading: float) -> Image.Exif:
-    """EXIF with the GPS IFD a drone writes: position, altitude, true heading."""
-    exif = Image.Exif()
-    gps = exif.get_ifd(0x8825)
-    gps[1], gps[2] = ("N" if lat >= 0 else "S"), _dms(lat)
-    gps[3], gps[4] = ("E" if lon >= 0 else "W"), _dms(lon)
-    gps[5], gps[6] = bytes([0]), IFDRational(round(altitude * 100), 100)
-    gps[16], gps[17] = "T", IFDRational(round(heading * 100), 100)
-    return exif
 
 
 def main() -> None:
@@ -67,7 +51,7 @@ def main() -> None:
         rel = f"demo/photo_{i + 1}.jpg"
         im = Image.open(io.BytesIO(s.jpeg))
         im.save(args.out / rel, quality=95,
-                exif=exif_for(lon, lat, s.camera.altitude, s.heading))
+                exif=gps_exif(lon, lat, s.heading, altitude=s.camera.altitude))
         a, _, c, _, e, f = s.transform
         answers = [[[c + a * x, f + e * y] for x, y in
                     ((b[0], b[1]), (b[2], b[1]), (b[2], b[3]), (b[0], b[3]), (b[0], b[1]))]

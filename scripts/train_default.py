@@ -70,7 +70,7 @@ def prepare_scenes(folder: Path) -> None:
 
 
 def make_data(args: argparse.Namespace, cfg: SynthConfig, light: ModelConfig) -> dict[str, Path]:
-    scenes = load_default_scenes(args.scenes, cfg)
+    scenes = load_default_scenes(args.scenes, cfg, args.holdout)
     out = {}
     for k, (split, n) in enumerate((("train", args.n_train), ("val", args.n_val))):
         path = args.work / f"packed_{split}.npz"
@@ -132,6 +132,11 @@ def main() -> None:
     p.add_argument("--init", type=Path, default=None, help="start from these weights")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--data-only", action="store_true")
+    p.add_argument("--parallax", action="store_true",
+                   help="render with SynthConfig.parallax() (prisms, EXIF GPS, half without "
+                   "heading); use a fresh --work folder")
+    p.add_argument("--holdout", choices=["las_vegas"], default=None,
+                   help="held-out-city split (engine.HOLDOUT_TILES); use a fresh --work folder")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -141,7 +146,8 @@ def main() -> None:
     args.init = None if args.init is None else args.init.resolve()
     prepare_scenes(args.scenes)
     args.work.mkdir(parents=True, exist_ok=True)
-    data = make_data(args, SynthConfig(), ModelConfig.light())
+    cfg = SynthConfig.parallax() if args.parallax else SynthConfig()
+    data = make_data(args, cfg, ModelConfig.light())
     if args.data_only:
         return
     procs = []

@@ -1,13 +1,17 @@
-"""A pinhole drone camera over flat ground, with light radial lens distortion.
+"""A pinhole drone camera over flat ground and raised planes, with light radial lens distortion.
 
-World frame: map metres of a scene, x east, y north, z up; the ground is the plane z = 0.
+World frame: map metres of a scene, x east, y north, z up (metres above the ground); the
+ground is the plane z = 0.
 Camera frame: x to the image right, y to the image bottom, z along the optical axis.
 Pose: ``yaw`` is the heading the camera looks towards, degrees clockwise from north;
 ``pitch`` is the optical axis' angle off nadir, degrees (0 = straight down, tilting forward).
 
 Photo pixels use the continuous corner-origin convention (pixel (i, j) spans [i, i+1) x
 [j, j+1)); the principal point is the image centre. The ground -> undistorted-pixel map is the
-exact homography ``H = K [r1 r2 -R c]``; distortion is the one-parameter radial model
+exact homography ``H = K [r1 r2 -R c]``; a point at height z projects through the full
+pinhole model ``K [R | -R c] (x, y, z, 1)``, computed as ``H (x, y, 1) + z K r3`` so that
+z = 0 is exactly the ground homography (and the plane z = h maps by ``K [r1 r2 h r3 - R c]``);
+distortion is the one-parameter radial model
 ``p_u = p_d (1 + k1 |p_d|^2)`` in focal-normalised coordinates, inverted by fixed-point
 iteration.
 """
@@ -60,13 +64,33 @@ class Camera:
         y = np.cross(z, right)
         return np.stack([right, y, z])
 
-    def homography(self) -> np.ndarray:
-        """(3, 3) ground (x, y, 1) in map metres -> undistorted photo pixel (homogeneous)."""
+    def intrinsics(self) -> np.ndarray:
+        """(3, 3) camera matrix K, pixels (principal point at the image centre)."""
         f = self.focal
-        K = np.array([[f, 0, self.width / 2], [0, f, self.height / 2], [0, 0, 1.0]])
+        return np.array([[f, 0, self.width / 2], [0, f, self.height / 2], [0, 0, 1.0]])
+
+    def homography(self, z: float = 0.0) -> np.ndarray:
+        """(3, 3) map (x, y, 1) on the horizontal plane at height ``z`` metres (default: the
+        ground) -> undistorted photo pixel (homogeneous)."""
         R = self.rotation()
         t = -R @ np.array([self.x, self.y, self.altitude])
-        return K @ np.column_stack([R[:, 0], R[:, 1], t])
+        return self.intrinsics() @ np.column_stack([R[:, 0], R[:, 1], R[:, 2] * z + t])
+
+    def project(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Project 3-D points (n, 3) (map metres, z metres above ground) to photo pixels
+        (n, 2), distorted, and an (n,) bool mask, True for points in front of the camera.
+
+        For z = 0 the result is exactly :meth:`ground_to_photo`'s.
+        """
+        uv, front = self.project_undistorted(xyz)
+        return self.distort(uv), front
+
+    def project_undistorted(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`project`, without the lens distortion (pinhole pixels)."""
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        p = np.column_stack([xyz[:, :2], np.ones(len(xyz))]) @ self.homography().T
+        p = p + xyz[:, 2:3] * (self.intrinsics() @ self.rotation()[:, 2])[None]
+        return _dehomogenise(p)
 
     def ground_to_photo(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project ground points (n, 2) map metres to photo pixels (n, 2), distorted.
@@ -74,22 +98,29 @@ class Camera:
         Returns the pixels and an (n,) bool mask, True for points in front of the camera.
         """
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-        p = np.column_stack([xy, np.ones(len(xy))]) @ self.homography().T
-        front = p[:, 2] > 1e-9
-        w = np.where(front, p[:, 2], 1.0)
-        uv = p[:, :2] / w[:, None]
-        return self._distort(uv), front
+        uv, front = _dehomogenise(np.column_stack([xy, np.ones(len(xy))]) @ self.homography().T)
+        return self.distort(uv), front
 
     def photo_to_ground(self, uv: np.ndarray) -> np.ndarray:
         """Back-project photo pixels (n, 2), distorted, onto the ground: (n, 2) map metres
         (NaN for rays that do not hit the ground in front of the camera)."""
-        und = self._undistort(np.asarray(uv, dtype=np.float64).reshape(-1, 2))
-        p = np.column_stack([und, np.ones(len(und))]) @ np.linalg.inv(self.homography()).T
+        return self.photo_to_plane(uv, 0.0)
+
+    def photo_to_plane(self, uv: np.ndarray, z: float) -> np.ndarray:
+        """Back-project photo pixels (n, 2), distorted, onto the horizontal plane at height
+        ``z`` metres (below the camera): (n, 2) map metres, NaN for rays that do not hit it in
+        front of the camera."""
+        und = self.undistort(np.asarray(uv, dtype=np.float64).reshape(-1, 2))
+        return self.undistorted_to_plane(und, z)
+
+    def undistorted_to_plane(self, und: np.ndarray, z: float) -> np.ndarray:
+        """As :meth:`photo_to_plane` for undistorted (pinhole) pixels (n, 2)."""
+        p = np.column_stack([und, np.ones(len(und))]) @ np.linalg.inv(self.homography(z)).T
         with np.errstate(divide="ignore", invalid="ignore"):
             g = p[:, :2] / p[:, 2:3]
-        # A ray hits the ground ahead only where its direction points downwards.
+        # A ray hits a plane below the camera only where its direction points downwards.
         ray = self._rays(und)
-        g[ray[:, 2] >= -1e-9] = np.nan
+        g[(ray[:, 2] >= -1e-9) | (z >= self.altitude)] = np.nan
         return g
 
     def _rays(self, und: np.ndarray) -> np.ndarray:
@@ -105,17 +136,17 @@ class Camera:
     def _denormalise(self, n: np.ndarray) -> np.ndarray:
         return n * self.focal + np.array([self.width / 2, self.height / 2])
 
-    def _undistort(self, uv: np.ndarray) -> np.ndarray:
-        """Distorted -> undistorted pixels (the direct direction of the model)."""
+    def undistort(self, uv: np.ndarray) -> np.ndarray:
+        """Distorted -> undistorted photo pixels (n, 2) (the direct direction of the model)."""
         if self.k1 == 0:
             return uv
         nd = self._normalise(uv)
         r2 = (nd**2).sum(axis=1, keepdims=True)
         return self._denormalise(nd * (1 + self.k1 * r2))
 
-    def _distort(self, uv: np.ndarray) -> np.ndarray:
-        """Undistorted -> distorted pixels, by fixed-point iteration (converges for the small
-        |k1| used here; 20 iterations reach 1e-10 px on the photo area)."""
+    def distort(self, uv: np.ndarray) -> np.ndarray:
+        """Undistorted -> distorted photo pixels (n, 2), by fixed-point iteration (converges
+        for the small |k1| used here; 20 iterations reach 1e-10 px on the photo area)."""
         if self.k1 == 0:
             return uv
         nu = self._normalise(uv)
@@ -124,6 +155,13 @@ class Camera:
             r2 = (nd**2).sum(axis=1, keepdims=True)
             nd = nu / (1 + self.k1 * r2)
         return self._denormalise(nd)
+
+
+def _dehomogenise(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Homogeneous pixels (n, 3) -> (n, 2) pixels and the in-front mask (n,) (w > 0)."""
+    front = p[:, 2] > 1e-9
+    w = np.where(front, p[:, 2], 1.0)
+    return p[:, :2] / w[:, None], front
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull
 
 __all__ = [
     "Objects",
@@ -170,11 +171,19 @@ class Objects:
         boxes: (n, 4) axis-aligned boxes in map metres, (xmin, ymin, xmax, ymax).
         centroids: (n, 2) blob centroids in map metres (where a user would click).
         contrast: (n,) mean absolute band-pass response inside the blob (a saliency score).
+        bright: (n,) bool, True for blobs brighter than their surroundings.
+        hulls: n convex hulls (k_i, 2) of the blobs' pixels (their corners), map metres,
+            counter-clockwise; their envelopes are ``boxes``.
+        solidity: (n,) blob area / hull area (1 for convex blobs such as roofs seen from
+            above, rotated or not).
     """
 
     boxes: np.ndarray
     centroids: np.ndarray
     contrast: np.ndarray
+    bright: np.ndarray
+    hulls: tuple[np.ndarray, ...]
+    solidity: np.ndarray
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -209,10 +218,10 @@ def find_objects(
     std = float(dog[valid].std()) if valid.any() else 1.0
     dog /= max(std, 1e-6)
     inner = ndimage.binary_erosion(valid, iterations=2)
-    boxes, cents, contrast = [], [], []
+    boxes, cents, contrast, bright, hulls, solidity = [], [], [], [], [], []
     oh, ow = lum.shape
     sy, sx = scene.valid.shape[0] / oh, scene.valid.shape[1] / ow
-    for mask in (dog > threshold, dog < -threshold):
+    for is_bright, mask in ((True, dog > threshold), (False, dog < -threshold)):
         mask = ndimage.binary_opening(mask, iterations=1)
         labels, n = ndimage.label(mask)
         if n == 0:
@@ -241,11 +250,36 @@ def find_objects(
             boxes.append((float(x1), float(y1), float(x2), float(y2)))
             cents.append((float(cx), float(cy)))
             contrast.append(float(np.abs(dog[sl][blob]).mean()))
+            bright.append(is_bright)
+            hull = _pixel_hull(rr + sl[0].start, cc + sl[1].start, sx, sy, scene)
+            hulls.append(hull)
+            solidity.append(area / _area(hull))
     return Objects(
         np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
         np.asarray(cents, dtype=np.float64).reshape(-1, 2),
         np.asarray(contrast, dtype=np.float64),
+        np.asarray(bright, dtype=bool),
+        tuple(hulls),
+        np.asarray(solidity, dtype=np.float64),
     )
+
+
+def _pixel_hull(rows: np.ndarray, cols: np.ndarray, sx: float, sy: float, scene: Scene
+                ) -> np.ndarray:
+    """Counter-clockwise convex hull (k, 2), map metres, of the corners of object-grid
+    pixels (rows, cols); (sx, sy) scale object-grid pixels to scene pixels."""
+    corners = np.concatenate([np.column_stack([cols + dc, rows + dr])
+                              for dc in (0, 1) for dr in (0, 1)]).astype(np.float64)
+    corners = np.unique(corners, axis=0)
+    x, y = scene.pixel_to_map(corners[:, 0] * sx, corners[:, 1] * sy)
+    pts = np.column_stack([x, y])
+    return pts[ConvexHull(pts).vertices]  # counter-clockwise in 2-D
+
+
+def _area(poly: np.ndarray) -> float:
+    """Area of a simple polygon (k, 2)."""
+    x, y = poly[:, 0], poly[:, 1]
+    return float(abs((x * np.roll(y, -1) - np.roll(x, -1) * y).sum()) / 2)
 
 
 def scene_from_raster(

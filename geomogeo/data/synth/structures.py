@@ -1,0 +1,110 @@
+"""Structures: the targets of a scene as prisms over convex footprints.
+
+A structure is a convex footprint polygon on the ground (map metres, counter-clockwise) and a
+roof height: 0 for flat things that are part of the ground texture (luminance blobs, road
+pieces), > 0 for buildings, which the renderer extrudes (roof texture lifted to the roof
+plane, shaded walls). Its target box is the footprint's axis-aligned envelope (what a GIS user
+wants back); its click point is the roof's (or flat footprint's) centroid at roof height.
+
+Kinds: ``blob`` (a :func:`~.scene.find_objects` blob, footprint its bounding box), ``building``
+(a procedural footprint, or a compact bright blob of a real tile, footprint its convex hull),
+``road`` (a procedural
+street piece between two crossings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from geomogeo.data.synth.scene import Objects
+
+__all__ = ["KINDS", "Structures", "rectangle"]
+
+#: Structure kinds, indexed by :attr:`Structures.kinds`.
+KINDS: tuple[str, ...] = ("blob", "building", "road")
+
+
+def rectangle(cx: float, cy: float, length: float, width: float, angle: float) -> np.ndarray:
+    """(4, 2) counter-clockwise corners of a ``length`` x ``width`` metre rectangle centred on
+    (cx, cy) map metres, its length along the direction ``angle`` radians counter-clockwise
+    from east."""
+    c, s = np.cos(angle), np.sin(angle)
+    a, b = np.array([c, s]) * length / 2, np.array([-s, c]) * width / 2
+    ctr = np.array([cx, cy])
+    return np.stack([ctr - a - b, ctr + a - b, ctr + a + b, ctr - a + b])
+
+
+@dataclass(frozen=True)
+class Structures:
+    """Target candidates of a scene.
+
+    Attributes:
+        footprints: n convex polygons (k_i, 2), map metres, counter-clockwise, k_i >= 3.
+        heights: (n,) roof heights above the ground, metres (0 = flat).
+        kinds: (n,) int64 indexes into :data:`KINDS`.
+        points: (n, 2) click points' map coordinates (roof at ``heights``), metres.
+    """
+
+    footprints: tuple[np.ndarray, ...]
+    heights: np.ndarray
+    kinds: np.ndarray
+    points: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.heights)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(n, 4) footprint envelopes (xmin, ymin, xmax, ymax), map metres."""
+        if not self.footprints:
+            return np.zeros((0, 4))
+        return np.array([[*f.min(axis=0), *f.max(axis=0)] for f in self.footprints])
+
+    @classmethod
+    def from_objects(cls, obj: Objects, heights: np.ndarray | None = None,
+                     kinds: np.ndarray | None = None) -> Structures:
+        """Blobs as structures, clicked at the blob's centroid; flat ``blob`` kind unless
+        ``heights``/``kinds`` say otherwise. The footprint of a raised blob is its convex
+        hull; a flat blob's is its bounding box (the outline its visibility is judged on)."""
+        n = len(obj)
+        h = np.zeros(n) if heights is None else np.asarray(heights, np.float64)
+        fps = tuple(hull if z > 0 else
+                    np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
+                    for (x1, y1, x2, y2), hull, z in zip(obj.boxes, obj.hulls, h, strict=True))
+        return cls(fps, h,
+                   np.zeros(n, np.int64) if kinds is None else np.asarray(kinds, np.int64),
+                   obj.centroids.reshape(-1, 2).astype(np.float64))
+
+    @classmethod
+    def from_polygons(cls, polygons: Sequence[np.ndarray], heights: Sequence[float],
+                      kind: str) -> Structures:
+        """Convex polygons (counter-clockwise) of one kind, clicked at their area centroids."""
+        fps = tuple(np.asarray(p, dtype=np.float64) for p in polygons)
+        return cls(fps, np.asarray(heights, np.float64).reshape(-1),
+                   np.full(len(fps), KINDS.index(kind), np.int64),
+                   np.array([_centroid(p) for p in fps]).reshape(-1, 2))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Structures]) -> Structures:
+        return cls(tuple(f for p in parts for f in p.footprints),
+                   np.concatenate([p.heights for p in parts]),
+                   np.concatenate([p.kinds for p in parts]).astype(np.int64),
+                   np.concatenate([p.points for p in parts]).reshape(-1, 2))
+
+    def subset(self, keep: np.ndarray) -> Structures:
+        """The structures where the (n,) bool ``keep`` is True."""
+        idx = np.nonzero(keep)[0]
+        return Structures(tuple(self.footprints[i] for i in idx), self.heights[idx],
+                          self.kinds[idx], self.points[idx])
+
+
+def _centroid(p: np.ndarray) -> np.ndarray:
+    """Area centroid of a simple polygon (k, 2)."""
+    x, y = p[:, 0], p[:, 1]
+    xn, yn = np.roll(x, -1), np.roll(y, -1)
+    cr = x * yn - xn * y
+    a = cr.sum() / 2
+    return np.array([((x + xn) * cr).sum(), ((y + yn) * cr).sum()]) / (6 * a)
