@@ -100,13 +100,16 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
               default=Path("geomogeo_out"), show_default=True, help="Output folder.")
 @click.option("--heatmaps/--no-heatmaps", default=True, show_default=True)
 @click.option("--map/--no-map", "make_map", default=True, show_default=True)
+@click.option("--joint/--no-joint", default=True, show_default=True,
+              help="Register the photo to the raster and steer the network with it (the "
+              "registered heading then replaces --heading/EXIF); --no-joint: network alone.")
 @tta_option
 @click.pass_context
 def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str],
              points_file: Path | None, center: tuple[float, float] | None, center_crs: str,
              bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
              out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec,
-             heading: float | None) -> None:
+             heading: float | None, joint: bool) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -123,7 +126,8 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
             raise click.BadParameter(f"--extent needs four numbers, got {extent!r}") from e
     loc = Localizer.load(model_path, tta=tta)
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
-                       extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"], heading=heading)
+                       extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"], heading=heading,
+                       joint=joint)
     written = write_outputs(res, out_dir, heatmaps=heatmaps, make_map=make_map)
     click.echo(f"{res.photo.name}: {res.registration_summary()}")
     for t in res.targets:

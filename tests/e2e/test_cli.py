@@ -158,11 +158,12 @@ def test_localize_heading_option_overrides_exif(tmp_path: Path) -> None:
         out = tmp_path / name
         assert main(["-q", "localize", str(photo), str(ROTTERDAM), "-p", "171.495,40.394",
                      "-p", "218.996,108.369", "-o", str(out), "--no-map", "--no-heatmaps",
-                     "--tta", "none", *extra]) == 0
+                     "--tta", "none", "--no-joint", *extra]) == 0
         gdf = gpd.read_file(out / "targets.gpkg", layer="targets")
         return np.array([np.array(g.exterior.coords) for g in gdf.geometry])
 
     default = polygons("exif")
-    # the EXIF heading given explicitly changes nothing; another heading turns the query
+    # network alone (with --joint the registered heading replaces both): the EXIF heading
+    # given explicitly changes nothing; another heading turns the query
     np.testing.assert_array_equal(polygons("same", f"--heading={exif_heading}"), default)
     assert np.abs(polygons("turned", "--heading=286.8") - default).max() > 1.0
