@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def test_blurred_photo_falls_back_to_the_network_and_says_so(sample, tmp_path, c
     photo = tmp_path / "blurred.png"
     blurred.save(photo)
     net = NetworkStandIn()
+    # a CLI test earlier in the session may have set the root level to ERROR (-q)
+    caplog.set_level(logging.WARNING, logger="geomogeo.localize")
     res = Localizer(net).localize(photo, TILE, sample.clicks, sample.measured_xy,
                                   center_crs=UTM, heading=sample.heading, quiet=True)
     assert res.registration is not None and not res.registration.ok
