@@ -15,9 +15,7 @@ IoU > 0.5 with at most one of the photo's non-overlapping targets: 4 of 11 at be
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
-import pytest
 import torch
 from nn_fixtures import synthetic_scene, tiny_config
 
@@ -41,16 +39,6 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inter = (rb - lt).clamp_min(0).prod(1)
     union = (a[:, 2:] - a[:, :2]).prod(1) + (b[:, 2:] - b[:, :2]).prod(1) - inter
     return inter / union
-
-
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def threads(request: pytest.FixtureRequest) -> Iterator[int]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    try:
-        yield request.param
-    finally:
-        torch.set_num_threads(before)
 
 
 def _eval_iou(model: MOGeoNet, batch: tuple[torch.Tensor, ...], stride: int) -> torch.Tensor:

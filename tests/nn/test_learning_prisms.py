@@ -4,8 +4,6 @@ walls, occlusion), whatever the thread count."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from nn_fixtures import tiny_config
@@ -47,16 +45,6 @@ def _prism_batch() -> Batch:
 @pytest.fixture(scope="module")
 def prism_batch() -> Batch:
     return _prism_batch()
-
-
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def threads(request: pytest.FixtureRequest) -> Iterator[int]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    try:
-        yield request.param
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_overfits_prism_footprint_boxes(prism_batch: Batch, threads: int) -> None:
