@@ -210,6 +210,20 @@ def scaled_window_transform(
     return scale_transform(window_transform, (float(ww) / float(mw), float(wh) / float(mh)))
 
 
+def _as_boxes(boxes: Any) -> np.ndarray:
+    """``boxes`` as an (n, 4) float64 array of ``(x1, y1, x2, y2)``; one box may be given flat.
+
+    Raises:
+        ValueError: not (n, 4) finite.
+    """
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim == 1 and b.size == 4:
+        b = b[None, :]
+    if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
+        raise ValueError(f"boxes must be (n, 4) finite x1, y1, x2, y2, got shape {b.shape}")
+    return b
+
+
 def boxes_to_polygons(boxes: Any, transform: Affine) -> list[Polygon]:
     """Boxes in pixel coordinates -> map polygons (one per box, counter-clockwise exterior).
 
@@ -224,11 +238,7 @@ def boxes_to_polygons(boxes: Any, transform: Affine) -> list[Polygon]:
     Raises:
         ValueError: ``boxes`` is not (n, 4) finite.
     """
-    b = np.asarray(boxes, dtype=np.float64)
-    if b.ndim == 1 and b.size == 4:
-        b = b[None, :]
-    if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
-        raise ValueError(f"boxes must be (n, 4) finite x1, y1, x2, y2, got shape {b.shape}")
+    b = _as_boxes(boxes)
     x1, y1, x2, y2 = b.T
     cols = np.stack([x1, x2, x2, x1], axis=1)
     rows = np.stack([y1, y1, y2, y2], axis=1)
@@ -253,11 +263,7 @@ def gcp_boxes_to_polygons(boxes: Any, gcps: Sequence[Any], edge_pts: int = 8) ->
     """
     from rasterio.transform import GCPTransformer
 
-    b = np.asarray(boxes, dtype=np.float64)
-    if b.ndim == 1 and b.size == 4:
-        b = b[None, :]
-    if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
-        raise ValueError(f"boxes must be (n, 4) finite x1, y1, x2, y2, got shape {b.shape}")
+    b = _as_boxes(boxes)
     u = np.linspace(0.0, 1.0, edge_pts + 2)[:-1]  # each edge without its end corner
     out = []
     with GCPTransformer(list(gcps)) as tr:
