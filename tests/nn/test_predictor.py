@@ -19,6 +19,15 @@ def _predictor(tta: str = "none") -> TorchPredictor:
     return TorchPredictor(build_model(tiny_config()), name="tiny", sha256="0" * 64, tta=tta)
 
 
+def _normalised(pred: TorchPredictor, image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) in [0, 1] -> (1, 3, H, W) normalised with the model's mean and std (written
+    out here, independently of the predictor's own code)."""
+    cfg = pred.model.config
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    return (torch.from_numpy(image).permute(2, 0, 1)[None] - mean) / std
+
+
 def test_is_a_predictor_and_matches_the_network() -> None:
     pred = _predictor()
     assert isinstance(pred, Predictor)
@@ -34,11 +43,7 @@ def test_is_a_predictor_and_matches_the_network() -> None:
     assert res.heatmaps.shape == (3, 4, 4) and res.heatmaps.dtype == np.float32
     assert res.heatmaps.min() >= 0 and res.heatmaps.max() <= 1
 
-    cfg = pred.model.config
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    r = (torch.from_numpy(ref).permute(2, 0, 1)[None] - mean) / std
-    q = (torch.from_numpy(qry).permute(2, 0, 1)[None] - mean) / std
+    r, q = _normalised(pred, ref), _normalised(pred, qry)
     with torch.no_grad():
         out = pred.model(r, q, torch.from_numpy(pts).float(), torch.zeros(3, dtype=torch.long))
         boxes, _ = decode(out.raw, pred.model.anchors, 16)
@@ -55,11 +60,7 @@ def test_default_votes_over_turned_and_shifted_passes() -> None:
     qry = rng.random((64, 64, 3), dtype=np.float32)
     pts = np.array([[10.0, 20.0], [50.5, 3.2]])
     res = pred.predict(ref, qry, pts)
-    cfg = pred.model.config
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    r = (torch.from_numpy(ref).permute(2, 0, 1)[None] - mean) / std
-    q = (torch.from_numpy(qry).permute(2, 0, 1)[None] - mean) / std
+    r, q = _normalised(pred, ref), _normalised(pred, qry)
     voted = predict_tta(pred.model, r, q, torch.from_numpy(pts).float(),
                         torch.zeros(2, dtype=torch.long), "rot4+s2")
     np.testing.assert_allclose(res.boxes, voted.boxes.double().numpy(), atol=1e-5)
@@ -123,10 +124,7 @@ def test_one_pass_maps_sum_the_anchors_of_each_cell() -> None:
     pts = np.array([[10.0, 20.0], [40.0, 41.0]])
     res = pred.predict(ref, qry, pts)
     cfg = pred.model.config
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    r = (torch.from_numpy(ref).permute(2, 0, 1)[None] - mean) / std
-    q = (torch.from_numpy(qry).permute(2, 0, 1)[None] - mean) / std
+    r, q = _normalised(pred, ref), _normalised(pred, qry)
     with torch.no_grad():
         out = pred.model(r, q, torch.from_numpy(pts).float(), torch.zeros(2, dtype=torch.long))
     raw = out.raw.double().numpy()  # (2, 9, 5, 4, 4), recomputed in numpy
