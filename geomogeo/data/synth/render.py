@@ -56,47 +56,41 @@ class View:
     undistorted: np.ndarray
 
 
-def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimuth: float
-                ) -> View:
-    """The photo of the scene with its raised structures (``heights > 0``) as prisms.
+def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimuth: float,
+                ground: Scene | None = None) -> View:
+    """The photo of the scene with its raised structures (``heights > 0``) as prisms (from the
+    ground up) and slabs (``bases > 0``: from the base up, nothing drawn under them).
 
-    The ground is :func:`render_photo`. Each prism is then painted far to near (painter's
-    algorithm, by the horizontal distance from the camera to its click point; exact for
-    footprints that do not overlap in the photo's depth order, as in the towns rendered
-    here): first its walls that face the camera, a flat colour (the roof's mean) shaded by
-    the wall's outward normal against the sun (``sun_azimuth`` degrees clockwise from north:
-    0.35 facing away, up to 0.75 facing the sun), then its roof, whose pixels are
-    back-projected onto the roof plane and sampled from the scene texture inside the
-    footprint. Polygons are rasterised exactly in undistorted (pinhole) pixel space, where
-    straight edges stay straight. Prisms with a vertex behind the camera are skipped (they
-    lie far outside the documented field of view).
+    The ground is :func:`render_photo` of ``ground`` (default: ``scene``; a separate ground
+    is what lies under slabs, e.g. the river under a bridge deck that ``scene``, the
+    orthophoto, shows). Each raised structure is then painted far to near (painter's
+    algorithm; see :func:`_draw_order`, exact for convex footprints that do not overlap):
+    first its side faces that face the camera (walls, a deck's edges), between its base and
+    its top, a flat colour (the top's mean) shaded by the face's outward normal against the
+    sun (``sun_azimuth`` degrees clockwise from north: 0.35 facing away, up to 0.75 facing
+    the sun), then its top (roof, deck), whose pixels are back-projected onto the top plane
+    and sampled from the ``scene`` texture inside the footprint. Polygons are rasterised
+    exactly in undistorted (pinhole) pixel space, where straight edges stay straight.
+    Structures with a vertex behind the camera are skipped (they lie far outside the
+    documented field of view).
     """
-    image = render_photo(scene, camera)
+    image = render_photo(scene if ground is None else ground, camera)
     h, w = image.shape[:2]
     u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     und = camera.undistort(np.column_stack([u.ravel(), v.ravel()])).reshape(h, w, 2)
     labels = np.full((h, w), -1, np.int32)
-    raised = np.nonzero(structures.heights > 0)[0]
     cxy = np.array([camera.x, camera.y])
-    dist = np.hypot(*(structures.points[raised] - cxy).T)
     az = np.radians(sun_azimuth)
     sun = np.array([np.sin(az), np.cos(az)])
-    for i in raised[np.argsort(-dist, kind="stable")]:
+    for i, base, top, region in _draw_order(camera, structures):
         fp, top_z = structures.footprints[i], float(structures.heights[i])
         k = len(fp)
-        base, fb = camera.project_undistorted(np.column_stack([fp, np.zeros(k)]))
-        top, ft = camera.project_undistorted(np.column_stack([fp, np.full(k, top_z)]))
-        if not (fb.all() and ft.all()):
-            continue
-        region = _region(camera, np.vstack([base, top]))
-        if region is None:
-            continue
         img_r, lab_r, und_r = image[region], labels[region], und[region]
         colour = _roof_colour(scene, fp)
         for j in range(k):
             a, b = fp[j], fp[(j + 1) % k]
             normal = np.array([b[1] - a[1], a[0] - b[0]]) / np.hypot(*(b - a))
-            if np.dot(cxy - a, normal) <= 0:  # back-facing wall
+            if np.dot(cxy - a, normal) <= 0:  # back-facing side
                 continue
             m = _inside(und_r, np.stack([base[j], base[(j + 1) % k], top[(j + 1) % k], top[j]]))
             shade = 0.35 + 0.4 * max(0.0, float(np.dot(normal, sun)))
@@ -108,6 +102,78 @@ def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimut
         img_r[m] = np.round(vals).clip(0, 255).astype(np.uint8)
         lab_r[m] = 2 * i
     return View(image, labels, und)
+
+
+def _draw_order(camera: Camera, structures: Structures
+                ) -> list[tuple[int, np.ndarray, np.ndarray, tuple[slice, slice]]]:
+    """The raised structures in front of the camera and in the photo, far to near, each with
+    its footprint projected (undistorted pixels) at its base and at its top height, and its
+    photo region (:func:`_region`).
+
+    The order is by the horizontal distance from the camera to the click point (far first),
+    corrected wherever two structures' photo images may overlap (their projected bounding
+    boxes do) and a line separates their footprints: the one on the camera's side of that
+    line can hide the other and never the reverse, so it is drawn later. For disjoint
+    convex footprints this is exact (a ray to a point of the far one crosses the line only
+    after passing over the near one's side), whatever their heights and bases; elongated
+    slabs (bridge decks) next to buildings need it, where centroid distances mislead.
+    """
+    raised = np.nonzero(structures.heights > 0)[0]
+    cxy = np.array([camera.x, camera.y])
+    dist = np.hypot(*(structures.points[raised] - cxy).T)
+    order = raised[np.argsort(-dist, kind="stable")]
+    proj: dict[int, tuple[np.ndarray, np.ndarray, tuple[slice, slice]]] = {}
+    for i in order:
+        fp = structures.footprints[i]
+        k = len(fp)
+        base, fb = camera.project_undistorted(
+            np.column_stack([fp, np.full(k, float(structures.bases[i]))]))
+        top, ft = camera.project_undistorted(
+            np.column_stack([fp, np.full(k, float(structures.heights[i]))]))
+        region = _region(camera, np.vstack([base, top])) if fb.all() and ft.all() else None
+        if region is not None:
+            proj[int(i)] = base, top, region
+    ids = list(proj)
+    n = len(ids)
+    if n < 2:
+        return [(i, *proj[i]) for i in ids]
+    lo = np.array([np.minimum(proj[i][0].min(axis=0), proj[i][1].min(axis=0)) for i in ids])
+    hi = np.array([np.maximum(proj[i][0].max(axis=0), proj[i][1].max(axis=0)) for i in ids])
+    overlap = ((lo[:, None] < hi[None]) & (lo[None] < hi[:, None])).all(axis=2)
+    before = [set() for _ in range(n)]  # before[b]: positions to draw before b
+    for p, q in zip(*np.nonzero(np.triu(overlap, 1)), strict=True):
+        near = _nearer(structures.footprints[ids[p]], structures.footprints[ids[q]], cxy)
+        if near == 0:
+            before[p].add(int(q))
+        elif near == 1:
+            before[q].add(int(p))
+    # Kahn's algorithm, taking the farthest ready structure first: the distance order
+    # itself wherever it agrees with the constraints (a cycle, impossible for disjoint
+    # convex footprints, is broken in distance order).
+    done = np.zeros(n, bool)
+    out = []
+    for _ in range(n):
+        ready = [j for j in range(n) if not done[j] and all(done[b] for b in before[j])]
+        j = ready[0] if ready else int(np.argmin(done))
+        done[j] = True
+        out.append(ids[j])
+    return [(i, *proj[i]) for i in out]
+
+
+def _nearer(a: np.ndarray, b: np.ndarray, cxy: np.ndarray) -> int | None:
+    """Which of two convex footprints (k, 2), counter-clockwise, map metres, can hide the
+    other from a camera above ``cxy``: 0 (``a``) or 1 (``b``), by a separating line through
+    an edge of either; None when no edge separates them (they overlap)."""
+    for first, (p, q) in enumerate(((a, b), (b, a))):
+        e = np.roll(p, -1, axis=0) - p
+        normal = np.column_stack([e[:, 1], -e[:, 0]])  # outward for counter-clockwise
+        sep = (np.einsum("qkd,kd->qk", q[:, None] - p[None], normal) >= -1e-9).all(axis=0)
+        if sep.any():
+            j = int(np.argmax(sep))
+            # Camera on q's side of p's edge j: q is nearer.
+            q_near = float(np.dot(cxy - p[j], normal[j])) > 0
+            return (1 - first) if q_near else first
+    return None
 
 
 def visible_fraction(view: View, camera: Camera, structures: Structures, i: int) -> float:

@@ -1,21 +1,24 @@
 """Structures: the targets of a scene as prisms over convex footprints.
 
-A structure is a convex footprint polygon on the ground (map metres, counter-clockwise) and a
-roof height: 0 for flat things that are part of the ground texture (luminance blobs, road
-pieces), > 0 for buildings, which the renderer extrudes (roof texture lifted to the roof
-plane, shaded walls). Its target box is the footprint's axis-aligned envelope (what a GIS user
-wants back); its click point is the roof's (or flat footprint's) centroid at roof height.
+A structure is a convex footprint polygon on the ground (map metres, counter-clockwise), a
+top height and a base height: top 0 for flat things that are part of the ground texture
+(luminance blobs, road pieces), > 0 for raised ones, which the renderer extrudes (top texture
+lifted to the top plane, shaded side faces) from their base: 0 for a building (a prism from
+the ground), > 0 for an elevated slab such as a bridge deck, with nothing under it. Its target
+box is the footprint's axis-aligned envelope (what a GIS user wants back); its click point is
+the top's (or flat footprint's) centroid at the top height.
 
 Kinds: ``blob`` (a :func:`~.scene.find_objects` blob, footprint its bounding box), ``building``
 (a procedural footprint, or a compact bright blob of a real tile, footprint its convex hull),
 ``road`` (a procedural
-street piece between two crossings).
+street piece between two crossings), ``bridge`` (a procedural bridge deck over a river or a
+lower road, a slab from its base to its top).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,7 +27,7 @@ from geomogeo.data.synth.scene import Objects
 __all__ = ["KINDS", "Structures", "rectangle"]
 
 #: Structure kinds, indexed by :attr:`Structures.kinds`.
-KINDS: tuple[str, ...] = ("blob", "building", "road")
+KINDS: tuple[str, ...] = ("blob", "building", "road", "bridge")
 
 
 def rectangle(cx: float, cy: float, length: float, width: float, angle: float) -> np.ndarray:
@@ -43,15 +46,28 @@ class Structures:
 
     Attributes:
         footprints: n convex polygons (k_i, 2), map metres, counter-clockwise, k_i >= 3.
-        heights: (n,) roof heights above the ground, metres (0 = flat).
+        heights: (n,) top (roof, deck) heights above the ground, metres (0 = flat).
         kinds: (n,) int64 indexes into :data:`KINDS`.
         points: (n, 2) click points' map coordinates (roof at ``heights``), metres.
+        bases: (n,) base heights above the ground, metres, below ``heights`` where raised: 0
+            (the default, None) for prisms standing on the ground, > 0 for slabs.
     """
 
     footprints: tuple[np.ndarray, ...]
     heights: np.ndarray
     kinds: np.ndarray
     points: np.ndarray
+    bases: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.bases is None:
+            object.__setattr__(self, "bases", np.zeros(len(self.heights)))
+        bases = np.asarray(self.bases, np.float64)
+        object.__setattr__(self, "bases", bases)
+        if bases.shape != self.heights.shape or (bases < 0).any() or \
+                ((bases > 0) & (bases >= self.heights)).any():
+            raise ValueError("Structures.bases: need one base per structure, 0 <= base and "
+                             "base < top height for slabs")
 
     def __len__(self) -> int:
         return len(self.heights)
@@ -80,25 +96,28 @@ class Structures:
 
     @classmethod
     def from_polygons(cls, polygons: Sequence[np.ndarray], heights: Sequence[float],
-                      kind: str) -> Structures:
-        """Convex polygons (counter-clockwise) of one kind, clicked at their area centroids."""
+                      kind: str, bases: Sequence[float] | None = None) -> Structures:
+        """Convex polygons (counter-clockwise) of one kind, clicked at their area centroids;
+        ``bases`` metres (default: 0, on the ground)."""
         fps = tuple(np.asarray(p, dtype=np.float64) for p in polygons)
         return cls(fps, np.asarray(heights, np.float64).reshape(-1),
                    np.full(len(fps), KINDS.index(kind), np.int64),
-                   np.array([_centroid(p) for p in fps]).reshape(-1, 2))
+                   np.array([_centroid(p) for p in fps]).reshape(-1, 2),
+                   None if bases is None else np.asarray(bases, np.float64).reshape(-1))
 
     @classmethod
     def concat(cls, parts: Sequence[Structures]) -> Structures:
         return cls(tuple(f for p in parts for f in p.footprints),
                    np.concatenate([p.heights for p in parts]),
                    np.concatenate([p.kinds for p in parts]).astype(np.int64),
-                   np.concatenate([p.points for p in parts]).reshape(-1, 2))
+                   np.concatenate([p.points for p in parts]).reshape(-1, 2),
+                   np.concatenate([p.bases for p in parts]))
 
     def subset(self, keep: np.ndarray) -> Structures:
         """The structures where the (n,) bool ``keep`` is True."""
         idx = np.nonzero(keep)[0]
         return Structures(tuple(self.footprints[i] for i in idx), self.heights[idx],
-                          self.kinds[idx], self.points[idx])
+                          self.kinds[idx], self.points[idx], self.bases[idx])
 
 
 def _centroid(p: np.ndarray) -> np.ndarray:
