@@ -12,12 +12,13 @@ The camera heading is recorded with a compass error, as a drone's EXIF would hav
 With ``SynthConfig.prisms`` (on in :meth:`SynthConfig.parallax`) the targets are
 :class:`~.structures.Structures` of several kinds: buildings extruded as prisms (procedural
 footprints with heights, and compact bright blobs of the real tiles), flat road pieces of the
-procedural towns, and flat blobs. The photo shows walls, occlusion and roof displacement
-(:func:`~.render.render_view`); a target's box is its footprint's envelope in the reference;
-its click is the projection of its roof centroid, and it is a target only where that roof (or
-flat footprint) is visible: the click pixel shows it and at least ``min_visible`` of its
-outline does. Photos may carry EXIF GPS (the measured position) and, for a fraction of them,
-no heading.
+procedural towns, bridge decks (slabs over a river or a lower road, in procedural towns when
+the ``bridge`` kind has a weight, see :func:`~.procedural.bridged_town`), and flat blobs. The
+photo shows walls, occlusion and roof displacement (:func:`~.render.render_view`); a
+target's box is its footprint's envelope in the reference; its click is the projection of its
+roof (deck) centroid, and it is a target only where that roof (or flat footprint) is visible:
+the click pixel shows it and at least ``min_visible`` of its outline does. Photos may carry
+EXIF GPS (the measured position) and, for a fraction of them, no heading.
 
 Every sample is a pure function of (world, seed, index): generation in parallel gives the
 same bytes as generation in series.
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 from geomogeo.data.dataset import PackItem
 from geomogeo.data.manifest import Georef, Record, write_manifest
 from geomogeo.data.synth.camera import Camera, CameraRanges, sample_camera
-from geomogeo.data.synth.procedural import procedural_town, rotate_zoom
+from geomogeo.data.synth.procedural import bridged_town, procedural_town, rotate_zoom
 from geomogeo.data.synth.render import (
     PhotoEffects,
     View,
@@ -139,10 +140,12 @@ class SynthConfig:
             network's 16-pixel cell are too small to box reliably).
         prisms: targets as structures with parallax (see the module docstring); off: flat
             luminance blobs only, as before.
-        kinds: relative weights of the target kinds (``blob``, ``building``, ``road``):
-            candidates are taken in a random order drawn by weighted sampling without
-            replacement, so a kind of weight 3 tends to come before one of weight 1; weight 0
-            never makes targets.
+        kinds: relative weights of the target kinds (``blob``, ``building``, ``road``,
+            ``bridge``; a kind not listed weighs 0): candidates are taken in a random order
+            drawn by weighted sampling without replacement, so a kind of weight 3 tends to
+            come before one of weight 1; weight 0 never makes targets. With ``prisms`` and a
+            ``bridge`` weight, procedural towns are :func:`~.procedural.bridged_town`'s
+            (half of them with bridges); without, they are unchanged.
         blob_height_m: (min, max) roof height of real-tile blobs extruded as buildings,
             metres, drawn log-uniformly per world (the tiles give no heights; kept low-rise).
         blob_building_solidity: a real-tile blob is extruded (on its convex hull) only when
@@ -178,9 +181,10 @@ class SynthConfig:
     @classmethod
     def parallax(cls, **overrides: Any) -> SynthConfig:
         """Issue 10's data: prisms with parallax, buildings first (weights building 3, road 1,
-        blob 1), EXIF GPS, half of the photos without a heading."""
+        bridge 1, blob 1), EXIF GPS, half of the photos without a heading."""
         base: dict[str, Any] = dict(
-            prisms=True, kinds=(("blob", 1.0), ("building", 3.0), ("road", 1.0)),
+            prisms=True,
+            kinds=(("blob", 1.0), ("building", 3.0), ("road", 1.0), ("bridge", 1.0)),
             no_heading_fraction=0.5, exif_gps=True)
         return cls(**{**base, **overrides})
 
@@ -188,6 +192,10 @@ class SynthConfig:
         """(len(KINDS),) weight of each kind, indexed like :data:`~.structures.KINDS`."""
         w = dict(self.kinds)
         return np.array([float(w.get(k, 0.0)) for k in KINDS])
+
+    def bridges(self) -> bool:
+        """Whether procedural towns get bridges (``prisms`` and a ``bridge`` weight > 0)."""
+        return self.prisms and bool(self.kind_weights()[KINDS.index("bridge")] > 0)
 
     def __post_init__(self) -> None:
         lo, hi = self.targets
@@ -207,21 +215,24 @@ class SynthConfig:
 @dataclass(frozen=True)
 class World:
     """A scene ready to render: the photo scene, the same at the reference GSD, its objects
-    (luminance blobs), its target structures and the sun's azimuth (degrees clockwise from
-    north, for wall shading)."""
+    (luminance blobs), its target structures, the sun's azimuth (degrees clockwise from
+    north, for wall shading) and the ground under its slabs (None: the scene itself; see
+    :func:`~.render.render_view`)."""
 
     scene: Scene
     reference: Scene
     objects: Objects
     structures: Structures
     sun_azimuth: float
+    ground: Scene | None = None
 
     @classmethod
-    def build(cls, scene: Scene, cfg: SynthConfig, extra: Structures | None = None) -> World:
+    def build(cls, scene: Scene, cfg: SynthConfig, extra: Structures | None = None,
+              ground: Scene | None = None) -> World:
         """The world of ``scene``; ``extra``: structures known exactly (a procedural town's),
         used with ``cfg.prisms``, when blobs overlapping their raised footprints (the roofs
-        found again as blobs) are dropped. Random choices (sun, blob heights) follow the
-        scene's name."""
+        found again as blobs) are dropped; ``ground``: the scene under its slabs (a bridged
+        town's). Random choices (sun, blob heights) follow the scene's name."""
         ref = downsample(scene, round(cfg.gsd / cfg.render_gsd))
         objects = find_objects(ref, object_gsd=cfg.gsd, min_area_m2=cfg.min_object_m2)
         rng = np.random.default_rng(zlib.crc32(scene.name.encode()))
@@ -237,7 +248,8 @@ class World:
             return cls(scene, ref, objects, blobs, sun)
         raised = extra.boxes[extra.heights > 0]
         keep = np.array([not any(_overlaps(b, r) for r in raised) for b in blobs.boxes], bool)
-        return cls(scene, ref, objects, Structures.concat([blobs.subset(keep), extra]), sun)
+        return cls(scene, ref, objects, Structures.concat([blobs.subset(keep), extra]), sun,
+                   ground)
 
 
 @dataclass(frozen=True)
@@ -332,7 +344,7 @@ def _candidates(world: World, cam: Camera, transform: tuple[float, ...], valid: 
         top, front = cam.project(np.column_stack([fp, np.full(len(fp), z)]))
         uv = top
         if z > 0:
-            base, fb = cam.project(np.column_stack([fp, np.zeros(len(fp))]))
+            base, fb = cam.project(np.column_stack([fp, np.full(len(fp), st.bases[i])]))
             uv, front = np.vstack([base, top]), np.concatenate([fb, front])
         if not front.all():
             continue
@@ -436,7 +448,7 @@ def render_sample(world: World, rng: np.random.Generator, cfg: SynthConfig, samp
         if len(cands) < lo:
             continue
         # Visibility needs the rendered view only when something stands above the ground.
-        view = render_view(scene, cam, st, world.sun_azimuth) if raised else None
+        view = render_view(scene, cam, st, world.sun_azimuth, world.ground) if raised else None
         idx = _select(world, cam, cands, cand_clicks, view, m, cfg)
         if len(idx) < lo:
             continue
@@ -473,8 +485,8 @@ def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool,
 
     With ``augment``, each scene in its 8 rotated/mirrored copies, plus ``rotations`` copies
     at random angles and scales (0.8-1.25); plus ``procedural`` random town scenes (with
-    ``cfg.prisms``, their buildings and street pieces as structures). All random choices
-    follow ``seed``.
+    ``cfg.prisms``, their buildings and street pieces as structures, and with
+    ``cfg.bridges()`` half of them crossed by bridges). All random choices follow ``seed``.
     """
     rng = np.random.default_rng([seed, 7])
     out = []
@@ -486,9 +498,13 @@ def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool,
                          for _ in range(rotations)]
         out.extend(World.build(v, cfg) for v in variants)
     for i in range(procedural):
-        sc, town = procedural_town(np.random.default_rng([seed, 11, i]), gsd=cfg.render_gsd,
-                                   name=f"procedural-{i}")
-        out.append(World.build(sc, cfg, town))
+        town_rng, name = np.random.default_rng([seed, 11, i]), f"procedural-{i}"
+        if cfg.bridges():
+            sc, under, town = bridged_town(town_rng, gsd=cfg.render_gsd, name=name)
+            out.append(World.build(sc, cfg, town, under))
+        else:
+            sc, town = procedural_town(town_rng, gsd=cfg.render_gsd, name=name)
+            out.append(World.build(sc, cfg, town))
     return out
 
 

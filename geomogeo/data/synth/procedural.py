@@ -11,12 +11,22 @@ lies wholly in the scene and overlaps no other building (overlapping ones stay f
 texture), with a roof height drawn log-uniformly in [3, 30] m (median 9.5 m: mostly low-rise,
 a few towers), and the street pieces between consecutive crossings that lie wholly in the
 scene (flat). Footprints are exact: a scene pixel is roof iff its centre is inside the
-footprint. Bridges are not modelled.
+footprint.
+
+:func:`bridged_town` draws the same kind of town, sometimes (``bridge_chance``) with a river
+or a lower road running mid-block along one street direction, under every street of the
+other direction it crosses: each crossing carries a bridge deck, a slab (kind ``bridge``,
+base 6-12 m, 0.8-1.5 m thick, 30-80 m long, 8-20 m wide) with its own texture (asphalt with
+lane marks, or concrete with joints; parapets along both sides) and a cast shadow; the street
+piece under a deck is no ``road`` target. It also returns the ground under the decks (the
+town without them), from which a photo's ground is rendered, while the scene itself is what
+an orthophoto shows (the decks on top).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -24,10 +34,14 @@ from scipy import ndimage
 from geomogeo.data.synth.scene import Scene
 from geomogeo.data.synth.structures import Structures, rectangle
 
-__all__ = ["BUILDING_HEIGHT_M", "procedural_town", "rotate_zoom"]
+__all__ = ["BRIDGE_BASE_M", "BUILDING_HEIGHT_M", "bridged_town", "procedural_town",
+           "rotate_zoom"]
 
 #: Range of procedural roof heights, metres (drawn log-uniformly).
 BUILDING_HEIGHT_M: tuple[float, float] = (3.0, 30.0)
+
+#: Range of bridge deck bases (clearance above the ground), metres (drawn uniformly).
+BRIDGE_BASE_M: tuple[float, float] = (6.0, 12.0)
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -41,6 +55,26 @@ def procedural_town(rng: np.random.Generator, *, size_m: float = 320.0, gsd: flo
     buildings and street pieces (see the module docstring). The image depends only on the
     draws made before the heights, so it is the same whether the structures are used or not.
     """
+    scene, _, structures = _town(rng, size_m, gsd, name, None)
+    return scene, structures
+
+
+def bridged_town(rng: np.random.Generator, *, bridge_chance: float = 0.5,
+                 size_m: float = 320.0, gsd: float = 0.5, name: str = "procedural"
+                 ) -> tuple[Scene, Scene, Structures]:
+    """A random town as :func:`procedural_town`'s, with probability ``bridge_chance`` crossed
+    by a river or a lower road under bridge decks (see the module docstring).
+
+    Returns the scene (the decks on top, as an orthophoto shows them), the ground under the
+    decks (the same scene without them; equal to the scene when the town has none) and the
+    structures (buildings, street pieces, bridge decks)."""
+    return _town(rng, size_m, gsd, name, bridge_chance)
+
+
+def _town(rng: np.random.Generator, size_m: float, gsd: float, name: str,
+          bridge_chance: float | None) -> tuple[Scene, Scene, Structures]:
+    """The town of :func:`procedural_town` (``bridge_chance`` None: no draw for bridges, the
+    same town as before bridges existed) or of :func:`bridged_town`."""
     n = round(size_m / gsd)
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) * gsd  # metres
     theta = rng.uniform(0, math.pi / 2)
@@ -58,6 +92,11 @@ def procedural_town(rng: np.random.Generator, *, size_m: float = 320.0, gsd: flo
     road = (np.abs((u % sp_u) - sp_u / 2) > sp_u / 2 - wid / 2) | \
         (np.abs((v % sp_v) - sp_v / 2) > sp_v / 2 - wid / 2)
     img[road] = rng.uniform(0.15, 0.4) + 0.02 * rng.standard_normal((int(road.sum()), 1))
+    crossing = None
+    blocked = road
+    if bridge_chance is not None and rng.random() < bridge_chance:
+        crossing = _crossing(rng, img, u, v, (sp_u, sp_v), wid, size_m, colour, (c, s))
+        blocked = road | crossing.band
     # Buildings in the blocks.
     sun = rng.uniform(0, 2 * math.pi)
     shadow = np.array([math.cos(sun), math.sin(sun)]) * rng.uniform(2, 6)  # metres
@@ -70,7 +109,9 @@ def procedural_town(rng: np.random.Generator, *, size_m: float = 320.0, gsd: flo
         rgb = (np.array([rng.uniform(0.6, 1.1), rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)])
                if colour else np.ones(3)) * roof
         inb = (np.abs(u - cu) < w / 2) & (np.abs(v - cv) < h / 2)
-        if not inb.any() or (inb & road).mean() > 0.02 * inb.mean():
+        if not inb.any() or (inb & blocked).mean() > 0.02 * inb.mean():
+            continue
+        if crossing is not None and any(_overlap((cu, cv, w, h), d) for d in crossing.decks):
             continue
         rr, cc = np.nonzero(inb)
         sr = np.clip(rr + round(shadow[1] / gsd), 0, n - 1)
@@ -87,18 +128,31 @@ def procedural_town(rng: np.random.Generator, *, size_m: float = 320.0, gsd: flo
         x0, y0 = rng.uniform(0, size_m, 2)
         d2 = (xx - x0) ** 2 + (yy - y0) ** 2
         m = d2 < r * r
+        if crossing is not None:
+            m &= ~crossing.band
         img[m] = np.array([0.12, 0.22, 0.1]) * rng.uniform(0.7, 1.4) if colour else \
             rng.uniform(0.08, 0.25)
     for _ in range(int(rng.integers(0, 12))):
         w, h = rng.uniform(4, 12), rng.uniform(3, 8)
         x0, y0 = rng.uniform(0, size_m, 2)
         m = (np.abs(u - (x0 * c + y0 * s)) < w / 2) & (np.abs(v - (-x0 * s + y0 * c)) < h / 2)
+        if crossing is not None:
+            m &= ~crossing.band
         img[m] = np.array([0.4, 0.75, 0.9]) if colour else 0.9
+    under = None
+    if crossing is not None:
+        under = ndimage.gaussian_filter(_paint_decks(rng, img, u, v, crossing, shadow, (c, s)),
+                                        (0.6, 0.6, 0))
     img = ndimage.gaussian_filter(img, (0.6, 0.6, 0))
-    img += 0.015 * rng.standard_normal(img.shape).astype(np.float32)
+    noise = 0.015 * rng.standard_normal(img.shape).astype(np.float32)
+    img += noise
     out = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
     scene = Scene(name=name, image=out, valid=np.ones((n, n), bool),
                   transform=(gsd, 0.0, 0.0, 0.0, -gsd, n * gsd), crs=None)
+    ground = scene
+    if under is not None:
+        ground = Scene(name=name, image=np.round(np.clip(under + noise, 0, 1) * 255).astype(
+            np.uint8), valid=scene.valid, transform=scene.transform, crs=None)
     # The masks above test pixel CORNERS (col, row) * gsd: a pixel is inside iff its centre,
     # at map (x, y) = ((col + 1/2) gsd, (n - row - 1/2) gsd), is inside the shape moved by
     # half a pixel east and south.
@@ -119,7 +173,114 @@ def procedural_town(rng: np.random.Generator, *, size_m: float = 320.0, gsd: flo
     road_fps = [rectangle(*to_map(cu, cv), lu, lv, ang) for cu, cv, lu, lv in pieces
                 if _in_square((cu, cv, lu, lv), theta, size_m)]
     roads = Structures.from_polygons(road_fps, np.zeros(len(road_fps)), "road")
-    return scene, Structures.concat([buildings, roads])
+    if crossing is None:
+        return scene, ground, Structures.concat([buildings, roads])
+    under_deck = [any(_overlap(r, d) for d in crossing.decks) for r in pieces
+                  if _in_square(r, theta, size_m)]
+    roads = roads.subset(~np.array(under_deck, bool))
+    decks = Structures.from_polygons(
+        [rectangle(*to_map(cu, cv), lu, lv, ang) for cu, cv, lu, lv in crossing.decks],
+        crossing.tops, "bridge", crossing.bases)
+    return scene, ground, Structures.concat([buildings, roads, decks])
+
+
+@dataclass(frozen=True)
+class _Crossing:
+    """A river or lower road under bridge decks.
+
+    Attributes:
+        band: (n, n) bool scene pixels of the river or lower road.
+        along_u: whether the band runs along u (under the streets along v) or along v.
+        decks: street-aligned deck rectangles (cu, cv, lu, lv), metres.
+        bases, tops: (m,) deck base and top heights, metres.
+    """
+
+    band: np.ndarray
+    along_u: bool
+    decks: list[tuple[float, float, float, float]]
+    bases: np.ndarray
+    tops: np.ndarray
+
+
+def _crossing(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray,
+              spacing: tuple[float, float], wid: float, size_m: float, colour: bool,
+              cs: tuple[float, float]) -> _Crossing:
+    """Paint a river (60%) or a lower road mid-block along one street direction into ``img``
+    and place a deck over it on every street piece it crosses whose deck reaches into the
+    scene: as long as the piece allows (30-80 m) while spanning the band with at least 8 m
+    over each bank, as wide as the street plus 2-5 m (8-20 m). ``u``, ``v``: the pixels'
+    street-aligned coordinates, metres; ``cs``: cos and sin of the street angle."""
+    along_u = bool(rng.random() < 0.5)
+    sp_u, sp_v = spacing
+    # a: the coordinate across the band (v when it runs along u), b: along it; the decks
+    # lie across the band, on the streets at b = i * sp_b.
+    sp_a, sp_b = (sp_v, sp_u) if along_u else (sp_u, sp_v)
+    a, b = (v, u) if along_u else (u, v)
+    room = min(80.0, sp_a - wid)  # the longest deck within a street piece (>= 31 m)
+    river = bool(rng.random() < 0.6)
+    width = rng.uniform(8.0, min(40.0, room - 16.0)) if river else \
+        rng.uniform(6.0, min(14.0, room - 16.0))
+    c, s = cs
+    x, y = rng.uniform(0.25, 0.75, 2) * size_m  # a point of the scene's middle on the band
+    a_p = (-x * s + y * c) if along_u else (x * c + y * s)
+    a_c = (math.floor(a_p / sp_a) + 0.5) * sp_a  # mid-block
+    band = np.abs(a - a_c) < width / 2
+    k = int(band.sum())
+    if river:
+        water = np.array([0.13, 0.22, 0.26]) * rng.uniform(0.8, 1.25) if colour else \
+            np.full(3, rng.uniform(0.08, 0.22))
+        img[band] = water + 0.015 * rng.standard_normal((k, 1))
+    else:
+        img[band] = rng.uniform(0.15, 0.4) + 0.02 * rng.standard_normal((k, 1))
+        img[band & (np.abs(a - a_c) < 0.3) & (b % 6.0 < 3.0)] = 0.85  # centre line
+    decks: list[tuple[float, float, float, float]] = []
+    reach = int(np.ceil(size_m * 1.5 / sp_b)) + 1
+    for i in range(-reach, reach + 1):
+        length = rng.uniform(max(30.0, width + 16.0), room)
+        deck_w = float(np.clip(wid + rng.uniform(2.0, 5.0), 8.0, 20.0))
+        cu, cv = (i * sp_b, a_c) if along_u else (a_c, i * sp_b)
+        lu, lv = (deck_w, length) if along_u else (length, deck_w)
+        du, dv = np.array([-lu, lu, lu, -lu]) / 2, np.array([-lv, -lv, lv, lv]) / 2
+        xs, ys = (cu + du) * c - (cv + dv) * s, (cu + du) * s + (cv + dv) * c
+        if xs.max() > 0 and ys.max() > 0 and xs.min() < size_m and ys.min() < size_m:
+            decks.append((float(cu), float(cv), float(lu), float(lv)))
+    bases = rng.uniform(*BRIDGE_BASE_M, size=len(decks))
+    return _Crossing(band, along_u, decks, bases, bases + rng.uniform(0.8, 1.5, len(decks)))
+
+
+def _paint_decks(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray,
+                 crossing: _Crossing, shadow: np.ndarray, cs: tuple[float, float]
+                 ) -> np.ndarray:
+    """Darken the decks' cast shadows in ``img`` (shifted by ``shadow`` metres, (xx, yy)
+    frame, per 9.5 m of base height, as a median building's), then paint the decks on it;
+    returns a copy of the image before the decks (the ground under them). Deck texture:
+    asphalt (60%: dark, dashed centre line, edge lines) or concrete (light, a darker joint
+    every 10 m), a light parapet along both long sides."""
+    c, s = cs
+    for (cu, cv, lu, lv), base in zip(crossing.decks, crossing.bases, strict=True):
+        sx, sy = shadow * base / 9.5
+        su, sv = u - (sx * c + sy * s), v - (-sx * s + sy * c)
+        img[(np.abs(su - cu) < lu / 2) & (np.abs(sv - cv) < lv / 2)] *= 0.55
+    under = img.copy()
+    for cu, cv, lu, lv in crossing.decks:
+        inb = (np.abs(u - cu) < lu / 2) & (np.abs(v - cv) < lv / 2)
+        # Along the deck (across the band) and across it.
+        along, across = ((v - cv)[inb], (u - cu)[inb]) if crossing.along_u else \
+            ((u - cu)[inb], (v - cv)[inb])
+        half = (lu if crossing.along_u else lv) / 2
+        across = np.abs(across)
+        if rng.random() < 0.6:  # asphalt
+            val = rng.uniform(0.18, 0.32) + 0.02 * rng.standard_normal(len(along))
+            val[(across < 0.3) & (along % 6.0 < 3.0)] = 0.85
+            val[np.abs(across - (half - 1.4)) < 0.3] = 0.85
+            val[across > half - 0.6] = 0.62
+        else:  # concrete
+            grey = rng.uniform(0.5, 0.68)
+            val = grey + 0.02 * rng.standard_normal(len(along))
+            val[along % 10.0 < 0.5] = grey * 0.75
+            val[across > half - 0.6] = min(grey * 1.2, 0.9)
+        img[inb] = val[:, None]
+    return under
 
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
