@@ -28,7 +28,7 @@ from geomogeo.data.synth.scene import Scene
 from geomogeo.data.synth.structures import KINDS, Structures, rectangle
 
 ROOT = Path(__file__).resolve().parents[2]
-BRIDGE = KINDS.index("bridge")
+BRIDGE, PIER = KINDS.index("bridge"), KINDS.index("pier")
 #: main before bridges existed: the default output must be byte-identical to its output.
 BEFORE_BRIDGES = "a09d0089a6011c1ef396eb72a66cd59708a45942"
 
@@ -224,10 +224,16 @@ def test_bridged_town_decks_river_and_ground() -> None:
         diff = np.abs(scene.image[on[1]].astype(int) - ground.image[on[1]]).max(axis=1)
         assert (diff > 8).mean() > 0.5
     np.testing.assert_array_equal(scene.image[~near], ground.image[~near])
-    # No building stands on a deck, and no road piece is under one (exact rectangles).
+    # No building stands on a deck, and no road piece is under one (exact rectangles); two
+    # piers stand under each, from the ground up to its base, inside its footprint.
+    piers = np.nonzero(st.kinds == PIER)[0]
+    assert len(piers) == 2 * len(decks)
+    assert (st.bases[piers] == 0).all()
     for i in decks:
-        for j in np.nonzero(st.kinds != BRIDGE)[0]:
+        for j in np.nonzero((st.kinds != BRIDGE) & (st.kinds != PIER))[0]:
             assert _separated(st.footprints[i], st.footprints[j])
+        under = [j for j in piers if _inside(st.footprints[i], st.footprints[j])]
+        assert len(under) == 2 and (st.heights[under] == st.bases[i]).all()
     # Without a crossing the scene is its own ground; procedural_town never has bridges.
     plain, plain_ground, plain_st = bridged_town(np.random.default_rng(1), bridge_chance=0.0)
     assert plain_ground is plain and not (plain_st.kinds == BRIDGE).any()
@@ -243,6 +249,13 @@ def _grown(rect: np.ndarray, margin: float) -> np.ndarray:
     h0, h1 = np.hypot(*e0) / 2 + margin, np.hypot(*e1) / 2 + margin
     return np.array([c - h0 * a0 - h1 * a1, c + h0 * a0 - h1 * a1, c + h0 * a0 + h1 * a1,
                      c - h0 * a0 + h1 * a1])
+
+
+def _inside(outer: np.ndarray, inner: np.ndarray) -> bool:
+    """Every vertex of ``inner`` lies inside the convex counter-clockwise ``outer``."""
+    e = np.roll(outer, -1, axis=0) - outer
+    d = inner[:, None] - outer[None]
+    return bool((e[None, :, 0] * d[..., 1] - e[None, :, 1] * d[..., 0] > 0).all())
 
 
 def _separated(p: np.ndarray, q: np.ndarray) -> bool:
@@ -293,6 +306,8 @@ def test_parallax_towns_have_bridges_default_ones_do_not() -> None:
     cfg = SynthConfig.parallax()
     assert cfg.bridges() and not SynthConfig().bridges()
     assert not SynthConfig(kinds=(("bridge", 1.0),)).bridges()  # no prisms: flat, no decks
+    with pytest.raises(ValueError, match="piers"):
+        SynthConfig.parallax(kinds=(("building", 1.0), ("pier", 1.0)))
     worlds = build_worlds([], cfg, augment=False, procedural=2, seed=0)
     assert [int((w.structures.kinds == BRIDGE).sum()) for w in worlds] == [0, 6]
     assert worlds[0].ground is worlds[0].scene and worlds[1].ground is not worlds[1].scene

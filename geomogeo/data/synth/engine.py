@@ -141,11 +141,12 @@ class SynthConfig:
         prisms: targets as structures with parallax (see the module docstring); off: flat
             luminance blobs only, as before.
         kinds: relative weights of the target kinds (``blob``, ``building``, ``road``,
-            ``bridge``; a kind not listed weighs 0): candidates are taken in a random order
-            drawn by weighted sampling without replacement, so a kind of weight 3 tends to
-            come before one of weight 1; weight 0 never makes targets. With ``prisms`` and a
-            ``bridge`` weight, procedural towns are :func:`~.procedural.bridged_town`'s
-            (half of them with bridges); without, they are unchanged.
+            ``bridge``; a kind not listed weighs 0; ``pier`` only 0): candidates are taken in
+            a random order drawn by weighted sampling without replacement, so a kind of
+            weight 3 tends to come before one of weight 1; weight 0 never makes targets.
+            With ``prisms`` and a ``bridge`` weight, procedural towns are
+            :func:`~.procedural.bridged_town`'s (half of them with bridges); without, they
+            are unchanged.
         blob_height_m: (min, max) roof height of real-tile blobs extruded as buildings,
             metres, drawn log-uniformly per world (the tiles give no heights; kept low-rise).
         blob_building_solidity: a real-tile blob is extruded (on its convex hull) only when
@@ -205,6 +206,8 @@ class SynthConfig:
         if unknown or any(w < 0 for _, w in self.kinds) or not self.kind_weights().any():
             raise ValueError(f"SynthConfig.kinds={self.kinds}: kinds must be among {KINDS} "
                              "with weights >= 0, not all 0")
+        if dict(self.kinds).get("pier", 0.0) > 0:
+            raise ValueError(f"SynthConfig.kinds={self.kinds}: piers are never targets")
         if not 0.0 <= self.no_heading_fraction <= 1.0:
             raise ValueError("SynthConfig.no_heading_fraction must be in [0, 1]")
         ratio = self.gsd / self.render_gsd

@@ -17,8 +17,9 @@ footprint.
 or a lower road running mid-block along one street direction, under every street of the
 other direction it crosses: each crossing carries a bridge deck, a slab (kind ``bridge``,
 base 6-12 m, 0.8-1.5 m thick, 30-80 m long, 8-20 m wide) with its own texture (asphalt with
-lane marks, or concrete with joints; parapets along both sides) and a cast shadow; the street
-piece under a deck is no ``road`` target. It also returns the ground under the decks (the
+lane marks, or concrete with joints; parapets along both sides) and a cast shadow, on two
+thin piers (kind ``pier``, never targets) just outside the banks; the street piece under a
+deck is no ``road`` target. It also returns the ground under the decks (the
 town without them), from which a photo's ground is rendered, while the scene itself is what
 an orthophoto shows (the decks on top).
 """
@@ -181,7 +182,10 @@ def _town(rng: np.random.Generator, size_m: float, gsd: float, name: str,
     decks = Structures.from_polygons(
         [rectangle(*to_map(cu, cv), lu, lv, ang) for cu, cv, lu, lv in crossing.decks],
         crossing.tops, "bridge", crossing.bases)
-    return scene, ground, Structures.concat([buildings, roads, decks])
+    piers = Structures.from_polygons(
+        [rectangle(*to_map(cu, cv), lu, lv, ang) for cu, cv, lu, lv in crossing.piers],
+        np.repeat(crossing.bases, 2), "pier")
+    return scene, ground, Structures.concat([buildings, roads, decks, piers])
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ class _Crossing:
         along_u: whether the band runs along u (under the streets along v) or along v.
         decks: street-aligned deck rectangles (cu, cv, lu, lv), metres.
         bases, tops: (m,) deck base and top heights, metres.
+        piers: street-aligned pier rectangles, two per deck (one on each bank), metres.
     """
 
     band: np.ndarray
@@ -200,6 +205,7 @@ class _Crossing:
     decks: list[tuple[float, float, float, float]]
     bases: np.ndarray
     tops: np.ndarray
+    piers: list[tuple[float, float, float, float]]
 
 
 def _crossing(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray,
@@ -245,7 +251,15 @@ def _crossing(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.nd
         if xs.max() > 0 and ys.max() > 0 and xs.min() < size_m and ys.min() < size_m:
             decks.append((float(cu), float(cv), float(lu), float(lv)))
     bases = rng.uniform(*BRIDGE_BASE_M, size=len(decks))
-    return _Crossing(band, along_u, decks, bases, bases + rng.uniform(0.8, 1.5, len(decks)))
+    # Piers: 1.5 m thick, 2 m narrower than the deck, 1.5 m outside each bank.
+    piers = []
+    for cu, cv, lu, lv in decks:
+        for side in (-1.0, 1.0):
+            off = side * (width / 2 + 1.5)
+            piers.append((cu, cv + off, lu - 2.0, 1.5) if along_u else
+                         (cu + off, cv, 1.5, lv - 2.0))
+    return _Crossing(band, along_u, decks, bases, bases + rng.uniform(0.8, 1.5, len(decks)),
+                     piers)
 
 
 def _paint_decks(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray,

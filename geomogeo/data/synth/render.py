@@ -117,6 +117,9 @@ def _draw_order(camera: Camera, structures: Structures
     convex footprints this is exact (a ray to a point of the far one crosses the line only
     after passing over the near one's side), whatever their heights and bases; elongated
     slabs (bridge decks) next to buildings need it, where centroid distances mislead.
+    Overlapping footprints one above the other (a pier under its deck: one's top at most the
+    other's base) are drawn lower first: a descending ray never meets the lower one before
+    the upper one's points.
     """
     raised = np.nonzero(structures.heights > 0)[0]
     cxy = np.array([camera.x, camera.y])
@@ -143,6 +146,11 @@ def _draw_order(camera: Camera, structures: Structures
     before = [set() for _ in range(n)]  # before[b]: positions to draw before b
     for p, q in zip(*np.nonzero(np.triu(overlap, 1)), strict=True):
         near = _nearer(structures.footprints[ids[p]], structures.footprints[ids[q]], cxy)
+        if near is None:  # overlapping footprints: stacked?
+            if structures.heights[ids[p]] <= structures.bases[ids[q]]:
+                near = 1
+            elif structures.heights[ids[q]] <= structures.bases[ids[p]]:
+                near = 0
         if near == 0:
             before[p].add(int(q))
         elif near == 1:

@@ -12,7 +12,8 @@ Kinds: ``blob`` (a :func:`~.scene.find_objects` blob, footprint its bounding box
 (a procedural footprint, or a compact bright blob of a real tile, footprint its convex hull),
 ``road`` (a procedural
 street piece between two crossings), ``bridge`` (a procedural bridge deck over a river or a
-lower road, a slab from its base to its top).
+lower road, a slab from its base to its top), ``pier`` (a prism under a bridge deck, up to
+its base: drawn, never a target).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from geomogeo.data.synth.scene import Objects
 __all__ = ["KINDS", "Structures", "rectangle"]
 
 #: Structure kinds, indexed by :attr:`Structures.kinds`.
-KINDS: tuple[str, ...] = ("blob", "building", "road", "bridge")
+KINDS: tuple[str, ...] = ("blob", "building", "road", "bridge", "pier")
 
 
 def rectangle(cx: float, cy: float, length: float, width: float, angle: float) -> np.ndarray:
