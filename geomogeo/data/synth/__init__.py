@@ -2,6 +2,7 @@
 
 ``scene`` (metric scenes from GeoTIFFs, object finding), ``camera`` (pinhole drone camera,
 exact ground homography, 3-D projection, lens distortion), ``structures`` (targets as prisms
-over convex footprints), ``render`` (photos with building prisms, reference windows, the
-photometric gap), ``procedural`` (random towns), ``engine`` (samples, data sets, manifests).
+and slabs over convex footprints), ``render`` (photos with building prisms and bridge decks,
+reference windows, the photometric gap), ``procedural`` (random towns, some with bridges),
+``engine`` (samples, data sets, manifests).
 """

@@ -46,8 +46,8 @@ class View:
 
     Attributes:
         image: (H, W, 3) uint8, before the photometric effects.
-        labels: (H, W) int32: -1 the ground (flat structures included), ``2 i`` the roof of
-            structure i, ``2 i + 1`` a wall of structure i.
+        labels: (H, W) int32: -1 the ground (flat structures included), ``2 i`` the top
+            (roof, deck) of structure i, ``2 i + 1`` a side face (wall) of structure i.
         undistorted: (H, W, 2) float64 pinhole (undistorted) coordinates of the pixel centres.
     """
 
