@@ -156,8 +156,9 @@ def _draw_order(camera: Camera, structures: Structures
         elif near == 1:
             before[q].add(int(p))
     # Kahn's algorithm, taking the farthest ready structure first: the distance order
-    # itself wherever it agrees with the constraints (a cycle, impossible for disjoint
-    # convex footprints, is broken in distance order).
+    # itself wherever it agrees with the constraints. A cycle could only come through pairs
+    # neither of which can hide the other (the camera between two separating lines, either
+    # order right); it is broken in distance order.
     done = np.zeros(n, bool)
     out = []
     for _ in range(n):
