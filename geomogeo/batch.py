@@ -113,6 +113,11 @@ _GPKG_RESERVED = ("fid", "geom", "geometry")
 WORKER_MEMORY = 1 << 30
 #: GDAL block cache of each local worker, MB (bounds a worker's memory whatever the tiles read).
 WORKER_GDAL_CACHEMAX_MB = 128
+#: Environment of a local worker process: its native thread pools (OpenMP, OpenBLAS, MKL,
+#: OpenCV) get one thread, set before they start; the worker's torch and OpenCV pools are set
+#: again by :class:`_BatchPlugin` (for workers of a cluster started elsewhere).
+_ONE_THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                          "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")}
 #: The GeoPackage is written at most this often, seconds (and when this many results wait).
 FLUSH_SECONDS = 1.0
 FLUSH_RESULTS = 64
@@ -508,9 +513,14 @@ def _localize_job(job: PhotoJob, key: str) -> _Outcome:
         return _Outcome(job, sha, stage="localize", message=f"{type(exc).__name__}: {exc}")
 
 
-def _set_torch_threads(n: int) -> None:
-    """One intra-op pool per task thread: set torch's threads when torch is in use (an ONNX
-    predictor never imports it)."""
+def _set_threads(n: int) -> None:
+    """One thread per task thread, in every pool a localization uses: torch's intra-op pool
+    when torch is in use (an ONNX predictor never imports it) and OpenCV's (the registration's
+    features and homography), which otherwise takes every core of the machine, so that one
+    worker would borrow the cores of the others."""
+    import cv2
+
+    cv2.setNumThreads(n)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
@@ -526,7 +536,7 @@ class _BatchPlugin(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         _INSTALLED[self.name] = self.payload
-        _set_torch_threads(1)
+        _set_threads(1)
 
     def teardown(self, worker: Any) -> None:
         _INSTALLED.pop(self.name, None)
@@ -688,15 +698,16 @@ def default_workers(n_photos: int) -> int:
 
 
 def local_cluster(workers: int) -> LocalCluster:
-    """The local Dask cluster of a batch: ``workers`` processes of one thread each (one torch
-    thread each, see :class:`_BatchPlugin`), on 127.0.0.1, no dashboard port of its own, GDAL's
-    block cache bounded to :data:`WORKER_GDAL_CACHEMAX_MB` per worker."""
+    """The local Dask cluster of a batch: ``workers`` processes of one thread each (and one
+    thread in each of their native pools, :data:`_ONE_THREAD_ENV`), on 127.0.0.1, no dashboard
+    port of its own, GDAL's block cache bounded to :data:`WORKER_GDAL_CACHEMAX_MB` per
+    worker."""
     from distributed import LocalCluster
 
     return LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=":0", silence_logs=logging.ERROR, death_timeout=60,
-        env={"GDAL_CACHEMAX": str(WORKER_GDAL_CACHEMAX_MB)},
+        env={"GDAL_CACHEMAX": str(WORKER_GDAL_CACHEMAX_MB), **_ONE_THREAD_ENV},
     )
 
 

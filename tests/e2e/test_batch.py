@@ -247,6 +247,15 @@ def _installed_batches() -> list[str]:
     return list(batch._INSTALLED)
 
 
+def _thread_pools() -> dict[str, Any]:
+    import cv2
+    import torch
+
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "cv2": cv2.getNumThreads(), "torch": torch.get_num_threads()}
+
+
 @pytest.mark.slow
 def test_existing_cluster_through_scheduler_address(
     tmp_path: Path, localize_cli: dict[tuple[str, int], Any]
@@ -260,6 +269,9 @@ def test_existing_cluster_through_scheduler_address(
                      cluster.scheduler_address, "--tta", "none", "--quiet"]) == 0
         # the batch's worker plugin (model + reference) is gone from the worker afterwards
         assert list(client.run(_installed_batches).values()) == [[]]
+        # one thread in every native pool of the worker: it does not borrow other cores
+        assert list(client.run(_thread_pools).values()) == [
+            {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "cv2": 1, "torch": 1}]
     assert count(out) == N_TARGETS
     assert_polygons_equal(gpd.read_file(out, layer="targets"), localize_cli)
 
