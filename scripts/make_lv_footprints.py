@@ -115,7 +115,7 @@ def feature_collection(raster: Path) -> dict:
         poly = orient(Polygon(np.column_stack([lon, lat])), 1.0)
         if not poly.is_valid:
             raise SystemExit(f"footprint {label}: invalid polygon")
-        ring = [[round(x, 10), round(y, 10)] for x, y in poly.exterior.coords]
+        ring = [[round(x, 7), round(y, 7)] for x, y in poly.exterior.coords]
         feats.append({
             "type": "Feature",
             "properties": {"id": i, "kind": "building", "height_m": float(h),

@@ -12,7 +12,7 @@ from PIL import Image, ImageFilter
 
 from geomogeo.data.synth.camera import Camera
 from geomogeo.data.synth.scene import Scene, sample_bilinear
-from geomogeo.data.synth.structures import Structures
+from geomogeo.data.synth.structures import Structures, is_convex
 
 __all__ = ["PhotoEffects", "View", "degrade", "is_visible", "render_photo", "render_reference",
            "render_view", "visible_fraction"]
@@ -63,7 +63,8 @@ def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimut
     The ground is :func:`render_photo`. Each prism is then painted far to near (painter's
     algorithm, by the horizontal distance from the camera to its click point; exact for
     footprints that do not overlap in the photo's depth order, as in the towns rendered
-    here): first its walls that face the camera, a flat colour (the roof's mean) shaded by
+    here): first its walls that face the camera (those of a non-convex footprint far to near
+    by their midpoints), a flat colour (the roof's mean) shaded by
     the wall's outward normal against the sun (``sun_azimuth`` degrees clockwise from north:
     0.35 facing away, up to 0.75 facing the sun), then its roof, whose pixels are
     back-projected onto the roof plane and sampled from the scene texture inside the
@@ -93,7 +94,12 @@ def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimut
             continue
         img_r, lab_r, und_r = image[region], labels[region], und[region]
         colour = _roof_colour(scene, fp)
-        for j in range(k):
+        convex = is_convex(fp)
+        walls = np.arange(k)
+        if not convex:  # front-facing walls may hide each other: far to near
+            mid = (fp + np.roll(fp, -1, axis=0)) / 2
+            walls = np.argsort(-np.hypot(*(mid - cxy).T), kind="stable")
+        for j in walls:
             a, b = fp[j], fp[(j + 1) % k]
             normal = np.array([b[1] - a[1], a[0] - b[0]]) / np.hypot(*(b - a))
             if np.dot(cxy - a, normal) <= 0:  # back-facing wall
@@ -102,7 +108,7 @@ def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimut
             shade = 0.35 + 0.4 * max(0.0, float(np.dot(normal, sun)))
             img_r[m] = np.round(colour * shade).astype(np.uint8)
             lab_r[m] = 2 * i + 1
-        m = _inside(und_r, top)
+        m = _inside(und_r, top, convex)
         g = camera.undistorted_to_plane(und_r[m], top_z)
         vals, _ = sample_bilinear(scene, g[:, 0], g[:, 1], reflect=True)
         img_r[m] = np.round(vals).clip(0, 255).astype(np.uint8)
@@ -119,7 +125,7 @@ def visible_fraction(view: View, camera: Camera, structures: Structures, i: int)
     region = _region(camera, top) if front.all() else None
     if region is None:
         return 0.0
-    m = _inside(view.undistorted[region], top)
+    m = _inside(view.undistorted[region], top, is_convex(fp))
     n = int(m.sum())
     own = 2 * i if z > 0 else -1
     return float((view.labels[region][m] == own).sum()) / n if n else 0.0
@@ -152,12 +158,24 @@ def _region(camera: Camera, und_pts: np.ndarray) -> tuple[slice, slice] | None:
     return slice(r1, r2), slice(c1, c2)
 
 
-def _inside(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """(..., 2) points inside the convex polygon (k, 2) of either winding -> (...) bool."""
+def _inside(pts: np.ndarray, poly: np.ndarray, convex: bool = True) -> np.ndarray:
+    """(..., 2) points inside the polygon (k, 2) of either winding -> (...) bool: for a
+    ``convex`` one, on the inner side of every edge (edges included); else by the even-odd
+    rule (any simple polygon)."""
     x, y = poly[:, 0], poly[:, 1]
     area = float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum())
     if abs(area) < 1e-9:
         return np.zeros(pts.shape[:-1], bool)
+    if not convex:
+        px, py = pts[..., 0], pts[..., 1]
+        odd = np.zeros(pts.shape[:-1], bool)
+        for j in range(len(poly)):
+            (ax, ay), (bx, by) = poly[j], poly[(j + 1) % len(poly)]
+            if ay == by:
+                continue
+            cross = (ay > py) != (by > py)
+            odd ^= cross & (px < ax + (py - ay) * (bx - ax) / (by - ay))
+        return odd
     m = np.ones(pts.shape[:-1], bool)
     for j in range(len(poly)):
         a, b = poly[j], poly[(j + 1) % len(poly)]
