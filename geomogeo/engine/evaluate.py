@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +114,13 @@ LOCALIZE_RUNS: dict[str, tuple[bool, bool, int]] = {
 #: Side of the training-free baseline's box around a registered click, metres.
 BASELINE_BOX_M = 16.0
 
+#: Targets-per-photo groups of :func:`evaluate_localize`'s ``by_targets`` breakdown.
+TARGET_COUNT_GROUPS: dict[str, Callable[[int], bool]] = {
+    "N=2": lambda n: n == 2,
+    "3<=N<=4": lambda n: 3 <= n <= 4,
+    "5<=N<=6": lambda n: 5 <= n <= 6,
+}
+
 
 def _window_boxes(polygons: Sequence[Any], crs: Any, rec: Record) -> np.ndarray:
     """North-up polygons (``crs``) -> (n, 4) pixel-edge boxes of the record's reference window
@@ -133,9 +140,24 @@ def _window_boxes(polygons: Sequence[Any], crs: Any, rec: Record) -> np.ndarray:
 
 def _baseline_polygons(res: LocalizationResult, side_m: float) -> list[Any]:
     """The training-free baseline: a ``side_m`` metre square around each registered click
-    (raster CRS); None where the photo did not register."""
-    from shapely.geometry import box
+    (raster CRS; for a geographic raster the square is made in the click's local UTM zone and
+    its corners mapped back to lon/lat); None where the photo did not register."""
+    from shapely.geometry import Polygon, box
 
+    if georef.as_crs(res.crs).is_geographic:
+        out: list[Any] = []
+        for t in res.targets:
+            if t.registered_xy is None:
+                out.append(None)
+                continue
+            lon, lat = georef.to_lonlat(*t.registered_xy, res.crs)
+            utm = georef.local_metric_crs(float(lon), float(lat))
+            x, y = georef.to_crs(*t.registered_xy, res.crs, utm)
+            h = side_m / 2
+            cx, cy = georef.to_crs(np.array([x - h, x + h, x + h, x - h]),
+                                   np.array([y - h, y - h, y + h, y + h]), utm, res.crs)
+            out.append(Polygon(np.column_stack([cx, cy])))
+        return out
     half = side_m / 2 / georef.linear_unit_factor(res.crs)
     return [None if t.registered_xy is None else
             box(t.registered_xy[0] - half, t.registered_xy[1] - half,
@@ -175,7 +197,8 @@ def evaluate_localize(
 
     Returns ``{"checkpoint", "model", "manifest", "split", "tta", "photos", "targets",
     "config", "registration": {...}, "seconds_per_photo": {run: s}, "metrics": {method:
-    evaluate_boxes dict}}``; with ``out_dir``, also ``metrics.json`` and ``metrics.md``.
+    evaluate_boxes dict}, "by_targets": {method: evaluate_boxes dict by
+    :data:`TARGET_COUNT_GROUPS`}}``; with ``out_dir``, also ``metrics.json`` and ``metrics.md``.
     """
     from geomogeo.localize import Localizer
 
@@ -231,14 +254,17 @@ def evaluate_localize(
                 if scene is not None and scene.ok:
                     registered = res
                     if "ground" in rec.meta:
+                        # In the record's metric CRS (the raster's may be in degrees).
                         reg = np.asarray([t.registered_xy for t in res.targets])
+                        rx, ry = georef.to_crs(reg[:, 0], reg[:, 1], res.crs, rec.georef.crs)  # type: ignore[union-attr]
                         gx, gy = np.asarray(rec.meta["ground"], dtype=np.float64).T
-                        gx, gy = georef.to_crs(gx, gy, rec.georef.crs, res.crs)  # type: ignore[union-attr]
-                        click_err += np.hypot(reg[:, 0] - gx, reg[:, 1] - gy).tolist()
+                        click_err += np.hypot(rx - gx, ry - gy).tolist()
                     if "camera" in rec.meta and scene.heading is not None:
                         d = (scene.heading - float(rec.meta["camera"]["yaw"])) % 360.0
                         heading_err.append(min(d, 360.0 - d))
     metrics = {name: evaluate_boxes(p) for name, p in photos.items()}
+    by_targets = {name: evaluate_boxes(p, groups=TARGET_COUNT_GROUPS)
+                  for name, p in photos.items()}
     registration = {
         "photos": len(reg_ok),
         "success_rate": float(np.mean(reg_ok)) if reg_ok else None,
@@ -262,6 +288,7 @@ def evaluate_localize(
         "registration": registration,
         "seconds_per_photo": {k: float(np.median(v)) for k, v in seconds.items() if v},
         "metrics": metrics,
+        "by_targets": by_targets,
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -275,7 +302,9 @@ def evaluate_localize(
 
 def localize_markdown(result: dict[str, Any], group: str = "2<=N<=6") -> str:
     """The :func:`evaluate_localize` result as markdown: one row per method (``group`` of
-    targets per photo), then the registration figures and the median time per photo."""
+    targets per photo), acc@0.5 / accI@0.5 of each method by targets per photo
+    (:data:`TARGET_COUNT_GROUPS`, when the result has them), then the registration figures
+    and the median time per photo."""
     cols = ("photos", "targets", "acc@0.25", "acc@0.5", "accI@0.5", "mean_iou",
             "centre_error_m_median")
     lines = [f"### localize on {Path(result['manifest']).name} ({result['split'] or 'all'}, "
@@ -289,6 +318,15 @@ def localize_markdown(result: dict[str, Any], group: str = "2<=N<=6") -> str:
         secs = result["seconds_per_photo"].get(name)
         lines.append(f"| {name} | " + " | ".join(cells) + " | "
                      + ("–" if secs is None else f"{secs:.2f}") + " |")
+    if "by_targets" in result:
+        lines += ["", "acc@0.5 / accI@0.5 by targets per photo (photos):", "",
+                  "| method | " + " | ".join(TARGET_COUNT_GROUPS) + " |",
+                  "|---|" + "|".join("---:" for _ in TARGET_COUNT_GROUPS) + "|"]
+        for name, groups in result["by_targets"].items():
+            cells = ["–" if g["acc@0.5"] is None else
+                     f"{g['acc@0.5']:.3f} / {g['accI@0.5']:.3f} ({g['photos']})"
+                     for g in (groups[k] for k in TARGET_COUNT_GROUPS)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     reg = result["registration"]
     lines += ["", "| registration | value |", "|---|---:|"]
     lines += [f"| {k} | {'–' if v is None else (f'{v:.3f}' if isinstance(v, float) else v)} |"
