@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from affine import Affine
+from PIL import Image
 from tqdm.auto import tqdm
 
 from geomogeo.data.cvogl import read_cvogl
@@ -111,6 +113,9 @@ LOCALIZE_RUNS: dict[str, tuple[bool, bool, int]] = {
     "joint, heading": (True, True, JointConfig().rotations),
 }
 
+#: EXIF tag of the GPS IFD.
+_GPS_IFD = 0x8825
+
 #: Side of the training-free baseline's box around a registered click, metres.
 BASELINE_BOX_M = 16.0
 
@@ -165,6 +170,22 @@ def _baseline_polygons(res: LocalizationResult, side_m: float) -> list[Any]:
             for t in res.targets]
 
 
+def _without_exif_heading(path: Path, folder: Path) -> Path:
+    """The photo at ``path`` as a lossless PNG in ``folder`` with its EXIF but without the GPS
+    heading (``GPSImgDirection``), so that a run "without heading" does not read it; the
+    photo itself when it records no heading. Its pixels are the JPEG's decoded pixels."""
+    with Image.open(path) as im:
+        exif = im.getexif()
+        gps = exif.get_ifd(_GPS_IFD)
+        if 16 not in gps and 17 not in gps:
+            return path
+        for tag in (16, 17):  # GPSImgDirectionRef, GPSImgDirection
+            gps.pop(tag, None)
+        out = folder / f"{path.stem}.png"
+        im.save(out, exif=exif)
+    return out
+
+
 def evaluate_localize(
     checkpoint: str | os.PathLike[str] | None,
     manifest: str | os.PathLike[str],
@@ -191,6 +212,8 @@ def evaluate_localize(
     with the ground-truth boxes in the record's reference-window pixels
     (:func:`~geomogeo.engine.metrics.evaluate_boxes`, 1 window pixel = the record's GSD).
     ``start`` and ``limit`` select records ``start .. start + limit - 1`` of the split. The
+    runs without heading see the photo without its EXIF ``GPSImgDirection`` (a lossless
+    copy), so they are without heading even for photos that record one. The
     training-free baseline (a ``BASELINE_BOX_M`` square around each registered click; an
     empty box, IoU 0, where the photo did not register) comes from the registration of the
     joint run without heading (the registration does not use the heading).
@@ -220,6 +243,8 @@ def evaluate_localize(
     off_raster: list[str] = []
     click_err: list[float] = []
     heading_err: list[float] = []
+    tmp_dir = tempfile.TemporaryDirectory(prefix="geomogeo-eval-")
+    tmp = Path(tmp_dir.name)
     for rec in tqdm(records, desc="photos", disable=quiet, unit="photo"):
         src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
         if not src.contains(*georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)):  # type: ignore[union-attr]
@@ -237,8 +262,9 @@ def evaluate_localize(
                 # is given: the joint run with heading is the one without (not re-run).
                 res = registered
             else:
+                query = rec.query if with_heading else _without_exif_heading(rec.query, tmp)
                 res = loc.localize(
-                    rec.query, rec.meta["raster"], np.asarray(rec.clicks),
+                    query, rec.meta["raster"], np.asarray(rec.clicks),
                     tuple(rec.meta["gps"]), center_crs=rec.georef.crs,  # type: ignore[union-attr]
                     bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
                     else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
@@ -262,6 +288,7 @@ def evaluate_localize(
                     if "camera" in rec.meta and scene.heading is not None:
                         d = (scene.heading - float(rec.meta["camera"]["yaw"])) % 360.0
                         heading_err.append(min(d, 360.0 - d))
+    tmp_dir.cleanup()
     metrics = {name: evaluate_boxes(p) for name, p in photos.items()}
     by_targets = {name: evaluate_boxes(p, groups=TARGET_COUNT_GROUPS)
                   for name, p in photos.items()}

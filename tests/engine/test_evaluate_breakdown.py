@@ -1,21 +1,27 @@
 """evaluate --localize on a held-out city: the breakdown by targets per photo (computed by
-hand) and the training-free baseline's 16 m box on a geographic (EPSG:4326) raster."""
+hand), the training-free baseline's 16 m box on a geographic (EPSG:4326) raster, and runs
+"without heading" on photos whose EXIF records one."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from PIL import Image
 from pyproj import Geod
 from shapely.geometry import Point
 
+from geomogeo.data.synth.engine import gps_exif
 from geomogeo.engine.evaluate import (
     BASELINE_BOX_M,
     TARGET_COUNT_GROUPS,
     _baseline_polygons,
+    _without_exif_heading,
     localize_markdown,
 )
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
+from geomogeo.geo.photo import load_photo
 
 
 def _photo(widths: list[float]) -> PhotoEval:
@@ -66,3 +72,24 @@ def test_baseline_box_is_16_m_on_a_lon_lat_raster() -> None:
     _, _, sides = Geod(ellps="WGS84").inv(xs, ys, np.roll(xs, -1), np.roll(ys, -1))
     np.testing.assert_allclose(sides, BASELINE_BOX_M / k, rtol=0, atol=1e-3)
     assert square.centroid.distance(Point(lon, lat)) < 1e-9
+
+
+def test_runs_without_heading_do_not_read_the_exif_heading(tmp_path: Path) -> None:
+    """A photo whose EXIF records GPS and a heading: the copy given to the runs without heading
+    keeps the pixels and the GPS position and drops the heading; a photo without a heading is
+    used as it is."""
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    with_h, without_h = tmp_path / "h.jpg", tmp_path / "n.jpg"
+    img.save(with_h, exif=gps_exif(-115.2320526, 36.1405827, 123.45))
+    img.save(without_h, exif=gps_exif(-115.2320526, 36.1405827, None))
+    out = tmp_path / "out"
+    out.mkdir()
+    copy = _without_exif_heading(with_h, out)
+    assert copy.parent == out and copy.suffix == ".png"
+    a, b = load_photo(with_h), load_photo(copy)
+    assert a.gps is not None and a.gps.heading == 123.45
+    assert b.gps is not None and b.gps.heading is None
+    assert (b.gps.lon, b.gps.lat) == (a.gps.lon, a.gps.lat)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert _without_exif_heading(without_h, out) == without_h
