@@ -27,6 +27,8 @@ from PIL import Image, ImageDraw
 from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
+from geomogeo.geo import georef
+
 #: (label used while digitizing, "col,row col,row ..." pixel-edge vertices); labels with a
 #: letter are a second structure on the same lot.
 PIXEL_POLYGONS: tuple[tuple[str, str], ...] = (
@@ -111,7 +113,7 @@ def feature_collection(raster: Path) -> dict:
         *HEIGHT_RANGE_M, len(PIXEL_POLYGONS)), 1)
     feats = []
     for i, ((label, px), h) in enumerate(zip(pixel_polygons(), heights, strict=True), start=1):
-        lon, lat = t * (px[:, 0], px[:, 1])
+        lon, lat = georef.pixel_to_map(t, px[:, 0], px[:, 1])  # pixel edges -> lon/lat
         poly = orient(Polygon(np.column_stack([lon, lat])), 1.0)
         if not poly.is_valid:
             raise SystemExit(f"footprint {label}: invalid polygon")
