@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from affine import Affine
+from PIL import Image
 from tqdm.auto import tqdm
 
 from geomogeo.data.cvogl import read_cvogl
@@ -111,8 +113,18 @@ LOCALIZE_RUNS: dict[str, tuple[bool, bool, int]] = {
     "joint, heading": (True, True, JointConfig().rotations),
 }
 
+#: EXIF tag of the GPS IFD.
+_GPS_IFD = 0x8825
+
 #: Side of the training-free baseline's box around a registered click, metres.
 BASELINE_BOX_M = 16.0
+
+#: Targets-per-photo groups of :func:`evaluate_localize`'s ``by_targets`` breakdown.
+TARGET_COUNT_GROUPS: dict[str, Callable[[int], bool]] = {
+    "N=2": lambda n: n == 2,
+    "3<=N<=4": lambda n: 3 <= n <= 4,
+    "5<=N<=6": lambda n: 5 <= n <= 6,
+}
 
 
 def _window_boxes(polygons: Sequence[Any], crs: Any, rec: Record) -> np.ndarray:
@@ -133,14 +145,45 @@ def _window_boxes(polygons: Sequence[Any], crs: Any, rec: Record) -> np.ndarray:
 
 def _baseline_polygons(res: LocalizationResult, side_m: float) -> list[Any]:
     """The training-free baseline: a ``side_m`` metre square around each registered click
-    (raster CRS); None where the photo did not register."""
-    from shapely.geometry import box
+    (raster CRS; for a geographic raster the square is made in the click's local UTM zone and
+    its corners mapped back to lon/lat); None where the photo did not register."""
+    from shapely.geometry import Polygon, box
 
+    if georef.as_crs(res.crs).is_geographic:
+        out: list[Any] = []
+        for t in res.targets:
+            if t.registered_xy is None:
+                out.append(None)
+                continue
+            lon, lat = georef.to_lonlat(*t.registered_xy, res.crs)
+            utm = georef.local_metric_crs(float(lon), float(lat))
+            x, y = georef.to_crs(*t.registered_xy, res.crs, utm)
+            h = side_m / 2
+            cx, cy = georef.to_crs(np.array([x - h, x + h, x + h, x - h]),
+                                   np.array([y - h, y - h, y + h, y + h]), utm, res.crs)
+            out.append(Polygon(np.column_stack([cx, cy])))
+        return out
     half = side_m / 2 / georef.linear_unit_factor(res.crs)
     return [None if t.registered_xy is None else
             box(t.registered_xy[0] - half, t.registered_xy[1] - half,
                 t.registered_xy[0] + half, t.registered_xy[1] + half)
             for t in res.targets]
+
+
+def _without_exif_heading(path: Path, folder: Path) -> Path:
+    """The photo at ``path`` as a lossless PNG in ``folder`` with its EXIF but without the GPS
+    heading (``GPSImgDirection``), so that a run "without heading" does not read it; the
+    photo itself when it records no heading. Its pixels are the JPEG's decoded pixels."""
+    with Image.open(path) as im:
+        exif = im.getexif()
+        gps = exif.get_ifd(_GPS_IFD)
+        if 16 not in gps and 17 not in gps:
+            return path
+        for tag in (16, 17):  # GPSImgDirectionRef, GPSImgDirection
+            gps.pop(tag, None)
+        out = folder / f"{path.stem}.png"
+        im.save(out, exif=exif)
+    return out
 
 
 def evaluate_localize(
@@ -169,13 +212,16 @@ def evaluate_localize(
     with the ground-truth boxes in the record's reference-window pixels
     (:func:`~geomogeo.engine.metrics.evaluate_boxes`, 1 window pixel = the record's GSD).
     ``start`` and ``limit`` select records ``start .. start + limit - 1`` of the split. The
+    runs without heading see the photo without its EXIF ``GPSImgDirection`` (a lossless
+    copy), so they are without heading even for photos that record one. The
     training-free baseline (a ``BASELINE_BOX_M`` square around each registered click; an
     empty box, IoU 0, where the photo did not register) comes from the registration of the
     joint run without heading (the registration does not use the heading).
 
     Returns ``{"checkpoint", "model", "manifest", "split", "tta", "photos", "targets",
     "config", "registration": {...}, "seconds_per_photo": {run: s}, "metrics": {method:
-    evaluate_boxes dict}}``; with ``out_dir``, also ``metrics.json`` and ``metrics.md``.
+    evaluate_boxes dict}, "by_targets": {method: evaluate_boxes dict by
+    :data:`TARGET_COUNT_GROUPS`}}``; with ``out_dir``, also ``metrics.json`` and ``metrics.md``.
     """
     from geomogeo.localize import Localizer
 
@@ -197,6 +243,8 @@ def evaluate_localize(
     off_raster: list[str] = []
     click_err: list[float] = []
     heading_err: list[float] = []
+    tmp_dir = tempfile.TemporaryDirectory(prefix="geomogeo-eval-")
+    tmp = Path(tmp_dir.name)
     for rec in tqdm(records, desc="photos", disable=quiet, unit="photo"):
         src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
         if not src.contains(*georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)):  # type: ignore[union-attr]
@@ -214,8 +262,9 @@ def evaluate_localize(
                 # is given: the joint run with heading is the one without (not re-run).
                 res = registered
             else:
+                query = rec.query if with_heading else _without_exif_heading(rec.query, tmp)
                 res = loc.localize(
-                    rec.query, rec.meta["raster"], np.asarray(rec.clicks),
+                    query, rec.meta["raster"], np.asarray(rec.clicks),
                     tuple(rec.meta["gps"]), center_crs=rec.georef.crs,  # type: ignore[union-attr]
                     bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
                     else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
@@ -231,14 +280,18 @@ def evaluate_localize(
                 if scene is not None and scene.ok:
                     registered = res
                     if "ground" in rec.meta:
+                        # In the record's metric CRS (the raster's may be in degrees).
                         reg = np.asarray([t.registered_xy for t in res.targets])
+                        rx, ry = georef.to_crs(reg[:, 0], reg[:, 1], res.crs, rec.georef.crs)  # type: ignore[union-attr]
                         gx, gy = np.asarray(rec.meta["ground"], dtype=np.float64).T
-                        gx, gy = georef.to_crs(gx, gy, rec.georef.crs, res.crs)  # type: ignore[union-attr]
-                        click_err += np.hypot(reg[:, 0] - gx, reg[:, 1] - gy).tolist()
+                        click_err += np.hypot(rx - gx, ry - gy).tolist()
                     if "camera" in rec.meta and scene.heading is not None:
                         d = (scene.heading - float(rec.meta["camera"]["yaw"])) % 360.0
                         heading_err.append(min(d, 360.0 - d))
+    tmp_dir.cleanup()
     metrics = {name: evaluate_boxes(p) for name, p in photos.items()}
+    by_targets = {name: evaluate_boxes(p, groups=TARGET_COUNT_GROUPS)
+                  for name, p in photos.items()}
     registration = {
         "photos": len(reg_ok),
         "success_rate": float(np.mean(reg_ok)) if reg_ok else None,
@@ -262,6 +315,7 @@ def evaluate_localize(
         "registration": registration,
         "seconds_per_photo": {k: float(np.median(v)) for k, v in seconds.items() if v},
         "metrics": metrics,
+        "by_targets": by_targets,
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -275,7 +329,9 @@ def evaluate_localize(
 
 def localize_markdown(result: dict[str, Any], group: str = "2<=N<=6") -> str:
     """The :func:`evaluate_localize` result as markdown: one row per method (``group`` of
-    targets per photo), then the registration figures and the median time per photo."""
+    targets per photo), acc@0.5 / accI@0.5 of each method by targets per photo
+    (:data:`TARGET_COUNT_GROUPS`, when the result has them), then the registration figures
+    and the median time per photo."""
     cols = ("photos", "targets", "acc@0.25", "acc@0.5", "accI@0.5", "mean_iou",
             "centre_error_m_median")
     lines = [f"### localize on {Path(result['manifest']).name} ({result['split'] or 'all'}, "
@@ -289,6 +345,15 @@ def localize_markdown(result: dict[str, Any], group: str = "2<=N<=6") -> str:
         secs = result["seconds_per_photo"].get(name)
         lines.append(f"| {name} | " + " | ".join(cells) + " | "
                      + ("–" if secs is None else f"{secs:.2f}") + " |")
+    if "by_targets" in result:
+        lines += ["", "acc@0.5 / accI@0.5 by targets per photo (photos):", "",
+                  "| method | " + " | ".join(TARGET_COUNT_GROUPS) + " |",
+                  "|---|" + "|".join("---:" for _ in TARGET_COUNT_GROUPS) + "|"]
+        for name, groups in result["by_targets"].items():
+            cells = ["–" if g["acc@0.5"] is None else
+                     f"{g['acc@0.5']:.3f} / {g['accI@0.5']:.3f} ({g['photos']})"
+                     for g in (groups[k] for k in TARGET_COUNT_GROUPS)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     reg = result["registration"]
     lines += ["", "| registration | value |", "|---|---:|"]
     lines += [f"| {k} | {'–' if v is None else (f'{v:.3f}' if isinstance(v, float) else v)} |"

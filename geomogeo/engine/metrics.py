@@ -22,7 +22,7 @@ Rates of an empty group (or an empty metric subset) are ``None``, never NaN.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,11 +113,13 @@ def evaluate_boxes(
     photos: Sequence[PhotoEval],
     stride: int = 16,
     thresholds: Sequence[float] = (0.25, 0.5),
+    groups: Mapping[str, Callable[[int], bool]] = GROUPS,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate per-target box predictions, overall and grouped by targets per photo N.
 
-    Returns a JSON-serialisable dict ``{group: metrics}`` with groups ``"all"``, ``"N<=3"``,
-    ``"3<N<=6"``, ``"N>6"``, ``"2<=N<=6"``. Each metrics dict has ``photos``, ``targets``,
+    Returns a JSON-serialisable dict ``{group: metrics}`` with the ``groups`` (name ->
+    predicate on N; default :data:`GROUPS`: ``"all"``, ``"N<=3"``, ``"3<N<=6"``, ``"N>6"``,
+    ``"2<=N<=6"``). Each metrics dict has ``photos``, ``targets``,
     ``acc@t`` and ``accI@t`` per threshold (key ``f"acc@{t:g}"``), ``mean_iou``,
     ``centre_cell`` (cell size ``stride`` pixels), ``centre_error_m_median`` and
     ``centre_error_m_mean`` (metres); see the module docstring for the definitions.
@@ -147,7 +149,7 @@ def evaluate_boxes(
         per_photo.append((gt.shape[0], iou, same, err))
 
     result: dict[str, dict[str, Any]] = {}
-    for name, keep in GROUPS.items():
+    for name, keep in groups.items():
         sel = [p for p in per_photo if keep(p[0])]
         result[name] = _group_metrics(
             [p[1] for p in sel], [p[2] for p in sel], [p[3] for p in sel], thresholds

@@ -11,14 +11,16 @@ The camera heading is recorded with a compass error, as a drone's EXIF would hav
 
 With ``SynthConfig.prisms`` (on in :meth:`SynthConfig.parallax`) the targets are
 :class:`~.structures.Structures` of several kinds: buildings extruded as prisms (procedural
-footprints with heights, and compact bright blobs of the real tiles), flat road pieces of the
-procedural towns, bridge decks (slabs over a river or a lower road, in procedural towns when
-the ``bridge`` kind has a weight, see :func:`~.procedural.bridged_town`), and flat blobs. The
-photo shows walls, occlusion and roof displacement (:func:`~.render.render_view`); a
-target's box is its footprint's envelope in the reference; its click is the projection of its
-roof (deck) centroid, and it is a target only where that roof (or flat footprint) is visible:
-the click pixel shows it and at least ``min_visible`` of its outline does. Photos may carry
-EXIF GPS (the measured position) and, for a fraction of them, no heading.
+footprints with heights, a real tile's known footprints where it has a footprints file, else
+its compact bright blobs), flat road pieces of the procedural towns, bridge decks (slabs over a
+river or a lower road, in procedural towns when the ``bridge`` kind has a weight, see
+:func:`~.procedural.bridged_town`), and flat blobs. The photo shows walls, occlusion and roof
+displacement (:func:`~.render.render_view`); a target's box is its footprint's envelope in the
+reference; its click is the projection of its roof (deck) centroid (for an L-shaped known
+footprint, its pole of inaccessibility), and it is a target only where that roof (or flat
+footprint) is visible: the click pixel shows it and at least ``min_visible`` of its outline
+does. Photos may carry EXIF GPS (the measured position) and, for a fraction of them, no
+heading.
 
 Every sample is a pure function of (world, seed, index): generation in parallel gives the
 same bytes as generation in series.
@@ -45,6 +47,7 @@ from tqdm.auto import tqdm
 from geomogeo.data.dataset import PackItem
 from geomogeo.data.manifest import Georef, Record, write_manifest
 from geomogeo.data.synth.camera import Camera, CameraRanges, sample_camera
+from geomogeo.data.synth.footprints import footprint_structures
 from geomogeo.data.synth.procedural import bridged_town, procedural_town, rotate_zoom
 from geomogeo.data.synth.render import (
     PhotoEffects,
@@ -231,11 +234,13 @@ class World:
 
     @classmethod
     def build(cls, scene: Scene, cfg: SynthConfig, extra: Structures | None = None,
-              ground: Scene | None = None) -> World:
-        """The world of ``scene``; ``extra``: structures known exactly (a procedural town's),
-        used with ``cfg.prisms``, when blobs overlapping their raised footprints (the roofs
-        found again as blobs) are dropped; ``ground``: the scene under its slabs (a bridged
-        town's). Random choices (sun, blob heights) follow the scene's name."""
+              ground: Scene | None = None, *, blob_buildings: bool = True) -> World:
+        """The world of ``scene``; ``extra``: structures known exactly (a procedural town's,
+        or a real tile's known footprints), used with ``cfg.prisms``, when blobs overlapping
+        their raised footprints (the roofs found again as blobs) are dropped; ``ground``: the
+        scene under its slabs (a bridged town's); without ``blob_buildings`` no blob is
+        extruded (all stay flat; used with known footprints). Random choices (sun, blob
+        heights) follow the scene's name."""
         ref = downsample(scene, round(cfg.gsd / cfg.render_gsd))
         objects = find_objects(ref, object_gsd=cfg.gsd, min_area_m2=cfg.min_object_m2)
         rng = np.random.default_rng(zlib.crc32(scene.name.encode()))
@@ -243,6 +248,7 @@ class World:
         if not cfg.prisms:
             return cls(scene, ref, objects, Structures.from_objects(objects), sun)
         compact = objects.bright & (objects.solidity >= cfg.blob_building_solidity)
+        compact &= blob_buildings
         lo, hi = np.log(cfg.blob_height_m)
         heights = np.where(compact, np.exp(rng.uniform(lo, hi, len(objects))), 0.0)
         blobs = Structures.from_objects(objects, heights,
@@ -489,7 +495,10 @@ def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool,
     With ``augment``, each scene in its 8 rotated/mirrored copies, plus ``rotations`` copies
     at random angles and scales (0.8-1.25); plus ``procedural`` random town scenes (with
     ``cfg.prisms``, their buildings and street pieces as structures, and with
-    ``cfg.bridges()`` half of them crossed by bridges). All random choices follow ``seed``.
+    ``cfg.bridges()`` half of them crossed by bridges). With ``cfg.prisms``, a scene that
+    keeps its tile's georeference (not augmented) and has a footprints file
+    (:func:`~.footprints.footprint_structures`: footprints of >= ``cfg.min_object_m2``) gets
+    those buildings, and its blobs stay flat. All random choices follow ``seed``.
     """
     rng = np.random.default_rng([seed, 7])
     out = []
@@ -499,7 +508,10 @@ def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool,
         if augment:
             variants += [rotate_zoom(s, float(rng.uniform(0, 360)), float(rng.uniform(0.8, 1.25)))
                          for _ in range(rotations)]
-        out.extend(World.build(v, cfg) for v in variants)
+        for v in variants:
+            # A scene with its tile's georeference uses the tile's known footprints, if any.
+            known = footprint_structures(v, cfg.min_object_m2) if cfg.prisms else None
+            out.append(World.build(v, cfg, known, blob_buildings=known is None))
     for i in range(procedural):
         town_rng, name = np.random.default_rng([seed, 11, i]), f"procedural-{i}"
         if cfg.bridges():

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy.spatial import ConvexHull
 
 from geomogeo.data.synth.camera import Camera
 from geomogeo.data.synth.scene import Scene, sample_bilinear
-from geomogeo.data.synth.structures import Structures
+from geomogeo.data.synth.structures import Structures, is_convex
 
 __all__ = ["PhotoEffects", "View", "degrade", "is_visible", "render_photo", "render_reference",
            "render_view", "visible_fraction"]
@@ -64,15 +65,16 @@ def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimut
     The ground is :func:`render_photo` of ``ground`` (default: ``scene``; a separate ground
     is what lies under slabs, e.g. the river under a bridge deck that ``scene``, the
     orthophoto, shows). Each raised structure is then painted far to near (painter's
-    algorithm; see :func:`_draw_order`, exact for convex footprints that do not overlap):
-    first its side faces that face the camera (walls, a deck's edges), between its base and
-    its top, a flat colour (the top's mean) shaded by the face's outward normal against the
-    sun (``sun_azimuth`` degrees clockwise from north: 0.35 facing away, up to 0.75 facing
-    the sun), then its top (roof, deck), whose pixels are back-projected onto the top plane
-    and sampled from the ``scene`` texture inside the footprint. Polygons are rasterised
-    exactly in undistorted (pinhole) pixel space, where straight edges stay straight.
-    Structures with a vertex behind the camera are skipped (they lie far outside the
-    documented field of view).
+    algorithm; see :func:`_draw_order`, exact for footprints whose convex hulls do not
+    overlap): first its side faces that face the camera (walls, a deck's edges; those of a
+    non-convex footprint far to near by their midpoints), between its base and its top, a
+    flat colour (the top's mean) shaded by the face's outward normal against the sun
+    (``sun_azimuth`` degrees clockwise from north: 0.35 facing away, up to 0.75 facing the
+    sun), then its top (roof, deck), whose pixels are back-projected onto the top plane and
+    sampled from the ``scene`` texture inside the footprint (even-odd rule for a non-convex
+    one). Polygons are rasterised exactly in undistorted (pinhole) pixel space, where
+    straight edges stay straight. Structures with a vertex behind the camera are skipped
+    (they lie far outside the documented field of view).
     """
     image = render_photo(scene if ground is None else ground, camera)
     h, w = image.shape[:2]
@@ -87,7 +89,12 @@ def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimut
         k = len(fp)
         img_r, lab_r, und_r = image[region], labels[region], und[region]
         colour = _roof_colour(scene, fp)
-        for j in range(k):
+        convex = is_convex(fp)
+        walls = np.arange(k)
+        if not convex:  # front-facing walls may hide each other: far to near
+            mid = (fp + np.roll(fp, -1, axis=0)) / 2
+            walls = np.argsort(-np.hypot(*(mid - cxy).T), kind="stable")
+        for j in walls:
             a, b = fp[j], fp[(j + 1) % k]
             normal = np.array([b[1] - a[1], a[0] - b[0]]) / np.hypot(*(b - a))
             if np.dot(cxy - a, normal) <= 0:  # back-facing side
@@ -96,7 +103,7 @@ def render_view(scene: Scene, camera: Camera, structures: Structures, sun_azimut
             shade = 0.35 + 0.4 * max(0.0, float(np.dot(normal, sun)))
             img_r[m] = np.round(colour * shade).astype(np.uint8)
             lab_r[m] = 2 * i + 1
-        m = _inside(und_r, top)
+        m = _inside(und_r, top, convex)
         g = camera.undistorted_to_plane(und_r[m], top_z)
         vals, _ = sample_bilinear(scene, g[:, 0], g[:, 1], reflect=True)
         img_r[m] = np.round(vals).clip(0, 255).astype(np.uint8)
@@ -116,7 +123,11 @@ def _draw_order(camera: Camera, structures: Structures
     line can hide the other and never the reverse, so it is drawn later. For disjoint
     convex footprints this is exact (a ray to a point of the far one crosses the line only
     after passing over the near one's side), whatever their heights and bases; elongated
-    slabs (bridge decks) next to buildings need it, where centroid distances mislead.
+    slabs (bridge decks) next to buildings need it, where centroid distances mislead. A
+    non-convex footprint (an L-shaped known footprint) is tested by its convex hull: a line
+    separating the hulls separates the footprints, so the order stays exact where the hulls
+    are disjoint; where they overlap (a building in an L's notch) no line is found and that
+    pair keeps the distance order.
     Overlapping footprints one above the other (a pier under its deck: one's top at most the
     other's base) are drawn lower first: a descending ray never meets the lower one before
     the upper one's points.
@@ -144,8 +155,12 @@ def _draw_order(camera: Camera, structures: Structures
     hi = np.array([np.maximum(proj[i][0].max(axis=0), proj[i][1].max(axis=0)) for i in ids])
     overlap = ((lo[:, None] < hi[None]) & (lo[None] < hi[:, None])).all(axis=2)
     before = [set() for _ in range(n)]  # before[b]: positions to draw before b
+    # Convex hulls of non-convex footprints (a line through an edge of a non-convex outline
+    # need not have the whole outline on one side); convex ones as they are.
+    hulls = [fp if is_convex(fp) else fp[ConvexHull(fp).vertices]
+             for fp in (structures.footprints[i] for i in ids)]
     for p, q in zip(*np.nonzero(np.triu(overlap, 1)), strict=True):
-        near = _nearer(structures.footprints[ids[p]], structures.footprints[ids[q]], cxy)
+        near = _nearer(hulls[p], hulls[q], cxy)
         if near is None:  # overlapping footprints: stacked?
             if structures.heights[ids[p]] <= structures.bases[ids[q]]:
                 near = 1
@@ -194,7 +209,7 @@ def visible_fraction(view: View, camera: Camera, structures: Structures, i: int)
     region = _region(camera, top) if front.all() else None
     if region is None:
         return 0.0
-    m = _inside(view.undistorted[region], top)
+    m = _inside(view.undistorted[region], top, is_convex(fp))
     n = int(m.sum())
     own = 2 * i if z > 0 else -1
     return float((view.labels[region][m] == own).sum()) / n if n else 0.0
@@ -227,12 +242,24 @@ def _region(camera: Camera, und_pts: np.ndarray) -> tuple[slice, slice] | None:
     return slice(r1, r2), slice(c1, c2)
 
 
-def _inside(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """(..., 2) points inside the convex polygon (k, 2) of either winding -> (...) bool."""
+def _inside(pts: np.ndarray, poly: np.ndarray, convex: bool = True) -> np.ndarray:
+    """(..., 2) points inside the polygon (k, 2) of either winding -> (...) bool: for a
+    ``convex`` one, on the inner side of every edge (edges included); else by the even-odd
+    rule (any simple polygon)."""
     x, y = poly[:, 0], poly[:, 1]
     area = float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum())
     if abs(area) < 1e-9:
         return np.zeros(pts.shape[:-1], bool)
+    if not convex:
+        px, py = pts[..., 0], pts[..., 1]
+        odd = np.zeros(pts.shape[:-1], bool)
+        for j in range(len(poly)):
+            (ax, ay), (bx, by) = poly[j], poly[(j + 1) % len(poly)]
+            if ay == by:
+                continue
+            cross = (ay > py) != (by > py)
+            odd ^= cross & (px < ax + (py - ay) * (bx - ax) / (by - ay))
+        return odd
     m = np.ones(pts.shape[:-1], bool)
     for j in range(len(poly)):
         a, b = poly[j], poly[(j + 1) % len(poly)]

@@ -1,15 +1,18 @@
-"""Structures: the targets of a scene as prisms over convex footprints.
+"""Structures: the targets of a scene as prisms and slabs over footprint polygons.
 
-A structure is a convex footprint polygon on the ground (map metres, counter-clockwise), a
-top height and a base height: top 0 for flat things that are part of the ground texture
+A structure is a footprint polygon on the ground (map metres, counter-clockwise; convex, except
+the known footprints of real tiles, which may be any simple polygon, e.g. L-shaped), a top
+height and a base height: top 0 for flat things that are part of the ground texture
 (luminance blobs, road pieces), > 0 for raised ones, which the renderer extrudes (top texture
 lifted to the top plane, shaded side faces) from their base: 0 for a building (a prism from
 the ground), > 0 for an elevated slab such as a bridge deck, with nothing under it. Its target
 box is the footprint's axis-aligned envelope (what a GIS user wants back); its click point is
-the top's (or flat footprint's) centroid at the top height.
+the top's (or flat footprint's) centroid at the top height (for a non-convex footprint whose
+centroid is not well inside, the point farthest inside it).
 
 Kinds: ``blob`` (a :func:`~.scene.find_objects` blob, footprint its bounding box), ``building``
-(a procedural footprint, or a compact bright blob of a real tile, footprint its convex hull),
+(a procedural footprint, a known footprint of a real tile (:mod:`~.footprints`), or a compact
+bright blob of a real tile, footprint its convex hull),
 ``road`` (a procedural
 street piece between two crossings), ``bridge`` (a procedural bridge deck over a river or a
 lower road, a slab from its base to its top), ``pier`` (a prism under a bridge deck, up to
@@ -25,7 +28,7 @@ import numpy as np
 
 from geomogeo.data.synth.scene import Objects
 
-__all__ = ["KINDS", "Structures", "rectangle"]
+__all__ = ["KINDS", "Structures", "is_convex", "rectangle", "signed_area"]
 
 #: Structure kinds, indexed by :attr:`Structures.kinds`.
 KINDS: tuple[str, ...] = ("blob", "building", "road", "bridge", "pier")
@@ -46,7 +49,8 @@ class Structures:
     """Target candidates of a scene.
 
     Attributes:
-        footprints: n convex polygons (k_i, 2), map metres, counter-clockwise, k_i >= 3.
+        footprints: n simple polygons (k_i, 2), map metres, counter-clockwise, k_i >= 3
+            (convex except known footprints of real tiles).
         heights: (n,) top (roof, deck) heights above the ground, metres (0 = flat).
         kinds: (n,) int64 indexes into :data:`KINDS`.
         points: (n, 2) click points' map coordinates (roof at ``heights``), metres.
@@ -98,12 +102,15 @@ class Structures:
     @classmethod
     def from_polygons(cls, polygons: Sequence[np.ndarray], heights: Sequence[float],
                       kind: str, bases: Sequence[float] | None = None) -> Structures:
-        """Convex polygons (counter-clockwise) of one kind, clicked at their area centroids;
-        ``bases`` metres (default: 0, on the ground)."""
+        """Simple polygons (counter-clockwise) of one kind, clicked at their area centroids;
+        a non-convex polygon whose centroid lies outside it or within ``_CLICK_MARGIN_M`` of
+        its outline is clicked at its pole of inaccessibility (the inside point farthest from
+        the outline, to 1 cm), as a user clicks the middle of an L-shaped roof. ``bases``:
+        metres (default: 0, on the ground)."""
         fps = tuple(np.asarray(p, dtype=np.float64) for p in polygons)
         return cls(fps, np.asarray(heights, np.float64).reshape(-1),
                    np.full(len(fps), KINDS.index(kind), np.int64),
-                   np.array([_centroid(p) for p in fps]).reshape(-1, 2),
+                   np.array([_click_point(p) for p in fps]).reshape(-1, 2),
                    None if bases is None else np.asarray(bases, np.float64).reshape(-1))
 
     @classmethod
@@ -119,6 +126,43 @@ class Structures:
         idx = np.nonzero(keep)[0]
         return Structures(tuple(self.footprints[i] for i in idx), self.heights[idx],
                           self.kinds[idx], self.points[idx], self.bases[idx])
+
+
+def signed_area(p: np.ndarray) -> float:
+    """Signed area of a simple polygon (k, 2), square map units: > 0 when counter-clockwise
+    (x east, y north). Computed relative to the first vertex (no cancellation on large map
+    coordinates)."""
+    q = np.asarray(p, dtype=np.float64) - p[0]
+    x, y = q[:, 0], q[:, 1]
+    return float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum() / 2)
+
+
+def is_convex(p: np.ndarray) -> bool:
+    """Whether the polygon (k, 2) is convex (collinear vertices allowed)."""
+    e = np.roll(p, -1, axis=0) - p
+    cross = e[:, 0] * np.roll(e[:, 1], -1) - e[:, 1] * np.roll(e[:, 0], -1)
+    return bool((cross >= 0).all() or (cross <= 0).all())
+
+
+#: Least distance, metres, from a non-convex footprint's outline to its centroid for the
+#: centroid to be its click point (else the pole of inaccessibility is).
+_CLICK_MARGIN_M = 1.0
+
+
+def _click_point(p: np.ndarray) -> np.ndarray:
+    """Where a footprint is clicked: its area centroid, unless it is non-convex and the
+    centroid is not at least ``_CLICK_MARGIN_M`` inside it (then the pole of inaccessibility)."""
+    c = _centroid(p)
+    if is_convex(p):
+        return c
+    from shapely.geometry import Point, Polygon
+    from shapely.ops import polylabel
+
+    poly = Polygon(p)
+    if poly.contains(Point(c)) and poly.exterior.distance(Point(c)) >= _CLICK_MARGIN_M:
+        return c
+    q = polylabel(poly, tolerance=0.01)
+    return np.array([q.x, q.y])
 
 
 def _centroid(p: np.ndarray) -> np.ndarray:

@@ -1,0 +1,226 @@
+"""Known building footprints of a real tile (Las Vegas) in the data engine: the shipped
+GeoJSON read by independent readers, its loader, non-convex (L-shaped) prisms, Las Vegas
+parallax samples whose boxes are the footprints' envelopes and whose clicks land on the roofs,
+and the default (non-parallax) data unchanged by the footprints."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from pyproj import CRS, Geod
+from shapely.geometry import Point, Polygon, shape
+
+from geomogeo.data.synth.camera import Camera
+from geomogeo.data.synth.engine import SynthConfig, World, build_worlds, render_sample
+from geomogeo.data.synth.footprints import (
+    FOOTPRINTS_DIR,
+    footprint_structures,
+    footprints_path,
+    load_footprints,
+)
+from geomogeo.data.synth.render import PhotoEffects, is_visible, render_view
+from geomogeo.data.synth.scene import Scene, downsample, find_objects, scene_from_raster
+from geomogeo.data.synth.structures import Structures, is_convex
+from geomogeo.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+TILE = ROOT / "sample_tiles" / "las_vegas_pan_0p3m_wgs84.tif"
+GEOJSON = FOOTPRINTS_DIR / "las_vegas_pan_0p3m_wgs84.geojson"
+UTM11 = "EPSG:32611"
+N_FOOTPRINTS = 53  # documented in geomogeo/data/footprints/README.md
+FLAT = PhotoEffects(
+    exposure=(1, 1), contrast=(1, 1), colour_cast=(1, 1), haze=(0, 0), gamma=(1, 1),
+    blur_sigma=(0, 0), noise_sigma=(0, 0), jpeg_quality=(95, 95),
+)
+
+needs_tile = pytest.mark.skipif(not TILE.is_file(), reason="Las Vegas tile missing")
+
+
+def test_footprints_file_reads_with_ogrinfo_and_matches_its_readme() -> None:
+    if shutil.which("ogrinfo") is None:
+        pytest.skip("ogrinfo (gdal-bin) missing")
+    out = subprocess.run(["ogrinfo", "-so", "-al", str(GEOJSON)], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"Feature Count: {N_FOOTPRINTS}" in out
+    assert "Geometry: Polygon" in out
+    assert re.search(r"height_m: Real", out) and re.search(r"id: Integer", out)
+    readme = (FOOTPRINTS_DIR / "README.md").read_text(encoding="utf-8")
+    assert f"{N_FOOTPRINTS} building outlines" in readme and "CC BY-SA 4.0" in readme
+
+
+@needs_tile
+def test_footprints_are_valid_buildings_inside_the_tile() -> None:
+    """Read with pyogrio (GDAL), independent of the loader: valid, counter-clockwise, inside
+    the raster's bounds, unique ids, no two overlapping, heights in the documented range."""
+    pyogrio = pytest.importorskip("pyogrio")
+    meta, _, wkb, fields = pyogrio.raw.read(GEOJSON)
+    assert CRS(meta["crs"]).to_epsg() == 4326 and len(wkb) == N_FOOTPRINTS
+    polys = list(shapely.from_wkb(wkb))
+    props = dict(zip(meta["fields"], fields, strict=True))
+    with rasterio.open(TILE) as src:
+        b = src.bounds
+    tile = Polygon([(b.left, b.bottom), (b.right, b.bottom), (b.right, b.top), (b.left, b.top)])
+    assert all(p.is_valid and p.exterior.is_ccw and not p.interiors for p in polys)
+    assert all(tile.contains(p) for p in polys)
+    assert sorted(props["id"]) == list(range(1, N_FOOTPRINTS + 1))
+    assert set(props["kind"]) == {"building"}
+    h = np.asarray(props["height_m"], dtype=np.float64)
+    assert h.min() >= 3.5 and h.max() <= 8.0
+    assert not any(polys[i].intersection(polys[j]).area > 0
+                   for i in range(len(polys)) for j in range(i + 1, len(polys)))
+    # Houses, garages and sheds: 25 to 1000 m^2 (geodesic areas on the ellipsoid).
+    geod = Geod(ellps="WGS84")
+    areas = np.array([abs(geod.geometry_area_perimeter(p)[0]) for p in polys])
+    assert areas.min() > 25 and areas.max() < 1000
+
+
+def test_load_footprints_in_utm_keeps_areas_and_winding() -> None:
+    fp = load_footprints(GEOJSON, UTM11)
+    assert len(fp) == N_FOOTPRINTS and fp.crs == UTM11
+    fc = json.loads(GEOJSON.read_text(encoding="utf-8"))
+    geod = Geod(ellps="WGS84")
+    want = np.array([abs(geod.geometry_area_perimeter(shape(f["geometry"]))[0])
+                     for f in fc["features"]])
+    # UTM 11N's point scale at the tile (1.77 deg east of its central meridian, -117 deg):
+    # k = 0.9996 (1 + (dlon cos(lat))^2 / 2) to 1e-6; areas scale by k^2.
+    lon, lat = np.radians(-115.2320526 + 117.0), np.radians(36.1405827)
+    k = 0.9996 * (1 + (lon * np.cos(lat)) ** 2 / 2)
+    np.testing.assert_allclose(fp.areas(), want * k ** 2, rtol=1e-5)
+    # Feature 5 is a 61 x 35 pixel rectangle: its UTM sides are 61 x 2.7e-6 deg of longitude
+    # and 35 x 2.7e-6 deg of latitude at 36.141 N.
+    i = [f["properties"]["id"] for f in fc["features"]].index(5)
+    p = fp.polygons[i]
+    sides = np.hypot(*np.diff(np.vstack([p, p[:1]]), axis=0).T)
+    lat = np.radians(36.1414)
+    m_lon = np.radians(2.7e-6) * 6378137 * np.cos(lat) / np.sqrt(1 - 0.00669438 * np.sin(lat) ** 2)
+    m_lat = np.radians(2.7e-6) * 6378137 * (1 - 0.00669438) / (
+        1 - 0.00669438 * np.sin(lat) ** 2) ** 1.5
+    np.testing.assert_allclose(sorted(sides), sorted([61 * m_lon, 61 * m_lon, 35 * m_lat,
+                                                      35 * m_lat]), rtol=1e-3)
+    assert footprints_path("las_vegas_pan_0p3m_wgs84") == GEOJSON
+    assert footprints_path("rotterdam_pan_0p5m_c") is None
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda f: f["properties"].pop("height_m"), "height_m"),
+    (lambda f: f["properties"].update(id="a"), "'id'"),
+    (lambda f: f["geometry"]["coordinates"].append(f["geometry"]["coordinates"][0]), "holes"),
+    (lambda f: f.update(geometry={"type": "Point", "coordinates": [0, 0]}), "Polygon"),
+])
+def test_bad_footprints_file_names_file_and_feature(tmp_path: Path, edit, match) -> None:
+    fc = json.loads(GEOJSON.read_text(encoding="utf-8"))
+    edit(fc["features"][3])
+    bad = tmp_path / "bad.geojson"
+    bad.write_text(json.dumps(fc), encoding="utf-8")
+    with pytest.raises(ConfigError, match=match) as e:
+        load_footprints(bad, UTM11)
+    assert str(bad) in str(e.value)
+
+
+def test_l_shaped_prism_clicked_on_its_roof_and_notch_shows_ground() -> None:
+    """An L (two 20 x 6 m arms) whose centroid lies outside it, in the notch: it is clicked
+    at its pole of inaccessibility, in the arms' shared corner square; at nadir the photo shows the
+    roof there and the ground in the notch, and the roof is visible and clickable."""
+    x0, y0 = 500_000.0, 4_000_000.0
+    ell = np.array([[0, 0], [20, 0], [20, 6], [6, 6], [6, 20], [0, 20]], float)
+    ell += np.array([x0, y0])
+    assert not is_convex(ell) and is_convex(ell[[0, 1, 2, 5]])
+    st = Structures.from_polygons([ell], [6.0], "building")
+    # The centroid, (7.12, 7.12) m from the corner (area 204 m^2: 120 at x = 10, 84 at x = 3),
+    # lies in the notch; the pole of inaccessibility is (t, t), equally far from the outer
+    # walls (t) and the inner corner (6, 6) (sqrt(2) (6 - t)): t = 6 sqrt(2) / (1 + sqrt(2)).
+    t = 6 * np.sqrt(2) / (1 + np.sqrt(2))
+    np.testing.assert_allclose(st.points[0], [x0 + t, y0 + t], rtol=0, atol=0.02)
+    n, g = 120, 0.5
+    img = np.full((n, n, 3), 110, np.uint8)
+    scene = Scene("ell", img, np.ones((n, n), bool), (g, 0.0, x0 - 20, 0.0, -g, y0 + 40),
+                  UTM11)
+    cam = Camera(x0 + 10, y0 + 10, 80.0, 0.0, 0.0, 60.0, 320, 320)
+    view = render_view(scene, cam, st, 90.0)
+    uv = lambda x, y, z: cam.project(np.array([[x0 + x, y0 + y, z]]))[0][0]  # noqa: E731
+    for (x, y), label in (((3, 3), 0), ((3, 17), 0), ((17, 3), 0), ((13, 13), -1)):
+        u, v = uv(x, y, 6.0)
+        assert view.labels[int(v), int(u)] == label, (x, y)
+    assert is_visible(view, cam, st, 0, 0.95)
+
+
+@pytest.fixture(scope="module")
+def lv_world() -> tuple[World, SynthConfig]:
+    if not TILE.is_file():
+        pytest.skip("Las Vegas tile missing")
+    cfg = SynthConfig.parallax(targets=(2, 6), click_sigma_px=0.0, effects=FLAT)
+    scene = scene_from_raster(TILE, gsd=cfg.render_gsd)
+    return build_worlds([scene], cfg, augment=False)[0], cfg
+
+
+def test_las_vegas_world_uses_the_footprints_and_keeps_blobs_flat(
+        lv_world: tuple[World, SynthConfig]) -> None:
+    world, cfg = lv_world
+    st = world.structures
+    known = footprint_structures(world.scene, cfg.min_object_m2)
+    assert known is not None and len(known) == 35  # the footprints of >= 150 m^2
+    raised = st.heights > 0
+    assert raised.sum() == 35 and (st.kinds[raised] == 1).all() and (st.kinds[~raised] == 0).all()
+    for a, b in zip([f for f, r in zip(st.footprints, raised, strict=True) if r],
+                    known.footprints, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Flat blobs overlapping a footprint's envelope (its roof found again) are dropped.
+    for box in st.boxes[~raised]:
+        assert not any(min(box[2], k[2]) > max(box[0], k[0]) and
+                       min(box[3], k[3]) > max(box[1], k[1]) for k in known.boxes)
+
+
+def test_las_vegas_parallax_boxes_are_footprint_envelopes_and_clicks_hit_roofs(
+        lv_world: tuple[World, SynthConfig]) -> None:
+    world, cfg = lv_world
+    st = world.structures
+    n_buildings = 0
+    for k in range(4):
+        s = render_sample(world, np.random.default_rng([9, k]), cfg, f"lv{k}")
+        view = render_view(world.scene, s.camera, st, world.sun_azimuth)
+        a, _, c, _, e, f = s.transform
+        for click, gxy, z, box, kind in zip(s.clicks, s.ground, s.heights, s.boxes, s.kinds,
+                                            strict=True):
+            i = int(np.flatnonzero((st.points == gxy).all(axis=1))[0])
+            fp = st.footprints[i]
+            want = [(fp[:, 0].min() - c) / a, (fp[:, 1].max() - f) / e,
+                    (fp[:, 0].max() - c) / a, (fp[:, 1].min() - f) / e]
+            np.testing.assert_allclose(box, want, rtol=0, atol=1e-6)
+            if kind != "building":
+                continue
+            n_buildings += 1
+            # Back-projected onto the roof plane, the click lies inside the footprint ...
+            xy = s.camera.photo_to_plane(click[None], z)[0]
+            assert Polygon(fp).contains(Point(xy))
+            # ... and the photo pixel it falls on shows that building's roof.
+            assert view.labels[int(click[1]), int(click[0])] == 2 * i
+    assert n_buildings >= 6
+
+
+@needs_tile
+def test_default_output_ignores_the_footprints() -> None:
+    """Without prisms the Las Vegas world is made of flat blobs exactly as before the
+    footprints existed, and renders the same bytes as a world built without them."""
+    cfg = SynthConfig(targets=(2, 6))
+    scene = scene_from_raster(TILE, gsd=cfg.render_gsd)
+    world = build_worlds([scene], cfg, augment=False)[0]
+    ref = downsample(scene, 2)
+    objects = find_objects(ref, object_gsd=cfg.gsd, min_area_m2=cfg.min_object_m2)
+    blobs = Structures.from_objects(objects)
+    np.testing.assert_array_equal(world.structures.points, blobs.points)
+    np.testing.assert_array_equal(world.structures.boxes, blobs.boxes)
+    assert (world.structures.heights == 0).all()
+    plain = World(scene, ref, objects, blobs, world.sun_azimuth)
+    for k in range(2):
+        a = render_sample(world, np.random.default_rng([1, k]), cfg, "a")
+        b = render_sample(plain, np.random.default_rng([1, k]), cfg, "a")
+        assert a.jpeg == b.jpeg and np.array_equal(a.boxes, b.boxes)
+        assert np.array_equal(a.clicks, b.clicks) and a.heading == b.heading
