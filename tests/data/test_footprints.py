@@ -1,7 +1,8 @@
 """Known building footprints of a real tile (Las Vegas) in the data engine: the shipped
-GeoJSON read by independent readers, its loader, non-convex (L-shaped) prisms, Las Vegas
-parallax samples whose boxes are the footprints' envelopes and whose clicks land on the roofs,
-and the default (non-parallax) data unchanged by the footprints."""
+GeoJSON read by independent readers, its loader, non-convex (L-shaped) prisms (also in the
+painter's order next to other prisms), Las Vegas parallax samples whose boxes are the
+footprints' envelopes and whose clicks land on the roofs, and the default (non-parallax) data
+unchanged by the footprints."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import rasterio
 import shapely
 from pyproj import CRS, Geod
 from shapely.geometry import Point, Polygon, shape
+from test_bridges import _ray_cast
+from test_prisms import X0, Y0, _town
 
 from geomogeo.data.synth.camera import Camera
 from geomogeo.data.synth.engine import SynthConfig, World, build_worlds, render_sample
@@ -150,6 +153,45 @@ def test_l_shaped_prism_clicked_on_its_roof_and_notch_shows_ground() -> None:
         u, v = uv(x, y, 6.0)
         assert view.labels[int(v), int(u)] == label, (x, y)
     assert is_visible(view, cam, st, 0, 0.95)
+
+
+@pytest.mark.parametrize("tower_y, cam_xy, heading, near_by_distance", [
+    ((30.0, 40.0), (-40.0, -40.0), 30.0, 0),  # the L's click point nearer the camera
+    ((-20.0, -10.0), (-50.0, -40.0), 50.0, 1),  # the tower's
+])
+def test_l_shaped_prism_in_the_draw_order_by_its_convex_hull(
+        tower_y: tuple[float, float], cam_xy: tuple[float, float], heading: float,
+        near_by_distance: int) -> None:
+    """An L (a 8 x 70 m arm running north, a 16 x 8 m foot east at its south end; 9 m high)
+    and a 25 m tower west of the arm, seen from the south-west. The line x = cx + 1 (the L's
+    west wall) separates them with the camera on the tower's side, so the tower hides part of
+    the L. First case: the L's click point is nearer the camera (distance order alone would
+    draw the L last). Second case: the tower's is, and the L's first edge (listed from the
+    foot's east wall) with the whole tower outside it is the notch's inner wall, y = cy - 22,
+    which does not separate them (the arm lies on both sides) and has the camera on the L's
+    side: the L's outline itself would wrongly draw the L last; its convex hull must stand
+    for it. Every pixel shows what the ray meets first (the L cast as its two convex
+    parts)."""
+    cx, cy = X0 + 60.0, Y0 + 60.0
+    at = np.array([cx, cy])
+    ell = np.array([[25, -30], [25, -22], [9, -22], [9, 40], [1, 40], [1, -30]], float) + at
+    arm = np.array([[1, -30], [9, -30], [9, 40], [1, 40]], float) + at
+    foot = np.array([[9, -30], [25, -30], [25, -22], [9, -22]], float) + at
+    y1, y2 = tower_y
+    tower = np.array([[-14, y1], [-1, y1], [-1, y2], [-14, y2]], float) + at
+    scene, _ = _town([(arm, 9.0, 230), (foot, 9.0, 230), (tower, 25.0, 60)])
+    st = Structures.from_polygons([ell, tower], [9.0, 25.0], "building")
+    assert not is_convex(ell)
+    cam = Camera(cx + cam_xy[0], cy + cam_xy[1], 60.0, heading, 35.0, 70.0, 640, 480)
+    dist = np.hypot(*(st.points - [cam.x, cam.y]).T)
+    assert dist[near_by_distance] < dist[1 - near_by_distance] - 15.0
+    view = render_view(scene, cam, st, 0.0)
+    parts = Structures.from_polygons([arm, foot, tower], [9.0, 9.0, 25.0], "building")
+    truth = np.array([-1, 0, 0, 1])[_ray_cast(cam, view, parts) + 1]
+    alone = np.array([-1, 0, 0, -1])[_ray_cast(cam, view, parts.subset(np.arange(3) < 2)) + 1]
+    assert ((alone == 0) & (truth == 1)).sum() > 500  # the L behind the tower
+    shown = np.where(view.labels >= 0, view.labels // 2, -1)
+    assert (shown != truth).sum() <= 3
 
 
 @pytest.fixture(scope="module")
