@@ -112,6 +112,7 @@ def variant_config(name: str, args: argparse.Namespace, data: dict[str, Path]) -
         "seed": args.seed,
         "device": args.device,
         "max_minutes": args.max_minutes,
+        "max_steps": args.max_steps,
         "eval_batch_size": 64,
     }
 
@@ -130,6 +131,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop each variant after this many optimiser steps (the same budget "
+                   "for all, whatever the load of the machine)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--parallel", action="store_true", help="run the variants side by side")
     p.add_argument("--rotations", type=int, default=0,
