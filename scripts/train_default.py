@@ -55,7 +55,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_cvmf": {"model": {"fusion": "multiply"}},
     "no_ls": {"optim": {"similarity_weight": 0.0}},
     "detgeo": {"model": {"variant": "detgeo", "click_encoding": "square"}},
+    # DetGeo's (1 - d/diag)^2 map on the query feature grid: a very broad position prior
+    # (opt-in, not in the default --variants)
+    "no_mope_square": {"model": {"click_encoding": "square"}},
 }
+#: What ``--variants`` runs by default.
+DEFAULT_VARIANTS = ("full", "no_mope", "no_cvmf", "no_ls", "detgeo")
 
 
 #: The model preset of each ``--query-stride``.
@@ -134,7 +139,8 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop each variant after this many optimiser steps (the same budget "
                    "for all, whatever the load of the machine)")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, among {', '.join(VARIANTS)}")
     p.add_argument("--parallel", action="store_true", help="run the variants side by side")
     p.add_argument("--rotations", type=int, default=0,
                    help="extra random rotation/scale copies per real training tile")
