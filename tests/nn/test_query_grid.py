@@ -16,6 +16,7 @@ from geomogeo.errors import ConfigError
 from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.encodings import MOPE
 from geomogeo.nn.model import build_model
+from geomogeo.nn.predictor import TorchPredictor
 
 SHIPPED = Path(__file__).resolve().parents[2] / "model" / "mogeo-light-v2.pt"
 
@@ -132,3 +133,10 @@ def test_train_config_rejects_a_bad_stride_or_fit(tmp_path: Path) -> None:
     assert (built.query_stride, built.query_size, built.query_fit) == (16, (320, 320),
                                                                        "letterbox")
     assert built == ModelConfig.from_dict(json.loads(built.to_json()))
+
+
+def test_predictor_spec_carries_the_query_fit() -> None:
+    for fit in ("stretch", "letterbox"):
+        model = build_model(tiny_config(query_stride=16, query_fit=fit))
+        spec = TorchPredictor(model, name="t", sha256="-", tta="none").spec
+        assert (spec.query_fit, spec.query_size) == (fit, (64, 64))
