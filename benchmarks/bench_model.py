@@ -10,11 +10,18 @@ Prints tables of:
 * CPU training throughput of the light configuration (forward + backward + Adam step, batch 8,
   2.5 clicks per photo on average);
 * with ``--device cuda``: inference throughput (photos/s, bf16 autocast + channels_last) at
-  batch 1 and a large batch, and training throughput.
+  batch 1 and a large batch, and training throughput;
+* with ``--query-grid`` instead of the latency and training tables: the light configuration
+  (query stride 32, 128 px) against ``light16`` (stride 16, 320 px letterboxed query) in one
+  process: fp16 checkpoint size, one forward pass with 5 clicks, and the default inference
+  (``TorchPredictor`` with the default test-time augmentation, what localization runs per
+  reference window) with 5 clicks; runs alternate between the two so that load from other
+  processes hits both alike, and the ratio is the median of the paired ratios.
 
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_model.py            # CPU, ~3 min on 2 cores
+    OMP_NUM_THREADS=2 python benchmarks/bench_model.py --query-grid  # stride 16 vs 32
     python benchmarks/bench_model.py --device cuda                 # GPU figures
 """
 
@@ -22,16 +29,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from geomogeo.engine.checkpoint import save_checkpoint
 from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.losses import mogeo_loss
 from geomogeo.nn.model import MOGeoNet, build_model
+from geomogeo.nn.predictor import TorchPredictor
 
 CLICKS_25 = [2, 3, 2, 3, 2, 3, 2, 3]  # batch 8, 2.5 clicks per photo
 
@@ -40,6 +52,7 @@ def configs() -> dict[str, ModelConfig]:
     return {
         "paper": ModelConfig(),
         "light": ModelConfig.light(),
+        "light16": ModelConfig.light16(),
         "detgeo": ModelConfig(name="detgeo", variant="detgeo", click_encoding="square",
                               fusion="multiply"),
         "detgeo-light": ModelConfig.light(name="detgeo-light", variant="detgeo",
@@ -223,6 +236,51 @@ def bench_gpu(names: list[str], large_batch: int, repeats: int) -> None:
           ["config", "mode", "batch", "clicks", "ms/batch", "photos/s"], rows)
 
 
+def bench_query_grid(repeats: int, clicks: int = 5) -> None:
+    """light (query stride 32) vs light16 (stride 16): checkpoint size and CPU time, paired."""
+    names = ["light", "light16"]
+    cfgs = configs()
+    models = {n: build_model(cfgs[n]).eval() for n in names}
+    sizes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, model in models.items():
+            path = Path(tmp) / f"{n}.pt"
+            save_checkpoint(path, model, dtype=torch.float16)  # as the shipped model is
+            sizes[n] = path.stat().st_size
+    rng = np.random.default_rng(0)
+    fns: dict[str, dict[str, Callable[[], object]]] = {"forward": {}, "default inference": {}}
+    for n, model in models.items():
+        cfg = cfgs[n]
+        fns["forward"][n] = forward_fn(model, make_inputs(cfg, [clicks]))
+        pred = TorchPredictor(model, name=n, sha256="-")
+        qh, qw = cfg.query_size
+        ref = rng.random((cfg.reference_size, cfg.reference_size, 3), dtype=np.float32)
+        qry = rng.random((qh, qw, 3), dtype=np.float32)
+        pts = rng.random((clicks, 2)) * np.array([qw, qh])
+
+        def infer(p: TorchPredictor = pred, a: np.ndarray = ref, b: np.ndarray = qry,
+                  c: np.ndarray = pts) -> object:
+            return p.predict(a, b, c)
+
+        fns["default inference"][n] = infer
+    cpu = torch.device("cpu")
+    rows = []
+    for what, by_name in fns.items():
+        for fn in by_name.values():
+            fn()  # warm-up
+        runs = [{n: median_time(fn, 1, 0, cpu) for n, fn in by_name.items()}
+                for _ in range(repeats)]
+        med = {n: statistics.median(r[n] for r in runs) for n in names}
+        ratio = statistics.median(r["light16"] / r["light"] for r in runs)
+        rows.append([what, str(repeats), f"{med['light'] * 1e3:.0f}",
+                     f"{med['light16'] * 1e3:.0f}", f"{ratio:.2f}x"])
+    rows.append(["checkpoint, fp16 (MB)", "-", f"{sizes['light'] / 1e6:.2f}",
+                 f"{sizes['light16'] / 1e6:.2f}", f"{sizes['light16'] / sizes['light']:.2f}x"])
+    table(f"Query grid: light (stride 32, 128 px) vs light16 (stride 16, 320 px letterbox), "
+          f"{clicks} clicks, {torch.get_num_threads()} threads (median, ms)",
+          ["measure", "repeats", "light", "light16", "light16 / light"], rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -233,10 +291,16 @@ def main() -> None:
     ap.add_argument("--skip-paper", action="store_true", help="CPU: light config only")
     ap.add_argument("--train-steps", type=int, default=5, help="timed CPU training steps")
     ap.add_argument("--large-batch", type=int, default=32, help="GPU large batch (photos)")
+    ap.add_argument("--query-grid", action="store_true",
+                    help="CPU: compare the query grids (light vs light16) instead of the "
+                    "latency and training tables")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     bench_counts()
+    if args.query_grid:
+        bench_query_grid(args.repeats)
+        return
     if args.device == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device")

@@ -176,7 +176,8 @@ def search_rotation(
     best: tuple[float, Prediction, float] | None = None
     totals = []
     for h in headings:
-        query, qpts = orient.prepare_query(image, points, h, predictor.spec.query_size)
+        query, qpts = orient.prepare_query(image, points, h, predictor.spec.query_size,
+                                            predictor.spec.query_fit)
         pred = predictor.predict(reference, query, qpts)
         total = float(np.sum(pred.scores))
         totals.append(total)

@@ -505,7 +505,8 @@ class Localizer:
         if search:
             heading_source = "search"
         else:
-            query, qpts = orient.prepare_query(ph.image, pts, heading, spec.query_size)
+            query, qpts = orient.prepare_query(ph.image, pts, heading, spec.query_size,
+                                                spec.query_fit)
 
         best: list[tuple[float, int, int]] = [(-1.0, -1, -1)] * len(pts)  # (score, window, run)
         kept_windows: list[raster.ReferenceWindow] = []

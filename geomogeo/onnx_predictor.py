@@ -101,7 +101,8 @@ class OnnxPredictor:
         self.name: str = meta["model_name"]
         self.sha256: str = meta["checkpoint_sha256"]
         self.spec = InputSpec(int(cfg["reference_size"]), tuple(cfg["query_size"]),
-                              float(cfg["gsd"]), tuple(cfg["band_names"]))
+                              float(cfg["gsd"]), tuple(cfg["band_names"]),
+                              cfg.get("query_fit", "stretch"))
         self._mean = np.asarray(cfg["mean"], np.float32)
         self._std = np.asarray(cfg["std"], np.float32)
         self._outputs = json.loads(meta["outputs"])

@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from geomogeo.geo.orient import QueryFit
+
 __all__ = [
     "DEFAULT_TTA",
     "TTA_GROUPS",
@@ -109,12 +111,15 @@ class InputSpec:
         query_size: (height, width) of the query input, pixels.
         gsd: ground sample distance of the reference input, metres per pixel.
         band_names: meaning of the three input channels, in order.
+        query_fit: how a photo is fitted into the query input, ``"stretch"`` or
+            ``"letterbox"`` (:func:`geomogeo.geo.orient.prepare_query`).
     """
 
     reference_size: int
     query_size: tuple[int, int]
     gsd: float
     band_names: tuple[str, str, str] = ("red", "green", "blue")
+    query_fit: QueryFit = "stretch"
 
     @property
     def ground_extent(self) -> float:

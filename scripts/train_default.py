@@ -55,7 +55,16 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_cvmf": {"model": {"fusion": "multiply"}},
     "no_ls": {"optim": {"similarity_weight": 0.0}},
     "detgeo": {"model": {"variant": "detgeo", "click_encoding": "square"}},
+    # DetGeo's (1 - d/diag)^2 map on the query feature grid: a very broad position prior
+    # (opt-in, not in the default --variants)
+    "no_mope_square": {"model": {"click_encoding": "square"}},
 }
+#: What ``--variants`` runs by default.
+DEFAULT_VARIANTS = ("full", "no_mope", "no_cvmf", "no_ls", "detgeo")
+
+
+#: The model preset of each ``--query-stride``.
+PRESETS = {32: "light", 16: "light16"}
 
 
 def prepare_scenes(folder: Path) -> None:
@@ -69,7 +78,7 @@ def prepare_scenes(folder: Path) -> None:
             save_scene(sc, folder / f"{sc.name}.npz")
 
 
-def make_data(args: argparse.Namespace, cfg: SynthConfig, light: ModelConfig) -> dict[str, Path]:
+def make_data(args: argparse.Namespace, cfg: SynthConfig, model: ModelConfig) -> dict[str, Path]:
     scenes = load_default_scenes(args.scenes, cfg, args.holdout)
     out = {}
     for k, (split, n) in enumerate((("train", args.n_train), ("val", args.n_val))):
@@ -85,7 +94,8 @@ def make_data(args: argparse.Namespace, cfg: SynthConfig, light: ModelConfig) ->
         t = time.perf_counter()
         items = generate(worlds, n, seed=args.seed * 1000 + k, cfg=cfg, prefix=f"{split}-",
                          workers=args.workers, quiet=args.quiet, post=Sample.pack_item)
-        packed = pack_items(items, tuple(light.query_size), light.reference_size)
+        packed = pack_items(items, tuple(model.query_size), model.reference_size,
+                            query_fit=model.query_fit)
         packed.save(path)
         log.info("%s: %d photos, %d targets in %.0f s", split, len(packed),
                  int(packed.counts.sum()), time.perf_counter() - t)
@@ -95,7 +105,8 @@ def make_data(args: argparse.Namespace, cfg: SynthConfig, light: ModelConfig) ->
 def variant_config(name: str, args: argparse.Namespace, data: dict[str, Path]) -> dict:
     over = VARIANTS[name]
     return {
-        "model": {"preset": "light", "name": f"mogeo-light-{name}" if name != "full"
+        "model": {"preset": PRESETS[args.query_stride],
+                  "name": f"mogeo-light-{name}" if name != "full"
                   else "mogeo-light", **over.get("model", {})},
         "data": {"packed_train": str(data["train"]), "packed_val": str(data["val"])},
         "optim": {"lr": args.lr, "batch_size": args.batch, "epochs": args.epochs,
@@ -106,6 +117,7 @@ def variant_config(name: str, args: argparse.Namespace, data: dict[str, Path]) -
         "seed": args.seed,
         "device": args.device,
         "max_minutes": args.max_minutes,
+        "max_steps": args.max_steps,
         "eval_batch_size": 64,
     }
 
@@ -124,7 +136,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop each variant after this many optimiser steps (the same budget "
+                   "for all, whatever the load of the machine)")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, among {', '.join(VARIANTS)}")
     p.add_argument("--parallel", action="store_true", help="run the variants side by side")
     p.add_argument("--rotations", type=int, default=0,
                    help="extra random rotation/scale copies per real training tile")
@@ -137,6 +153,14 @@ def main() -> None:
                    "heading); use a fresh --work folder")
     p.add_argument("--holdout", choices=["las_vegas"], default=None,
                    help="held-out-city split (engine.HOLDOUT_TILES); use a fresh --work folder")
+    p.add_argument("--query-stride", type=int, choices=sorted(PRESETS), default=32,
+                   help="query grid: 32 (the light preset, 128 px stretched query) or 16 "
+                   "(light16: 320 px letterboxed query, the paper's stride); use a fresh --work "
+                   "folder")
+    p.add_argument("--targets", default=None, metavar="MIN,MAX",
+                   help="targets per photo (SynthConfig.targets; default 1,8)")
+    p.add_argument("--min-object", type=float, default=None,
+                   help="smallest target area, m^2 (SynthConfig.min_object_m2; default 150)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -146,8 +170,15 @@ def main() -> None:
     args.init = None if args.init is None else args.init.resolve()
     prepare_scenes(args.scenes)
     args.work.mkdir(parents=True, exist_ok=True)
-    cfg = SynthConfig.parallax() if args.parallax else SynthConfig()
-    data = make_data(args, cfg, ModelConfig.light())
+    synth: dict[str, object] = {}
+    if args.targets is not None:
+        lo, hi = (int(v) for v in args.targets.split(","))
+        synth["targets"] = (lo, hi)
+    if args.min_object is not None:
+        synth["min_object_m2"] = args.min_object
+    cfg = (SynthConfig.parallax if args.parallax else SynthConfig)(**synth)
+    model = ModelConfig.light16() if args.query_stride == 16 else ModelConfig.light()
+    data = make_data(args, cfg, model)
     if args.data_only:
         return
     procs = []

@@ -53,7 +53,8 @@ def main() -> None:
             continue
         centre = georef.to_crs(*scene.centre(), scene.window.crs, src.crs)
         win = raster.read_window(src, centre, spec.reference_size, spec.gsd)
-        query, qpts = orient.prepare_query(ph.image, pts, scene.heading, spec.query_size)
+        query, qpts = orient.prepare_query(ph.image, pts, scene.heading, spec.query_size,
+                                             spec.query_fit)
         pred = loc.predictor.predict(win.image, query, qpts)
         t = Affine(*rec.georef.transform)
         cached.append((rec, scene, win, pred, t))

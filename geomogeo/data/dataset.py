@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from geomogeo.data.manifest import ManifestError, Record, read_manifest
 from geomogeo.errors import PhotoError
-from geomogeo.geo.orient import prepare_query
+from geomogeo.geo.orient import QueryFit, prepare_query
 
 __all__ = ["Batch", "PackItem", "PackedData", "pack_items", "pack_manifest", "pack_records"]
 
@@ -155,9 +155,10 @@ class PackedData:
 
 def pack_items(
     items: Iterable[PackItem], query_size: tuple[int, int], reference_size: int,
-    *, quiet: bool = True, total: int | None = None,
+    *, quiet: bool = True, total: int | None = None, query_fit: QueryFit = "stretch",
 ) -> PackedData:
-    """Prepare items the way inference does and pack them.
+    """Prepare items the way inference does and pack them (``query_fit``: see
+    :func:`~geomogeo.geo.orient.prepare_query`; the model's ``config.query_fit``).
 
     References of another size than ``reference_size`` are resized (bilinear) with their
     boxes scaled, e.g. CVOGL's 1024 px satellite images for a 256 px model.
@@ -172,7 +173,7 @@ def pack_items(
                 (reference_size, reference_size), Image.Resampling.BILINEAR))
             b = b * np.array([sx, sy, sx, sy])
             gsd = None if gsd is None else gsd / math.sqrt(sx * sy)
-        q, pts = prepare_query(it.photo, it.clicks, it.heading, query_size)
+        q, pts = prepare_query(it.photo, it.clicks, it.heading, query_size, query_fit)
         ids.append(it.id)
         refs.append(ref)
         qrys.append(np.round(q * 255).astype(np.uint8))
@@ -212,7 +213,7 @@ def _record_item(r: Record) -> PackItem:
 
 def pack_manifest(
     path: str | os.PathLike[str], split: str | None, query_size: tuple[int, int],
-    reference_size: int, *, quiet: bool = True,
+    reference_size: int, *, quiet: bool = True, query_fit: QueryFit = "stretch",
 ) -> PackedData:
     """Read a manifest's photos of ``split`` (all when None) and pack them.
 
@@ -223,13 +224,13 @@ def pack_manifest(
     records = read_manifest(path, split=split)
     if not records:
         raise ManifestError(f"{path}: no records for split {split!r}")
-    return pack_records(records, query_size, reference_size, quiet=quiet)
+    return pack_records(records, query_size, reference_size, quiet=quiet, query_fit=query_fit)
 
 
 def pack_records(
     records: Sequence[Record], query_size: tuple[int, int], reference_size: int,
-    *, quiet: bool = True,
+    *, quiet: bool = True, query_fit: QueryFit = "stretch",
 ) -> PackedData:
     """Pack manifest records (from :func:`read_manifest` or the CVOGL reader)."""
     return pack_items((_record_item(r) for r in records), query_size, reference_size,
-                      quiet=quiet, total=len(records))
+                      quiet=quiet, total=len(records), query_fit=query_fit)

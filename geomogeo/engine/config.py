@@ -47,17 +47,19 @@ MAX_EMBED_DIM = 4096
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The network: a preset (``"light"`` or ``"paper"``) plus any :class:`ModelConfig`
-    field as an override. ``anchors="kmeans"`` recomputes the nine anchors from the training
-    boxes (k-means with 1 - IoU); ``"preset"`` keeps the preset's."""
+    """The network: a preset (``"light"``, ``"light16"``: the light one with the paper's
+    stride-16 query grid, or ``"paper"``) plus any :class:`ModelConfig` field as an override.
+    ``anchors="kmeans"`` recomputes the nine anchors from the training boxes (k-means with
+    1 - IoU); ``"preset"`` keeps the preset's."""
 
-    preset: Literal["light", "paper"] = "light"
+    preset: Literal["light", "light16", "paper"] = "light"
     anchors: Literal["kmeans", "preset"] = "kmeans"
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> ModelConfig:
         """The :class:`ModelConfig` (anchors from the preset; see ``anchors``)."""
-        base = ModelConfig.light() if self.preset == "light" else ModelConfig()
+        base = {"light": ModelConfig.light, "light16": ModelConfig.light16,
+                "paper": ModelConfig}[self.preset]()
         # Through from_dict: JSON lists (query_size, anchors, mean...) become tuples.
         return ModelConfig.from_dict({**base.to_dict(), **self.overrides})
 
@@ -170,7 +172,8 @@ class TrainConfig:
             (o.grad_clip >= 0, "optim.grad_clip must be >= 0"),
             (o.similarity_tau > 0, "optim.similarity_tau must be > 0"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
-            (self.model.preset in ("light", "paper"), f"model.preset={self.model.preset!r}"),
+            (self.model.preset in ("light", "light16", "paper"),
+             f"model.preset={self.model.preset!r}"),
             (self.model.anchors in ("kmeans", "preset"), "model.anchors: kmeans or preset"),
             (any(v is not None for v in (self.data.manifest, self.data.packed_train,
                                           self.data.cvogl_root)),

@@ -70,11 +70,13 @@ def evaluate(
     size = (tuple(cfg.query_size), cfg.reference_size)
     if cvogl_subset is not None:
         records = read_cvogl(manifest, cvogl_subset, split or "test")  # type: ignore[arg-type]
-        data = pack_records(records, *size, quiet=quiet)  # type: ignore[arg-type]
+        data = pack_records(records, *size, quiet=quiet,  # type: ignore[arg-type]
+                            query_fit=cfg.query_fit)
     elif Path(manifest).suffix == ".npz":
         data, split = load_packed(manifest, cfg), None
     else:
-        data = pack_manifest(manifest, split, *size, quiet=quiet)  # type: ignore[arg-type]
+        data = pack_manifest(manifest, split, *size, quiet=quiet,  # type: ignore[arg-type]
+                             query_fit=cfg.query_fit)
     dev = resolve_device(device)
     metrics = evaluate_model(ck.model.to(dev), data, batch_size=batch_size, device=dev,
                              bf16=dev.type == "cuda", tta=spec)

@@ -166,10 +166,12 @@ def _load_split(cfg: TrainConfig, model_cfg: ModelConfig, which: str, quiet: boo
     size = (tuple(model_cfg.query_size), model_cfg.reference_size)
     if d.cvogl_root is not None:
         records = read_cvogl(d.cvogl_root, d.cvogl_subset, split)  # type: ignore[arg-type]
-        return pack_records(records, *size, quiet=quiet)  # type: ignore[arg-type]
+        return pack_records(records, *size, quiet=quiet,  # type: ignore[arg-type]
+                            query_fit=model_cfg.query_fit)
     if d.manifest is None:
         return None
-    return pack_manifest(d.manifest, split, *size, quiet=quiet)  # type: ignore[arg-type]
+    return pack_manifest(d.manifest, split, *size, quiet=quiet,  # type: ignore[arg-type]
+                         query_fit=model_cfg.query_fit)
 
 
 def _lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Any:

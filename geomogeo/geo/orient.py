@@ -15,11 +15,15 @@ pixel (and no click) is cut off; new corners are filled with 0.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["prepare_query", "rotate_north_up"]
+__all__ = ["QueryFit", "prepare_query", "rotate_north_up"]
+
+#: How a photo is fitted into the query input (see :func:`prepare_query`).
+QueryFit = Literal["stretch", "letterbox"]
 
 
 def rotate_north_up(
@@ -55,19 +59,36 @@ def rotate_north_up(
 
 
 def prepare_query(
-    image: np.ndarray, points: np.ndarray, heading: float | None, size: tuple[int, int]
+    image: np.ndarray, points: np.ndarray, heading: float | None, size: tuple[int, int],
+    fit: QueryFit = "stretch",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The model's query input: rotate north-up when ``heading`` is known, then resize to
-    ``size`` = (height, width) with bilinear filtering, stretching the aspect ratio.
+    ``size`` = (height, width) with bilinear filtering.
+
+    ``fit="stretch"`` fills the whole input, stretching the aspect ratio (what models without
+    a ``query_fit`` were trained with); ``fit="letterbox"`` keeps the aspect ratio: the photo
+    is scaled by ``min(width / w, height / h)`` to ``(round(h s), round(w s))`` pixels, centred
+    (offset ``((width - w') // 2, (height - h') // 2)``) and the margins filled with 0, as the
+    corners of a rotated photo are.
 
     Returns the image as float32 (height, width, 3) in [0, 1] and the points (m, 2) in
     query-input pixels (same corner-origin convention). Training data and inference both go
     through this function, so the network always sees queries prepared the same way.
     """
+    if fit not in ("stretch", "letterbox"):
+        raise ValueError(f"query fit must be 'stretch' or 'letterbox', got {fit!r}")
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if heading is not None:
         image, pts = rotate_north_up(image, pts, heading)
     qh, qw = size
     h, w = image.shape[:2]
-    im = Image.fromarray(image).resize((qw, qh), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.float32) / 255.0, pts * np.array([qw / w, qh / h])
+    if fit == "stretch":
+        im = Image.fromarray(image).resize((qw, qh), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.float32) / 255.0, pts * np.array([qw / w, qh / h])
+    s = min(qw / w, qh / h)
+    nw, nh = min(qw, max(1, round(w * s))), min(qh, max(1, round(h * s)))
+    ox, oy = (qw - nw) // 2, (qh - nh) // 2
+    out = np.zeros((qh, qw, 3), dtype=np.float32)
+    im = Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR)
+    out[oy:oy + nh, ox:ox + nw] = np.asarray(im, dtype=np.float32) / 255.0
+    return out, pts * np.array([nw / w, nh / h]) + np.array([ox, oy])

@@ -51,15 +51,19 @@ class ConvBNAct(nn.Sequential):
 class BasicBlock(nn.Module):
     """torchvision's ResNet BasicBlock: two 3x3 conv-BN, identity or 1x1 projection shortcut.
 
-    (N, c_in, H, W) -> (N, c_out, H / stride, W / stride).
+    (N, c_in, H, W) -> (N, c_out, H / stride, W / stride). ``dilation`` (padding equal to it,
+    so the size is kept) applies to the second 3x3 conv, and to the first one unless
+    ``first_dilation`` is given; the parameters do not depend on either.
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, dilation: int = 1,
+                 first_dilation: int | None = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        d1 = dilation if first_dilation is None else first_dilation
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, d1, dilation=d1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.downsample: nn.Module | None = None
         if stride != 1 or c_in != c_out:
@@ -75,14 +79,20 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 without avgpool/fc, output stride 32.
+    """ResNet-18 without avgpool/fc, output stride 32 or 16.
 
-    (N, c_in, H, W) -> (N, 512 * width, H / 32, W / 32). With ``width == 1`` and ``c_in == 3``
-    its state dict has exactly torchvision's keys minus ``fc.*``.
+    (N, c_in, H, W) -> (N, 512 * width, H / s, W / s) with s = ``output_stride``. For s = 16,
+    layer4 keeps layer3's resolution: its first block has stride 1 and its 3x3 convs after the
+    first are dilated by 2 (torchvision's ``replace_stride_with_dilation`` scheme, DeepLab's),
+    so the receptive field and every weight shape stay those of the stride-32 network. With
+    ``width == 1`` and ``c_in == 3`` its state dict has exactly torchvision's keys minus ``fc.*``
+    whichever the stride.
     """
 
-    def __init__(self, width: float = 1.0, c_in: int = 3) -> None:
+    def __init__(self, width: float = 1.0, c_in: int = 3, output_stride: int = 32) -> None:
         super().__init__()
+        if output_stride not in (16, 32):
+            raise ValueError(f"ResNet18 output_stride must be 16 or 32, got {output_stride}")
         c = [scaled(v, width) for v in (64, 128, 256, 512)]
         self.out_channels = c[3]
         self.conv1 = nn.Conv2d(c_in, c[0], 7, 2, 3, bias=False)
@@ -92,7 +102,11 @@ class ResNet18(nn.Module):
         self.layer1 = nn.Sequential(BasicBlock(c[0], c[0]), BasicBlock(c[0], c[0]))
         self.layer2 = nn.Sequential(BasicBlock(c[0], c[1], 2), BasicBlock(c[1], c[1]))
         self.layer3 = nn.Sequential(BasicBlock(c[1], c[2], 2), BasicBlock(c[2], c[2]))
-        self.layer4 = nn.Sequential(BasicBlock(c[2], c[3], 2), BasicBlock(c[3], c[3]))
+        if output_stride == 32:
+            self.layer4 = nn.Sequential(BasicBlock(c[2], c[3], 2), BasicBlock(c[3], c[3]))
+        else:
+            self.layer4 = nn.Sequential(BasicBlock(c[2], c[3], 1, dilation=2, first_dilation=1),
+                                        BasicBlock(c[3], c[3], dilation=2))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -102,19 +116,19 @@ class ResNet18(nn.Module):
 class QueryEncoder(nn.Module):
     """ResNet-18 then 1x1 conv-BN-LeakyReLU to the embedding: F_q.
 
-    (N, c_in, Hq, Wq) -> (N, embed_dim, Hq / 32, Wq / 32). ``c_in = 4`` is DetGeo's input-level
-    click channel: a 1x1 conv-BN-LeakyReLU 4 -> 3 (``click_stem``) runs before the backbone, so
-    the backbone itself keeps torchvision's 3-channel layout.
+    (N, c_in, Hq, Wq) -> (N, embed_dim, Hq / stride, Wq / stride), ``stride`` 32 or 16 (see
+    :class:`ResNet18`). ``c_in = 4`` is DetGeo's input-level click channel: a 1x1
+    conv-BN-LeakyReLU 4 -> 3 (``click_stem``) runs before the backbone, so the backbone itself
+    keeps torchvision's 3-channel layout.
     """
 
-    stride = 32
-
-    def __init__(self, width: float, embed_dim: int, c_in: int = 3) -> None:
+    def __init__(self, width: float, embed_dim: int, c_in: int = 3, stride: int = 32) -> None:
         super().__init__()
         if c_in not in (3, 4):
             raise ValueError(f"QueryEncoder takes 3 or 4 input channels, got {c_in}")
+        self.stride = stride
         self.click_stem = ConvBNAct(4, 3) if c_in == 4 else None
-        self.backbone = ResNet18(width)
+        self.backbone = ResNet18(width, output_stride=stride)
         self.proj = ConvBNAct(self.backbone.out_channels, embed_dim)
 
     def forward(self, x: Tensor) -> Tensor:

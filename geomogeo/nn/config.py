@@ -29,6 +29,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Variant = Literal["mogeo", "detgeo"]
 ClickEncoding = Literal["impulse", "gaussian", "square"]
 Fusion = Literal["cvmf", "multiply"]
+QueryStride = Literal[16, 32]
+QueryFit = Literal["stretch", "letterbox"]
 
 
 def _scaled_anchors(size: int) -> tuple[tuple[float, float], ...]:
@@ -53,6 +55,13 @@ class ModelConfig:
             ``"multiply"`` is the "without CVMF" ablation, DetGeo's ``A_k * V_r`` only.
         reference_size: side of the square reference input, pixels.
         query_size: (height, width) of the query input, pixels.
+        query_stride: output stride of the query encoder, pixels: 32 (ResNet-18's own; a 4x4
+            grid on a 128 px query) or 16 (the paper's: layer4 with stride 1 and dilation 2).
+            MOPE's impulse is set on this grid. Checkpoints written before this field load
+            as 32.
+        query_fit: how the photo is fitted into the query input
+            (:func:`geomogeo.geo.orient.prepare_query`): ``"stretch"`` (checkpoints written
+            before this field) or ``"letterbox"`` (aspect ratio kept, margins 0).
         gsd: ground sample distance of the reference input, metres per pixel.
         width: channel multiplier applied to both backbones (1.0 = the paper's widths).
         embed_dim: dimension of query/reference embeddings (512 in the paper, scaled by width).
@@ -69,6 +78,8 @@ class ModelConfig:
     fusion: Fusion = "cvmf"
     reference_size: int = 1024
     query_size: tuple[int, int] = (256, 256)
+    query_stride: QueryStride = 32
+    query_fit: QueryFit = "stretch"
     gsd: float = 0.5
     width: float = 1.0
     embed_dim: int = 512
@@ -98,6 +109,11 @@ class ModelConfig:
         qh, qw = self.query_size
         if qh % 32 or qw % 32 or qh < 32 or qw < 32:
             raise bad(f"query_size={self.query_size} must be multiples of 32")
+        if type(self.query_stride) is not int or self.query_stride not in (16, 32):
+            raise bad(f"query_stride={self.query_stride!r}: the query encoder has output "
+                      "stride 16 (layer4 dilated) or 32 (ResNet-18's own), nothing else")
+        if self.query_fit not in ("stretch", "letterbox"):
+            raise bad(f"query_fit={self.query_fit!r}, expected 'stretch' or 'letterbox'")
         if not self.gsd > 0:
             raise bad(f"gsd={self.gsd} must be > 0 metres per pixel")
         if not 0 < self.width <= 2:
@@ -123,6 +139,12 @@ class ModelConfig:
     def grid_size(self) -> int:
         """Cells per side of the reference feature grid."""
         return self.reference_size // self.stride
+
+    @property
+    def query_grid(self) -> tuple[int, int]:
+        """(rows, columns) of the query feature grid MOPE works on."""
+        qh, qw = self.query_size
+        return qh // self.query_stride, qw // self.query_stride
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,3 +177,13 @@ class ModelConfig:
         )
         base.update(overrides)
         return cls(**base)
+
+    @classmethod
+    def light16(cls, **overrides: Any) -> ModelConfig:
+        """:meth:`light` with the paper's query grid: stride 16 on a 320 px letterboxed query
+        (20x20 cells; the median target of the data engine, >= 150 m^2, spans about two
+        cells), Gaussian sigma scaled with the query (31.25 px)."""
+        base: dict[str, Any] = dict(query_size=(320, 320), query_stride=16,
+                                    query_fit="letterbox", gaussian_sigma=12.5 * 320 / 128)
+        base.update(overrides)
+        return cls.light(**base)

@@ -59,10 +59,11 @@ class MOGeoNet(nn.Module):
         self.anchors: Tensor
         self.reference_encoder = ReferenceEncoder(config.width, d)
         detgeo = config.variant == "detgeo"
-        self.query_encoder = QueryEncoder(config.width, d, c_in=4 if detgeo else 3)
+        self.query_encoder = QueryEncoder(config.width, d, c_in=4 if detgeo else 3,
+                                          stride=config.query_stride)
         self.mope: MOPE | None = None
         if not detgeo:
-            self.mope = MOPE(d, config.click_encoding, QueryEncoder.stride,
+            self.mope = MOPE(d, config.click_encoding, config.query_stride,
                              config.gaussian_sigma, config.query_size)
         self.fusion = CrossViewFusion(config.fusion)
         c_head = d + 1 if config.fusion == "cvmf" else d
@@ -82,7 +83,7 @@ class MOGeoNet(nn.Module):
     def encode_query(self, query: Tensor, clicks: Tensor, batch_index: Tensor) -> Tensor:
         """Query vectors V_q (T, D), one per click."""
         if self.mope is not None:
-            fq = self.query_encoder(query)  # (B, D, Hq/32, Wq/32), one pass per photo
+            fq = self.query_encoder(query)  # (B, D, Hq/s, Wq/s), s = query_stride; once a photo
             return self.mope(fq, clicks, batch_index)
         cfg = self.config
         enc = click_channel(clicks.float(), tuple(query.shape[2:]), cfg.click_encoding,

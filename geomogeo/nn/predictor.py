@@ -49,7 +49,8 @@ class TorchPredictor:
         self.name = name
         self.sha256 = sha256
         cfg = model.config
-        self.spec = InputSpec(cfg.reference_size, tuple(cfg.query_size), cfg.gsd, cfg.band_names)
+        self.spec = InputSpec(cfg.reference_size, tuple(cfg.query_size), cfg.gsd, cfg.band_names,
+                              cfg.query_fit)
         self._mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
 

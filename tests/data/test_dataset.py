@@ -67,6 +67,16 @@ def test_pack_without_heading_scales_clicks_exactly() -> None:
     assert p.reference_size == 64 and p.query_size == (qh, qw)
 
 
+def test_pack_letterboxed_keeps_the_photo_aspect() -> None:
+    it = _item(0, 3)  # 48 x 80 photo into a 64 x 64 query: scale 0.8 -> 38 x 64, 13 rows down
+    p = pack_items([it], (64, 64), 64, query_fit="letterbox")
+    expected = (it.clicks * np.array([64 / 80, 38 / 48]) + np.array([0, 13])).astype(np.float32)
+    np.testing.assert_allclose(p.clicks, expected, atol=1e-5, rtol=0)
+    resized = np.asarray(Image.fromarray(it.photo).resize((64, 38), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(p.queries[0, 13:51], resized)
+    assert (p.queries[0, :13] == 0).all() and (p.queries[0, 51:] == 0).all()
+
+
 def test_pack_with_heading_rotates_the_clicks_north_up() -> None:
     it = _item(1, 4, heading=90.0)
     qh, qw = 64, 64

@@ -175,10 +175,12 @@ def test_bad_files_and_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert not (tmp_path / "x.onnx").exists()
 
 
-@pytest.mark.parametrize("batch_passes", [True, False])
-def test_export_of_another_checkpoint(tmp_path: Path, batch_passes: bool) -> None:
-    """A small non-default network (64 px views, a 4 x 4 grid) exported with rot4, its passes
-    batched or one network call each: the boxes of the PyTorch predictor with rot4."""
+@pytest.mark.parametrize("batch_passes, query_stride", [(True, 32), (False, 32), (True, 16)])
+def test_export_of_another_checkpoint(tmp_path: Path, batch_passes: bool,
+                                      query_stride: int) -> None:
+    """A small non-default network (64 px views, a 4 x 4 grid; query grid 2 x 2 at stride 32,
+    4 x 4 at stride 16 with a letterboxed query) exported with rot4, its passes batched or one
+    network call each: the boxes of the PyTorch predictor with rot4."""
     import torch
 
     from geomogeo.engine.checkpoint import save_checkpoint
@@ -189,7 +191,9 @@ def test_export_of_another_checkpoint(tmp_path: Path, batch_passes: bool) -> Non
 
     torch.manual_seed(0)
     cfg = ModelConfig.light(name="tiny", reference_size=64, query_size=(64, 64), width=0.125,
-                            embed_dim=32, gsd=0.5, band_names=("nir", "red", "green"))
+                            embed_dim=32, gsd=0.5, band_names=("nir", "red", "green"),
+                            query_stride=query_stride,
+                            query_fit="letterbox" if query_stride == 16 else "stretch")
     ckpt = tmp_path / "tiny.pt"
     sha = save_checkpoint(ckpt, build_model(cfg))
     meta = export_onnx(ckpt, tmp_path / "tiny.onnx", tta="rot4", opset=18,
@@ -198,6 +202,7 @@ def test_export_of_another_checkpoint(tmp_path: Path, batch_passes: bool) -> Non
     assert {o.domain: o.version for o in onnx.load(tmp_path / "tiny.onnx").opset_import}[""] == 18
     got = OnnxPredictor(tmp_path / "tiny.onnx", tta="rot4", threads=1)
     assert got.spec.band_names == ("nir", "red", "green") and got.spec.gsd == 0.5
+    assert got.spec.query_fit == cfg.query_fit
     want = TorchPredictor(load_checkpoint(ckpt).model, name="tiny", sha256=sha, tta="rot4")
     rng = np.random.default_rng(5)
     ref, qry = rng.random((64, 64, 3), dtype=np.float32), rng.random((64, 64, 3), dtype=np.float32)

@@ -1,11 +1,11 @@
-"""rotate_north_up: the clicked pixel's content moves with the click."""
+"""rotate_north_up: the clicked pixel's content moves with the click; prepare_query's fits."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from geomogeo.geo.orient import rotate_north_up
+from geomogeo.geo.orient import prepare_query, rotate_north_up
 
 
 def marker_image(w: int, h: int, x: int, y: int) -> np.ndarray:
@@ -40,3 +40,29 @@ def test_heading_zero_is_identity() -> None:
     out, pts = rotate_north_up(img, np.array([[1.5, 2.5]]), 0.0)
     np.testing.assert_array_equal(out, img)
     np.testing.assert_allclose(pts, [[1.5, 2.5]])
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_pads_with_zero() -> None:
+    # 4:3 photo (W 40, H 30) into a 32x32 query: scale 0.8 -> 32x24, centred 4 rows down
+    img = np.full((30, 40, 3), 200, np.uint8)
+    img[10:15, 20:25] = 255  # marker on pixels x 20..24, y 10..14
+    clicks = np.array([[22.5, 12.5], [0.0, 0.0], [40.0, 30.0]])
+    out, pts = prepare_query(img, clicks, None, (32, 32), "letterbox")
+    np.testing.assert_allclose(pts, [[18.0, 14.0], [0.0, 4.0], [32.0, 28.0]], atol=1e-12)
+    assert out.shape == (32, 32, 3) and out.dtype == np.float32
+    assert (out[:4] == 0).all() and (out[28:] == 0).all()  # the margins
+    assert (out[4:28] > 0.7).all()  # the photo fills the band between them
+    v = out[4:28, :, 0] - 200 / 255  # the marker's excess brightness
+    yy, xx = np.mgrid[4:28, 0:32] + 0.5
+    assert (v * xx).sum() / v.sum() == pytest.approx(pts[0, 0], abs=0.15)
+    assert (v * yy).sum() / v.sum() == pytest.approx(pts[0, 1], abs=0.15)
+
+
+def test_stretch_is_the_default_and_fits_are_checked() -> None:
+    img = np.zeros((30, 40, 3), np.uint8)
+    clicks = np.array([[40.0, 30.0]])
+    out, pts = prepare_query(img, clicks, None, (32, 32))
+    assert out.shape == (32, 32, 3)
+    np.testing.assert_allclose(pts, [[32.0, 32.0]])
+    with pytest.raises(ValueError, match="query fit must be 'stretch' or 'letterbox'"):
+        prepare_query(img, clicks, None, (32, 32), "crop")  # type: ignore[arg-type]

@@ -238,12 +238,14 @@ def test_two_shifted_passes_vote_on_the_fine_grid() -> None:
     assert res.mass.sum() == pytest.approx(4.0)  # each pass's unit mass spread on 2 x 2 cells
 
 
+@pytest.mark.parametrize("query_stride", [32, 16])
 @pytest.mark.parametrize("mode", ["none", "d4", "rot4+s2"])
-def test_batched_passes_give_the_same_maps(mode: str) -> None:
+def test_batched_passes_give_the_same_maps(mode: str, query_stride: int) -> None:
     """One forward over all passes stacked along the batch (the ONNX graph) equals one
-    forward per pass, on a real (tiny, random) network and on the equivariant stand-in."""
+    forward per pass, on a real (tiny, random) network of either query grid and on the
+    equivariant stand-in."""
     torch.manual_seed(0)
-    model = build_model(tiny_config()).eval()
+    model = build_model(tiny_config(query_stride=query_stride)).eval()
     g = torch.Generator().manual_seed(1)
     ref, qry = torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, 64, 64, generator=g)
     clicks, bidx = torch.rand(3, 2, generator=g) * 64, torch.tensor([0, 1, 1])
