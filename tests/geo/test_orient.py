@@ -1,11 +1,11 @@
-"""rotate_north_up: the clicked pixel's content moves with the click."""
+"""rotate_north_up: the clicked pixel's content moves with the click; turn_points by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from geomogeo.geo.orient import rotate_north_up
+from geomogeo.geo.orient import rotate_north_up, turn_points
 
 
 def marker_image(w: int, h: int, x: int, y: int) -> np.ndarray:
@@ -40,3 +40,12 @@ def test_heading_zero_is_identity() -> None:
     out, pts = rotate_north_up(img, np.array([[1.5, 2.5]]), 0.0)
     np.testing.assert_array_equal(out, img)
     np.testing.assert_allclose(pts, [[1.5, 2.5]])
+
+
+def test_turn_points_by_hand() -> None:
+    # Heading 90 (camera looks east): the photo's up (0, -1) turns to the right (1, 0), its
+    # right (1, 0) to down (0, 1); heading 180 flips; 30 degrees: (0, -2) -> 2 (sin, -cos).
+    v = np.array([[0.0, -1.0], [1.0, 0.0], [0.0, -2.0]])
+    np.testing.assert_allclose(turn_points(v[:2], 90), [[1.0, 0.0], [0.0, 1.0]], atol=1e-12)
+    np.testing.assert_allclose(turn_points(v[:2], 180), -v[:2], atol=1e-12)
+    np.testing.assert_allclose(turn_points(v[2:], 30), [[1.0, -np.sqrt(3.0)]], atol=1e-12)
