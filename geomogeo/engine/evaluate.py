@@ -174,7 +174,9 @@ def evaluate_localize(
     joint run without heading (the registration does not use the heading).
 
     Returns ``{"checkpoint", "model", "manifest", "split", "tta", "photos", "targets",
-    "config", "registration": {...}, "seconds_per_photo": {run: s}, "metrics": {method:
+    "config", "registration": {...}, "rotation_search": {"mode", heading error of the
+    rotation search's kept rotation vs the true yaw: median, p90 and the fraction within
+    22.5 degrees}, "seconds_per_photo": {run: s}, "metrics": {method:
     evaluate_boxes dict}}``; with ``out_dir``, also ``metrics.json`` and ``metrics.md``.
     """
     from geomogeo.localize import Localizer
@@ -197,6 +199,7 @@ def evaluate_localize(
     off_raster: list[str] = []
     click_err: list[float] = []
     heading_err: list[float] = []
+    search_err: list[float] = []  # the rotation search's heading error, degrees
     for rec in tqdm(records, desc="photos", disable=quiet, unit="photo"):
         src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
         if not src.contains(*georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)):  # type: ignore[union-attr]
@@ -220,6 +223,9 @@ def evaluate_localize(
                     bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
                     else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
             seconds[name].append(time.perf_counter() - t0)
+            if not joint and rotations > 1 and "camera" in rec.meta:
+                d = (res.targets[0].heading_used - float(rec.meta["camera"]["yaw"])) % 360.0
+                search_err.append(min(d, 360.0 - d))
             pred = _window_boxes([t.polygon for t in res.targets], res.crs, rec)
             photos.setdefault(name, []).append(PhotoEval(pred, gt, gsd))
             if joint and not with_heading:
@@ -248,6 +254,13 @@ def evaluate_localize(
         "heading_error_deg_p90": float(np.percentile(heading_err, 90)) if heading_err
         else None,
     }
+    rotation_search = {
+        "mode": config.rotation_search,
+        "heading_error_deg_median": float(np.median(search_err)) if search_err else None,
+        "heading_error_deg_p90": float(np.percentile(search_err, 90)) if search_err else None,
+        "within_22.5_deg": float(np.mean(np.asarray(search_err) <= 22.5)) if search_err
+        else None,
+    }
     result = {
         "checkpoint": str(checkpoint) if checkpoint is not None else "default",
         "model": loc.predictor.name,
@@ -260,6 +273,7 @@ def evaluate_localize(
         "skipped_gps_off_raster": off_raster,
         "config": dataclasses.asdict(config),
         "registration": registration,
+        "rotation_search": rotation_search,
         "seconds_per_photo": {k: float(np.median(v)) for k, v in seconds.items() if v},
         "metrics": metrics,
     }
@@ -289,8 +303,8 @@ def localize_markdown(result: dict[str, Any], group: str = "2<=N<=6") -> str:
         secs = result["seconds_per_photo"].get(name)
         lines.append(f"| {name} | " + " | ".join(cells) + " | "
                      + ("–" if secs is None else f"{secs:.2f}") + " |")
-    reg = result["registration"]
-    lines += ["", "| registration | value |", "|---|---:|"]
-    lines += [f"| {k} | {'–' if v is None else (f'{v:.3f}' if isinstance(v, float) else v)} |"
-              for k, v in reg.items()]
+    for what in ("registration", "rotation_search"):
+        lines += ["", f"| {what.replace('_', ' ')} | value |", "|---|---:|"]
+        lines += [f"| {k} | {'–' if v is None else (f'{v:.3f}' if isinstance(v, float) else v)} |"
+                  for k, v in result.get(what, {}).items()]
     return "\n".join(lines) + "\n"
