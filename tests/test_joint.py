@@ -229,6 +229,8 @@ def test_consistency_settings_from_the_config() -> None:
     s = ConsistencySearch.from_config(JointConfig(consistency_sigma_m=8.0), 500, 1.0)
     assert s.scales[0] == pytest.approx(0.12) and s.scales[-1] == pytest.approx(0.64)
     assert len(s.scales) == 13 and s.tolerance_px == 8.0 and s.prior_px is None
-    h = ConsistencySearch.from_config(JointConfig(consistency_prior_m=4.0), 500, 0.5, 0.25)
+    h = ConsistencySearch.from_config(JointConfig(consistency_sigma_m=8.0,
+                                                  consistency_prior_m=4.0,
+                                                  refine_rotation=True), 500, 0.5, 0.25)
     assert h.scales[0] == pytest.approx(0.2) and h.scales[-1] == pytest.approx(0.4)
-    assert h.prior_px == 8.0 and h.tolerance_px == 16.0
+    assert h.prior_px == 8.0 and h.tolerance_px == 16.0 and h.refine and not s.refine
