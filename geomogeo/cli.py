@@ -254,9 +254,16 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
               "`geomogeo synth`): registration + fixed box, network alone and joint, with and "
               "without heading.")
 @click.option("--limit", type=int, default=None, help="With --localize: the first N photos.")
+@click.option("--run", "runs", multiple=True, metavar="NAME",
+              help="With --localize: only this run (repeatable), e.g. 'network, no heading, "
+              "rotation search'. Default: all.")
+@click.option("--rotation-search", type=click.Choice(["consistency", "score"]), default=None,
+              help="With --localize: how the no-compass rotation search scores a rotation "
+              "(default: JointConfig's).")
 @tta_option
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
-             cvogl_subset: str | None, whole: bool, limit: int | None, tta: TTASpec) -> None:
+             cvogl_subset: str | None, whole: bool, limit: int | None,
+             runs: tuple[str, ...], rotation_search: str | None, tta: TTASpec) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image.
 
     MANIFEST may also be a packed .npz file (all its photos) or, with --cvogl, a CVOGL folder.
@@ -265,8 +272,18 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
     from geomogeo.engine.evaluate import evaluate_localize, localize_markdown
 
     if whole:
+        from geomogeo.engine.evaluate import LOCALIZE_RUNS
+        from geomogeo.joint import JointConfig
+
+        unknown = [r for r in runs if r not in LOCALIZE_RUNS]
+        if unknown:
+            raise click.BadParameter(f"unknown run(s) {unknown}; expected some of "
+                                     f"{list(LOCALIZE_RUNS)}", param_hint="--run")
+        config = JointConfig() if rotation_search is None else \
+            JointConfig(rotation_search=rotation_search)
         result = evaluate_localize(checkpoint, manifest, split=split, out_dir=out_dir, tta=tta,
-                                   limit=limit)
+                                   limit=limit, runs=runs or tuple(LOCALIZE_RUNS),
+                                   config=config)
         click.echo(localize_markdown(result))
         return
     metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir,

@@ -32,7 +32,13 @@ from tqdm.auto import tqdm
 
 from geomogeo.errors import CheckpointError, LocationError
 from geomogeo.geo import export, georef, maps, orient, photo, raster
-from geomogeo.joint import JointConfig, RegisteredScene, register_scene, search_rotation
+from geomogeo.joint import (
+    ConsistencySearch,
+    JointConfig,
+    RegisteredScene,
+    register_scene,
+    search_rotation,
+)
 from geomogeo.predictor import DEFAULT_TTA, Predictor, TTASpec, select
 
 if TYPE_CHECKING:
@@ -453,7 +459,8 @@ class Localizer:
                 clicks are rotated north-up before the model sees them (as in training).
                 None: the EXIF ``GPSImgDirection`` when present. A registered photo uses the
                 registration's heading instead; with none of these, ``config.rotations``
-                query rotations are searched per window (:func:`~geomogeo.joint.search_rotation`).
+                query rotations are searched per window (:func:`~geomogeo.joint.search_rotation`,
+                scored by ``config.rotation_search``).
             overlap: fraction of overlap between search windows.
             heatmaps: keep each target's attention map.
             quiet: no progress bar.
@@ -502,8 +509,12 @@ class Localizer:
                 log.warning("%s: registration failed (%s): the network alone localizes",
                             ph.path.name, scene.registration.reason)
         search = heading is None and config.rotations > 1
+        consistency = None
         if search:
             heading_source = "search"
+            if config.rotation_search == "consistency":
+                consistency = ConsistencySearch.from_config(
+                    config, ph.width, spec.gsd, photo.scale_hint_from_exif(ph, spec.gsd))
         else:
             query, qpts = orient.prepare_query(ph.image, pts, heading, spec.query_size,
                                                 spec.query_fit)
@@ -525,7 +536,7 @@ class Localizer:
             used_heading = heading
             if search:
                 found = search_rotation(self.predictor, win.image, ph.image, pts,
-                                        config.rotations)
+                                        config.rotations, consistency=consistency)
                 pred, used_heading = found.prediction, found.heading
             else:
                 pred = self.predictor.predict(win.image, query, qpts)

@@ -1,6 +1,6 @@
 """The joint localization's building blocks: the click prior (values by hand) and the
 no-compass rotation search (a stand-in network whose score depends on the query's
-orientation)."""
+orientation), with its cross-target consistency vote (confidence maps built by hand)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from geomogeo.joint import JointConfig, click_prior, search_rotation
+from geomogeo.geo.orient import turn_points
+from geomogeo.joint import (
+    ConsistencySearch,
+    JointConfig,
+    click_prior,
+    consistency_vote,
+    search_rotation,
+)
 from geomogeo.predictor import InputSpec, Prediction
 
 
@@ -75,7 +82,155 @@ def test_rotation_search_finds_the_turn_that_puts_the_bright_side_up() -> None:
 
 
 def test_joint_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="rotation_search"):
+        JointConfig(rotation_search="best")
+    with pytest.raises(ValueError, match="footprint_m"):
+        JointConfig(footprint_m=(300.0, 60.0))
     with pytest.raises(ValueError, match="floor"):
         JointConfig(floor=1.5)
     with pytest.raises(ValueError, match="positive"):
         JointConfig(sigma_m=0.0)
+
+
+# A 128 px reference with 16 x 16 fine cells of 8 px: cell (i, j) has its centre at
+# ((j + 0.5) * 8, (i + 0.5) * 8) px.
+G, SIZE, CELL = 16, 128, 8.0
+
+
+def peaks(cells: list[tuple[int, int]], value: float = 1.0) -> np.ndarray:
+    """One map per target with ``value`` on cell (i, j) only."""
+    mass = np.zeros((len(cells), G, G), np.float32)
+    for k, (i, j) in enumerate(cells):
+        mass[k, i, j] = value
+    return mass
+
+
+def test_consistency_vote_recovers_the_shift_and_scale() -> None:
+    # Offsets (photo px, centroid 0) times 0.4 are (-16, -8), (16, -8), (0, 16) px = whole
+    # cells (-2, -1), (2, -1), (0, 2); around the centre of cell (6, 7) (60, 52 px) the
+    # targets are at cells (5, 5), (5, 9), (8, 7).
+    offsets = np.array([[-40.0, -20.0], [40.0, -20.0], [0.0, 40.0]])
+    mass = peaks([(5, 5), (5, 9), (8, 7)])
+    mass[0, 12, 2] = 3.0  # a stronger, inconsistent peak of target 0 loses
+    score, pos, scale = consistency_vote(mass, offsets, (0.2, 0.4, 0.8), SIZE, tolerance_px=0.0)
+    assert scale == 0.4
+    np.testing.assert_allclose(pos, [[44.0, 44.0], [76.0, 44.0], [60.0, 68.0]], atol=1e-9)
+    # By hand: each map normalised (target 0: 1 / 4 on its consistent cell), eps = 1 / 256.
+    expected = math.log(1 / 256 + 0.25) + 2 * math.log(1 / 256 + 1.0)
+    assert score == pytest.approx(expected, rel=1e-9)
+    # One cell right and two down: the positions move by (8, 16) px, the score stays.
+    score2, pos2, scale2 = consistency_vote(np.roll(mass, (2, 1), axis=(1, 2)), offsets,
+                                            (0.2, 0.4, 0.8), SIZE, tolerance_px=0.0)
+    assert scale2 == 0.4 and score2 == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(pos2, pos + np.array([8.0, 16.0]), atol=1e-9)
+    # Twice the offsets: half the scale.
+    _, pos3, scale3 = consistency_vote(mass, 2 * offsets, (0.2, 0.4, 0.8), SIZE,
+                                       tolerance_px=0.0)
+    assert scale3 == 0.2
+    np.testing.assert_allclose(pos3, pos, atol=1e-9)
+
+
+CLICKS = np.array([[100.0, 150.0], [300.0, 150.0], [200.0, 50.0]])  # in a 400 x 300 photo
+
+
+def consistent_cells(heading: float, scale: float, centre_cell: tuple[int, int]
+                     ) -> list[tuple[int, int]]:
+    """The cells where the clicks' targets lie for a photo of this heading and scale."""
+    pos = turn_points(CLICKS - CLICKS.mean(axis=0), heading) * scale / CELL
+    return [(round(centre_cell[0] + dy), round(centre_cell[1] + dx)) for dx, dy in pos]
+
+
+class TableNet:
+    """Returns prepared predictions in call order (search_rotation's headings, in order)."""
+
+    name = "table"
+    sha256 = "ab" * 32
+    spec = InputSpec(SIZE, (32, 32), 1.0)
+
+    def __init__(self, table: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.table, self.calls = table, 0
+
+    def predict(self, reference: np.ndarray, query: np.ndarray, points: np.ndarray
+                ) -> Prediction:
+        mass, scores = self.table[min(self.calls, len(self.table) - 1)]
+        self.calls += 1
+        i, j = np.mgrid[0:G, 0:G] * CELL
+        cell_boxes = np.broadcast_to(np.stack([j, i, j + CELL, i + CELL], -1),
+                                     (*mass.shape, 4)).astype(np.float32)
+        return Prediction(np.zeros((len(points), 4)), scores, np.zeros((len(points), 4, 4),
+                          np.float32), mass, cell_boxes)
+
+
+def test_the_consistent_rotation_beats_one_with_a_higher_raw_score() -> None:
+    # At 90 degrees the three maps agree with one geometry (scale 0.24: offsets of 24-48 px
+    # land on whole cells) but score 0.3 each; every other rotation scores 0.5 each with
+    # peaks that fit no single geometry.
+    cells = consistent_cells(90.0, 0.24, (7, 7))
+    # By hand: offsets from the centroid (200, 350/3) turned a quarter, (x, y) -> (-y, x):
+    # (-100/3, -100), (-100/3, 100), (200/3, 0) px; times 0.24 / 8: (-1, -3), (-1, 3), (2, 0).
+    assert cells == [(4, 6), (10, 6), (7, 9)]
+    rng = np.random.default_rng(0)
+    wrong = [(peaks([tuple(c) for c in rng.integers(0, G, (3, 2))]), np.full(3, 0.5))
+             for _ in range(8)]
+    right = peaks(cells)
+    right[0, 1, 14] = 2.0  # target 0's network prefers an inconsistent cell at 90 degrees
+    table = [*wrong[:2], (right, np.full(3, 0.3)), *wrong[3:]]
+    photo = np.zeros((300, 400, 3), np.uint8)
+    ref = np.zeros((SIZE, SIZE, 3), np.float32)
+
+    by_score = search_rotation(TableNet(table), ref, photo, CLICKS, 8)
+    assert by_score.heading == 0.0 and by_score.positions is None
+
+    settings = ConsistencySearch(scales=(0.12, 0.24, 0.48), tolerance_px=0.0, refine=False)
+    net = TableNet(table)
+    found = search_rotation(net, ref, photo, CLICKS, 8, consistency=settings)
+    assert net.calls == 8 and found.heading == 90.0 and found.scale == 0.24
+    np.testing.assert_allclose(found.positions, [[(j + 0.5) * CELL, (i + 0.5) * CELL]
+                                                 for i, j in cells], atol=1e-9)
+    assert found.totals[2] == found.total == max(found.totals)
+    assert found.prediction.boxes[0].tolist() == [0.0, 0.0, 0.0, 0.0]  # no prior: unchanged
+
+    # With a prior around the consistent positions, target 0 takes its consistent cell's box.
+    net = TableNet(table)
+    found = search_rotation(net, ref, photo, CLICKS, 8, consistency=ConsistencySearch(
+        scales=(0.12, 0.24, 0.48), tolerance_px=0.0, prior_px=8.0, refine=False))
+    i, j = cells[0]
+    assert found.prediction.boxes[0].tolist() == [j * CELL, i * CELL, (j + 1) * CELL,
+                                                  (i + 1) * CELL]
+    assert found.prediction.scores[0] == pytest.approx(1.0)
+
+    # One click: nothing to be consistent with; the summed score decides.
+    one = search_rotation(TableNet(table), ref, photo, CLICKS[:1], 8, consistency=settings)
+    assert one.heading == 0.0 and one.positions is None
+
+
+def test_refinement_looks_once_more_between_the_rotations() -> None:
+    # Four rotations 90 degrees apart; at 90 the maps fit a photo turned 120 degrees, so
+    # the vote's heading lies between the rotations: a fifth call looks there. Its maps are
+    # empty (uniform), which votes lower: the 90 degree look is kept.
+    fit = peaks(consistent_cells(120.0, 0.48, (7, 7)))
+    flat = np.ones((3, G, G), np.float32)
+    table = [(flat, np.full(3, 0.1)), (fit, np.full(3, 0.3)), (flat, np.full(3, 0.1)),
+             (flat, np.full(3, 0.1)), (flat, np.full(3, 0.9))]
+    net = TableNet(table)
+    photo = np.zeros((300, 400, 3), np.uint8)
+    found = search_rotation(net, np.zeros((SIZE, SIZE, 3), np.float32), photo, CLICKS, 4,
+                            consistency=ConsistencySearch(scales=(0.24, 0.48),
+                                                          tolerance_px=4.0))
+    assert net.calls == 5 and found.headings[:4] == (0.0, 90.0, 180.0, 270.0)
+    assert 105.0 <= found.headings[4] <= 135.0
+    assert found.heading == 90.0 and found.prediction.scores[0] == 0.3
+    assert found.totals[4] < found.totals[1] == found.total
+
+
+def test_consistency_settings_from_the_config() -> None:
+    # A 500 px photo covering 60..320 m of ground at 1 m: 0.12 .. 0.64 reference px per photo
+    # px, in 15% steps (13 scales); a scale hint narrows it to hint / 1.25 .. hint * 1.6.
+    s = ConsistencySearch.from_config(JointConfig(consistency_sigma_m=8.0), 500, 1.0)
+    assert s.scales[0] == pytest.approx(0.12) and s.scales[-1] == pytest.approx(0.64)
+    assert len(s.scales) == 13 and s.tolerance_px == 8.0 and s.prior_px is None
+    h = ConsistencySearch.from_config(JointConfig(consistency_sigma_m=8.0,
+                                                  consistency_prior_m=4.0,
+                                                  refine_rotation=True), 500, 0.5, 0.25)
+    assert h.scales[0] == pytest.approx(0.2) and h.scales[-1] == pytest.approx(0.4)
+    assert h.prior_px == 8.0 and h.tolerance_px == 16.0 and h.refine and not s.refine

@@ -221,7 +221,9 @@ def evaluate_localize(
     joint run without heading (the registration does not use the heading).
 
     Returns ``{"checkpoint", "model", "manifest", "split", "tta", "photos", "targets",
-    "config", "registration": {...}, "seconds_per_photo": {run: s}, "metrics": {method:
+    "config", "registration": {...}, "rotation_search": {"mode", heading error of the
+    rotation search's kept rotation vs the true yaw: median, p90 and the fraction within
+    22.5 degrees}, "seconds_per_photo": {run: s}, "metrics": {method:
     evaluate_boxes dict}, "by_targets": {method: evaluate_boxes dict by
     :data:`TARGET_COUNT_GROUPS`}}``; with ``out_dir``, also ``metrics.json`` and ``metrics.md``.
     """
@@ -247,6 +249,7 @@ def evaluate_localize(
     heading_err: list[float] = []
     tmp_dir = tempfile.TemporaryDirectory(prefix="geomogeo-eval-")
     tmp = Path(tmp_dir.name)
+    search_err: list[float] = []  # the rotation search's heading error, degrees
     for rec in tqdm(records, desc="photos", disable=quiet, unit="photo"):
         src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
         if not src.contains(*georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)):  # type: ignore[union-attr]
@@ -271,6 +274,9 @@ def evaluate_localize(
                     bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
                     else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
             seconds[name].append(time.perf_counter() - t0)
+            if not joint and rotations > 1 and "camera" in rec.meta:
+                d = (res.targets[0].heading_used - float(rec.meta["camera"]["yaw"])) % 360.0
+                search_err.append(min(d, 360.0 - d))
             pred = _window_boxes([t.polygon for t in res.targets], res.crs, rec)
             photos.setdefault(name, []).append(PhotoEval(pred, gt, gsd))
             if joint and not with_heading:
@@ -303,6 +309,13 @@ def evaluate_localize(
         "heading_error_deg_p90": float(np.percentile(heading_err, 90)) if heading_err
         else None,
     }
+    rotation_search = {
+        "mode": config.rotation_search,
+        "heading_error_deg_median": float(np.median(search_err)) if search_err else None,
+        "heading_error_deg_p90": float(np.percentile(search_err, 90)) if search_err else None,
+        "within_22.5_deg": float(np.mean(np.asarray(search_err) <= 22.5)) if search_err
+        else None,
+    }
     result = {
         "checkpoint": str(checkpoint) if checkpoint is not None else "default",
         "model": loc.predictor.name,
@@ -315,6 +328,7 @@ def evaluate_localize(
         "skipped_gps_off_raster": off_raster,
         "config": dataclasses.asdict(config),
         "registration": registration,
+        "rotation_search": rotation_search,
         "seconds_per_photo": {k: float(np.median(v)) for k, v in seconds.items() if v},
         "metrics": metrics,
         "by_targets": by_targets,
@@ -356,8 +370,8 @@ def localize_markdown(result: dict[str, Any], group: str = "2<=N<=6") -> str:
                      f"{g['acc@0.5']:.3f} / {g['accI@0.5']:.3f} ({g['photos']})"
                      for g in (groups[k] for k in TARGET_COUNT_GROUPS)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    reg = result["registration"]
-    lines += ["", "| registration | value |", "|---|---:|"]
-    lines += [f"| {k} | {'–' if v is None else (f'{v:.3f}' if isinstance(v, float) else v)} |"
-              for k, v in reg.items()]
+    for what in ("registration", "rotation_search"):
+        lines += ["", f"| {what.replace('_', ' ')} | value |", "|---|---:|"]
+        lines += [f"| {k} | {'–' if v is None else (f'{v:.3f}' if isinstance(v, float) else v)} |"
+                  for k, v in result.get(what, {}).items()]
     return "\n".join(lines) + "\n"

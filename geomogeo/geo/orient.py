@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-__all__ = ["QueryFit", "prepare_query", "rotate_north_up"]
+__all__ = ["QueryFit", "prepare_query", "rotate_north_up", "turn_points"]
 
 #: How a photo is fitted into the query input (see :func:`prepare_query`).
 QueryFit = Literal["stretch", "letterbox"]
@@ -45,7 +45,7 @@ def rotate_north_up(
     # Forward map (y down, so this matrix turns clockwise on screen): p' = R (p - ctr) + ctr'.
     R = np.array([[c, -s], [s, c]])
     ctr, nctr = np.array([w / 2, h / 2]), np.array([nw / 2, nh / 2])
-    out_pts = (pts - ctr) @ R.T + nctr
+    out_pts = turn_points(pts - ctr, heading) + nctr
     # PIL wants the inverse map, output pixel -> input pixel, as (a, b, c, d, e, f) with
     # x_in = a x + b y + c; sampling happens at pixel centres, which this continuous affine
     # handles exactly.
@@ -56,6 +56,15 @@ def rotate_north_up(
         (nw, nh), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR
     )
     return np.asarray(out), out_pts
+
+
+def turn_points(points: np.ndarray, heading: float) -> np.ndarray:
+    """Turn (m, 2) pixel vectors (x right, y down) clockwise on screen by ``heading`` degrees
+    about the origin, as :func:`rotate_north_up` turns the photo: the vector (0, -1) (up)
+    becomes (sin h, -cos h)."""
+    theta = math.radians(heading)
+    c, s = math.cos(theta), math.sin(theta)
+    return np.asarray(points, dtype=np.float64).reshape(-1, 2) @ np.array([[c, s], [-s, c]])
 
 
 def prepare_query(

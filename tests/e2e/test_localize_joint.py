@@ -197,7 +197,8 @@ def test_evaluate_localize_scores_baseline_and_joint_as_computed_by_hand(sample,
                            {sample.scene: {"raster": str(TILE), "bands": None}})
     write_manifest(tmp_path / "manifest.jsonl", [rec])
     out = evaluate_localize(None, tmp_path / "manifest.jsonl", out_dir=tmp_path / "eval",
-                            runs=("network, no heading", "joint, no heading"))
+                            runs=("network, no heading", "network, no heading, rotation search",
+                                  "joint, no heading"))
     assert out["photos"] == 1 and out["targets"] == 1 and out["skipped_gps_off_raster"] == []
     assert out["registration"]["success_rate"] == 1.0
 
@@ -216,8 +217,24 @@ def test_evaluate_localize_scores_baseline_and_joint_as_computed_by_hand(sample,
     assert baseline["mean_iou"] == pytest.approx(base_iou, abs=1e-6)
     d = (res.registration.heading - sample.camera.yaw) % 360
     assert out["registration"]["heading_error_deg_median"] == pytest.approx(min(d, 360 - d))
+    # The rotation search's kept heading (no registration, no compass) against the true yaw.
+    searched = Localizer.load().localize(rec.query, TILE, sample.clicks, sample.measured_xy,
+                                         center_crs=UTM, quiet=True, joint=False)
+    assert searched.targets[0].heading_source == "search"
+    d = (searched.targets[0].heading_used - sample.camera.yaw) % 360
+    rot = out["rotation_search"]
+    assert rot["mode"] == "consistency"
+    assert rot["heading_error_deg_median"] == pytest.approx(min(d, 360 - d))
+    assert rot["within_22.5_deg"] == float(min(d, 360 - d) <= 22.5)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["metrics"]["joint, no heading"]["all"]["mean_iou"] == joint["mean_iou"]
     assert "| joint, no heading | 0 | 0 |" in (tmp_path / "eval" / "metrics.md").read_text()
     assert f"| joint, no heading | 1 | 1 | {joint['acc@0.25']:.3f} | {joint['acc@0.5']:.3f} |" \
         in localize_markdown(out, group="all")  # this photo has one target
+
+
+def test_evaluate_localize_cli_refuses_an_unknown_run(tmp_path, capsys):
+    # A usage error (exit 2) naming the option, before any photo is read.
+    assert main(["evaluate", str(tmp_path / "x.pt"), str(tmp_path / "manifest.jsonl"),
+                 "--localize", "--run", "network, sideways"]) == 2
+    assert "--run" in capsys.readouterr().err

@@ -1,11 +1,12 @@
-"""rotate_north_up: the clicked pixel's content moves with the click; prepare_query's fits."""
+"""rotate_north_up: the clicked pixel's content moves with the click; prepare_query's fits;
+turn_points by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from geomogeo.geo.orient import prepare_query, rotate_north_up
+from geomogeo.geo.orient import prepare_query, rotate_north_up, turn_points
 
 
 def marker_image(w: int, h: int, x: int, y: int) -> np.ndarray:
@@ -66,3 +67,12 @@ def test_stretch_is_the_default_and_fits_are_checked() -> None:
     np.testing.assert_allclose(pts, [[32.0, 32.0]])
     with pytest.raises(ValueError, match="query fit must be 'stretch' or 'letterbox'"):
         prepare_query(img, clicks, None, (32, 32), "crop")  # type: ignore[arg-type]
+
+
+def test_turn_points_by_hand() -> None:
+    # Heading 90 (camera looks east): the photo's up (0, -1) turns to the right (1, 0), its
+    # right (1, 0) to down (0, 1); heading 180 flips; 30 degrees: (0, -2) -> 2 (sin, -cos).
+    v = np.array([[0.0, -1.0], [1.0, 0.0], [0.0, -2.0]])
+    np.testing.assert_allclose(turn_points(v[:2], 90), [[1.0, 0.0], [0.0, 1.0]], atol=1e-12)
+    np.testing.assert_allclose(turn_points(v[:2], 180), -v[:2], atol=1e-12)
+    np.testing.assert_allclose(turn_points(v[2:], 30), [[1.0, -np.sqrt(3.0)]], atol=1e-12)
