@@ -15,6 +15,14 @@ Stages (each reproducible from the seed):
 The held-out test tiles are not used here: evaluate the checkpoints with ``geomogeo
 evaluate`` on a manifest from ``geomogeo synth`` (split ``test``).
 
+Packs already in ``--work`` are reused only when they were made for the model of
+``--query-stride`` (reference size, query size and query fit, read from the files' headers;
+packs without a recorded fit were stretched). Otherwise the script stops before anything
+else, with one line on standard error naming the file and exit code 3 (bad input, as
+``geomogeo``): use a fresh ``--work`` folder. The other data options (``--parallax``,
+``--holdout``, ``--targets``, ...) are not recorded in the packs: change them only with a fresh
+``--work`` folder too.
+
 Example (the shipped model)::
 
     python scripts/train_default.py --out runs/default --n-train 16000 --epochs 12 --parallel
@@ -34,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from geomogeo.cli import EXIT_INPUT  # noqa: E402
 from geomogeo.data.dataset import pack_items  # noqa: E402
 from geomogeo.data.synth.engine import (  # noqa: E402
     DEFAULT_TILES,
@@ -44,6 +53,8 @@ from geomogeo.data.synth.engine import (  # noqa: E402
     load_default_scenes,
 )
 from geomogeo.data.synth.scene import save_scene  # noqa: E402
+from geomogeo.engine.train import check_packed  # noqa: E402
+from geomogeo.errors import ConfigError  # noqa: E402
 from geomogeo.nn.config import ModelConfig  # noqa: E402
 
 log = logging.getLogger("train_default")
@@ -78,11 +89,32 @@ def prepare_scenes(folder: Path) -> None:
             save_scene(sc, folder / f"{sc.name}.npz")
 
 
+SPLITS = ("train", "val")
+
+
+def pack_path(work: Path, split: str) -> Path:
+    return work / f"packed_{split}.npz"
+
+
+def check_work(work: Path, model: ModelConfig) -> None:
+    """Refuse packs in ``work`` made for another model's inputs (sizes, query fit).
+
+    Raises:
+        ConfigError: naming the file, what it holds and what the model takes.
+    """
+    for split in SPLITS:
+        path = pack_path(work, split)
+        if path.is_file():
+            geometry = check_packed(path, model)
+            log.info("%s: reusing %s (%s)", split, path, geometry)
+
+
 def make_data(args: argparse.Namespace, cfg: SynthConfig, model: ModelConfig) -> dict[str, Path]:
+    """Pack the splits missing from ``args.work`` (those there: :func:`check_work`)."""
     scenes = load_default_scenes(args.scenes, cfg, args.holdout)
     out = {}
     for k, (split, n) in enumerate((("train", args.n_train), ("val", args.n_val))):
-        path = args.work / f"packed_{split}.npz"
+        path = pack_path(args.work, split)
         out[split] = path
         if path.is_file():
             continue
@@ -168,6 +200,12 @@ def main() -> None:
     args.out, args.work = args.out.resolve(), args.work.resolve()
     args.scenes = args.scenes.resolve()
     args.init = None if args.init is None else args.init.resolve()
+    model = ModelConfig.light16() if args.query_stride == 16 else ModelConfig.light()
+    try:
+        check_work(args.work, model)
+    except ConfigError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(EXIT_INPUT)
     prepare_scenes(args.scenes)
     args.work.mkdir(parents=True, exist_ok=True)
     synth: dict[str, object] = {}
@@ -177,7 +215,6 @@ def main() -> None:
     if args.min_object is not None:
         synth["min_object_m2"] = args.min_object
     cfg = (SynthConfig.parallax if args.parallax else SynthConfig)(**synth)
-    model = ModelConfig.light16() if args.query_stride == 16 else ModelConfig.light()
     data = make_data(args, cfg, model)
     if args.data_only:
         return

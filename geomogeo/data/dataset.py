@@ -8,6 +8,11 @@ form the network takes (a batch may mix photos with different numbers of targets
 
 Sources: a multi-object manifest (:func:`pack_manifest`), or samples straight from the data
 engine (:func:`pack_items`). Packed data saves to and loads from ``.npz`` without pickle.
+
+A pack bakes in its query geometry (:class:`PackGeometry`): the sizes are the shapes of its
+arrays, the query fit is stored as ``query_fit``; :func:`read_pack_geometry` reads them from a
+file without loading its photos. Files written before ``query_fit`` was stored were all
+stretched and read as ``"stretch"``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,11 @@ from geomogeo.data.manifest import ManifestError, Record, read_manifest
 from geomogeo.errors import PhotoError
 from geomogeo.geo.orient import QueryFit, prepare_query
 
-__all__ = ["Batch", "PackItem", "PackedData", "pack_items", "pack_manifest", "pack_records"]
+__all__ = ["Batch", "PackGeometry", "PackItem", "PackedData", "pack_items", "pack_manifest",
+           "pack_records", "read_pack_geometry"]
+
+#: The query fit of packs written before it was recorded (they were all stretched).
+LEGACY_QUERY_FIT: QueryFit = "stretch"
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,30 @@ class Batch:
     batch_index: torch.Tensor
 
 
+def _check_fit(fit: str) -> None:
+    if fit not in ("stretch", "letterbox"):
+        raise ValueError(f"query_fit={fit!r}, expected 'stretch' or 'letterbox'")
+
+
+@dataclass(frozen=True)
+class PackGeometry:
+    """How a pack's inputs were prepared; a model trains on it only if it takes the same.
+
+    Attributes:
+        reference_size: reference side in pixels.
+        query_size: query (height, width) in pixels.
+        query_fit: how each photo was fitted into the query (``"stretch"`` or
+            ``"letterbox"``, see :func:`~geomogeo.geo.orient.prepare_query`).
+    """
+
+    reference_size: int
+    query_size: tuple[int, int]
+    query_fit: QueryFit
+
+    def __post_init__(self) -> None:
+        _check_fit(self.query_fit)
+
+
 @dataclass(frozen=True)
 class PackedData:
     """Model-ready photos of one split.
@@ -84,6 +118,8 @@ class PackedData:
         counts: (N,) int64 targets per photo; photo i owns targets
             ``offsets[i]:offsets[i] + counts[i]``.
         metres_per_pixel: (N,) float64 reference GSD in metres, NaN when unknown.
+        query_fit: how the photos were fitted into the queries (``"stretch"`` or
+            ``"letterbox"``, see :func:`~geomogeo.geo.orient.prepare_query`).
     """
 
     ids: np.ndarray
@@ -93,8 +129,10 @@ class PackedData:
     boxes: np.ndarray
     counts: np.ndarray
     metres_per_pixel: np.ndarray
+    query_fit: QueryFit = "stretch"
 
     def __post_init__(self) -> None:
+        _check_fit(self.query_fit)
         n = len(self.ids)
         if not (len(self.references) == len(self.queries) == len(self.counts) == n):
             raise ValueError("PackedData: per-photo arrays differ in length")
@@ -117,6 +155,10 @@ class PackedData:
     def query_size(self) -> tuple[int, int]:
         return int(self.queries.shape[1]), int(self.queries.shape[2])
 
+    @property
+    def geometry(self) -> PackGeometry:
+        return PackGeometry(self.reference_size, self.query_size, self.query_fit)
+
     def target_slices(self, photos: Sequence[int]) -> np.ndarray:
         """Indexes of the targets of ``photos``, in photo order."""
         off, cnt = self.offsets, self.counts
@@ -137,20 +179,60 @@ class PackedData:
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write as ``.npz`` (plain arrays; read back with :meth:`load`)."""
+        """Write as ``.npz`` (plain arrays, ``query_fit`` a 0-d string array; read back with
+        :meth:`load`)."""
         np.savez(path, ids=self.ids.astype(str), references=self.references,
                  queries=self.queries, clicks=self.clicks, boxes=self.boxes,
-                 counts=self.counts, metres_per_pixel=self.metres_per_pixel)
+                 counts=self.counts, metres_per_pixel=self.metres_per_pixel,
+                 query_fit=np.array(self.query_fit))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PackedData:
+        """Read a :meth:`save` file (no pickle); one without ``query_fit`` is ``"stretch"``."""
         with np.load(path, allow_pickle=False) as z:
-            return cls(**{k: z[k] for k in z.files})
+            arrays = {k: z[k] for k in z.files}
+        fit = arrays.pop("query_fit", None)
+        return cls(**arrays, query_fit=LEGACY_QUERY_FIT if fit is None else str(fit))
 
     @classmethod
     def concatenate(cls, parts: Sequence[PackedData]) -> PackedData:
+        """The photos of ``parts`` one after the other (all must share their query fit)."""
+        fits = sorted({p.query_fit for p in parts})
+        if len(fits) > 1:
+            raise ValueError(f"cannot concatenate packs of different query fits {fits}")
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in (
-            "ids", "references", "queries", "clicks", "boxes", "counts", "metres_per_pixel")))
+            "ids", "references", "queries", "clicks", "boxes", "counts", "metres_per_pixel")),
+            query_fit=fits[0])
+
+
+def read_pack_geometry(path: str | os.PathLike[str]) -> PackGeometry:
+    """The geometry of a :meth:`PackedData.save` file, read from its array headers and its
+    ``query_fit`` (``"stretch"`` when absent: an older pack) without loading the photos.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError, KeyError, zipfile.BadZipFile, OSError: not a packed data file.
+    """
+    with zipfile.ZipFile(path) as z:
+        ref, qry = (_npy_shape(z, f"{k}.npy") for k in ("references", "queries"))
+        fit = LEGACY_QUERY_FIT
+        if "query_fit.npy" in z.namelist():
+            with z.open("query_fit.npy") as f:
+                fit = str(np.load(f, allow_pickle=False))  # type: ignore[assignment]
+    if len(ref) != 4 or len(qry) != 4:
+        raise ValueError(f"references {ref} / queries {qry} are not (N, H, W, 3) arrays")
+    return PackGeometry(int(ref[1]), (int(qry[1]), int(qry[2])), fit)
+
+
+def _npy_shape(z: zipfile.ZipFile, name: str) -> tuple[int, ...]:
+    """The shape in the header of the ``.npy`` member ``name`` (the data is not read)."""
+    with z.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"{name}: unsupported .npy version {version}")
+        return tuple(read(f)[0])
 
 
 def pack_items(
@@ -187,6 +269,7 @@ def pack_items(
         ids=np.array(ids), references=np.stack(refs), queries=np.stack(qrys),
         clicks=np.concatenate(clicks), boxes=np.concatenate(boxes),
         counts=np.array(counts, dtype=np.int64), metres_per_pixel=np.array(mpp, np.float64),
+        query_fit=query_fit,
     )
 
 

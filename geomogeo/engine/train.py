@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 from geomogeo.data.anchors import kmeans_anchors
 from geomogeo.data.augment import augment_batch
 from geomogeo.data.cvogl import read_cvogl
-from geomogeo.data.dataset import PackedData, pack_manifest, pack_records
+from geomogeo.data.dataset import (
+    PackedData,
+    PackGeometry,
+    pack_manifest,
+    pack_records,
+    read_pack_geometry,
+)
 from geomogeo.engine.checkpoint import load_checkpoint, save_checkpoint
 from geomogeo.engine.config import TrainConfig, load_train_config
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
@@ -46,7 +52,8 @@ from geomogeo.nn.tta import predict
 from geomogeo.predictor import TTASpec, parse_tta
 
 __all__ = [
-    "TrainResult", "evaluate_model", "load_packed", "predict_boxes", "train", "train_from_file",
+    "TrainResult", "check_pack_geometry", "check_packed", "evaluate_model", "load_packed",
+    "predict_boxes", "train", "train_from_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,24 +141,55 @@ def evaluate_model(model: MOGeoNet, data: PackedData, **kw: Any) -> dict[str, An
     return evaluate_boxes(photos, stride=model.config.stride)
 
 
-def load_packed(path: str | os.PathLike[str], model_cfg: ModelConfig) -> PackedData:
-    """A ``PackedData.save`` file (no pickle), checked against the model's input sizes.
+def check_pack_geometry(geometry: PackGeometry, model_cfg: ModelConfig, source: str) -> None:
+    """Refuse data packed for other model inputs: reference size, query size or query fit.
 
     Raises:
-        ConfigError: not such a file (the message names it), or packed at other sizes.
+        ConfigError: the geometries differ; the message starts with ``source`` (the file),
+            gives both and how to fix it.
+    """
+    qh, qw = model_cfg.query_size
+    need = PackGeometry(model_cfg.reference_size, (int(qh), int(qw)), model_cfg.query_fit)
+    if geometry != need:
+        raise ConfigError(
+            f"{source}: packed at reference {geometry.reference_size} px, query "
+            f"{geometry.query_size} with query_fit {geometry.query_fit!r}; the model takes "
+            f"{need.reference_size} px, {need.query_size} with query_fit {need.query_fit!r}: "
+            "repack the data for this model (scripts/train_default.py: into a fresh --work "
+            "folder) or use a model that takes what the pack holds")
+
+
+def check_packed(path: str | os.PathLike[str], model_cfg: ModelConfig) -> PackGeometry:
+    """Check a ``PackedData.save`` file against the model's inputs from its headers only (the
+    photos are not loaded; a pack without a recorded ``query_fit`` is ``"stretch"``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: not such a file, or packed for other inputs (the message names it).
     """
     try:
-        data = PackedData.load(path)
+        geometry = read_pack_geometry(path)
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
         raise ConfigError(f"{path}: not a packed data file (PackedData.save): {e}") from e
-    if data.reference_size != model_cfg.reference_size or \
-            data.query_size != tuple(model_cfg.query_size):
-        raise ConfigError(
-            f"{path}: packed at reference {data.reference_size} px, query {data.query_size}; "
-            f"the model takes {model_cfg.reference_size} px, {tuple(model_cfg.query_size)}")
-    return data
+    check_pack_geometry(geometry, model_cfg, str(path))
+    return geometry
+
+
+def load_packed(path: str | os.PathLike[str], model_cfg: ModelConfig) -> PackedData:
+    """A ``PackedData.save`` file (no pickle), checked first (:func:`check_packed`) against the
+    model's input sizes and query fit.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: not such a file, or packed for other inputs (the message names it).
+    """
+    check_packed(path, model_cfg)
+    try:
+        return PackedData.load(path)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{path}: not a packed data file (PackedData.save): {e}") from e
 
 
 def _load_split(cfg: TrainConfig, model_cfg: ModelConfig, which: str, quiet: bool
@@ -248,6 +286,9 @@ def train(
     if train_data is None:
         raise ConfigError("no training data: set data.manifest or data.packed_train")
     val_data = val_data or _load_split(cfg, model_cfg, "val", quiet)
+    for which, d in (("train_data", train_data), ("val_data", val_data)):
+        if d is not None:
+            check_pack_geometry(d.geometry, model_cfg, f"in-memory {which}")
     if ckpt is None and cfg.model.anchors == "kmeans":
         wh = (train_data.boxes[:, 2:] - train_data.boxes[:, :2]).astype(np.float64)
         try:

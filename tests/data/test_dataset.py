@@ -12,7 +12,14 @@ import torch
 from PIL import Image
 from test_synth import SMALL, _blocks
 
-from geomogeo.data.dataset import PackedData, PackItem, pack_items, pack_manifest
+from geomogeo.data.dataset import (
+    PackedData,
+    PackGeometry,
+    PackItem,
+    pack_items,
+    pack_manifest,
+    read_pack_geometry,
+)
 from geomogeo.data.manifest import Georef, Record, write_manifest
 from geomogeo.data.synth.engine import Sample, SynthConfig, World, generate
 from geomogeo.geo.orient import prepare_query, rotate_north_up
@@ -155,6 +162,51 @@ def test_save_load_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert len(both) == 6 and both.counts.tolist() == [3, 1, 2, 3, 1, 2]
     np.testing.assert_array_equal(both.boxes[6:], p.boxes)
     _assert_same(PackedData.concatenate([p]), p)
+
+
+@pytest.mark.parametrize("fit", ["stretch", "letterbox"])
+def test_the_query_fit_is_recorded(tmp_path: Path, fit: str) -> None:
+    items = [_item(0, 2), _item(1, 1, heading=30.0)]
+    p = pack_items(items, (64, 96), 64, query_fit=fit)  # type: ignore[arg-type]
+    assert p.query_fit == fit
+    assert p.geometry == PackGeometry(64, (64, 96), fit)  # type: ignore[arg-type]
+    path = tmp_path / f"{fit}.npz"
+    p.save(path)
+    # Read back by plain numpy (no pickle) and by both readers of the package.
+    with np.load(path, allow_pickle=False) as z:
+        assert z["query_fit"].shape == () and str(z["query_fit"]) == fit
+        assert z["queries"].shape == (2, 64, 96, 3) and z["references"].shape == (2, 64, 64, 3)
+    back = PackedData.load(path)
+    assert back.query_fit == fit
+    _assert_same(back, p)
+    assert read_pack_geometry(path) == PackGeometry(64, (64, 96), fit)  # type: ignore[arg-type]
+
+
+def test_a_pack_without_recorded_fit_is_stretched(tmp_path: Path) -> None:
+    """Packs written before the fit was recorded (only the seven arrays) were stretched."""
+    p = pack_items([_item(0, 2)], (64, 64), 64)
+    path = tmp_path / "old.npz"
+    np.savez(path, **{f: getattr(p, f) for f in FIELDS})
+    with np.load(path) as z:
+        assert sorted(z.files) == sorted(FIELDS)
+    back = PackedData.load(path)
+    assert back.query_fit == "stretch"
+    _assert_same(back, p)
+    assert read_pack_geometry(path) == PackGeometry(64, (64, 64), "stretch")
+
+
+def test_packs_of_other_fits_do_not_mix(tmp_path: Path) -> None:
+    a = pack_items([_item(0, 2)], (64, 64), 64)
+    b = pack_items([_item(1, 1)], (64, 64), 64, query_fit="letterbox")
+    with pytest.raises(ValueError, match=r"different query fits \['letterbox', 'stretch'\]"):
+        PackedData.concatenate([a, b])
+    assert PackedData.concatenate([b, b]).query_fit == "letterbox"
+    path = tmp_path / "odd.npz"
+    np.savez(path, **{f: getattr(a, f) for f in FIELDS}, query_fit=np.array("crop"))
+    with pytest.raises(ValueError, match="query_fit='crop'"):
+        PackedData.load(path)
+    with pytest.raises(ValueError, match="query_fit='crop'"):
+        read_pack_geometry(path)
 
 
 def test_inconsistent_or_empty_packs_are_refused() -> None:

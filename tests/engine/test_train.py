@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import math
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from geomogeo.engine.checkpoint import load_checkpoint
 from geomogeo.engine.config import DataConfig, ModelSpec, OptimConfig, TrainConfig
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes, metrics_markdown
 from geomogeo.engine.train import CSV_FIELDS, predict_boxes, train, train_from_file
+from geomogeo.errors import ConfigError
 
 #: The tiny network: 64 px reference (a 4 x 4 grid), 64 px query, width 1/8, 32-d embeddings.
 TINY = {"reference_size": 64, "query_size": [64, 64], "width": 0.125, "embed_dim": 32}
@@ -224,6 +228,111 @@ def test_packed_data_of_other_sizes_is_refused(tmp_path: Path,
                   model=ModelSpec(overrides={**TINY, "reference_size": 96}))
     with pytest.raises(ValueError, match=r"tr.npz: packed at reference 64 px.*model takes 96 px"):
         train(cfg, quiet=True)
+
+
+def _legacy(p: PackedData, path: Path) -> Path:
+    """``p`` saved as packs were before the query fit was recorded (the seven arrays only)."""
+    np.savez(path, **{f: getattr(p, f) for f in (
+        "ids", "references", "queries", "clicks", "boxes", "counts", "metres_per_pixel")})
+    return path
+
+
+def test_packed_data_of_another_query_fit_is_refused(
+        tmp_path: Path, data: tuple[PackedData, PackedData]) -> None:
+    tr, _ = data
+    stretched = tmp_path / "tr.npz"
+    tr.save(stretched)
+    letterbox = ModelSpec(overrides={**TINY, "query_fit": "letterbox"})
+    cfg = _config(tmp_path / "bad", data=DataConfig(packed_train=str(stretched)), model=letterbox)
+    msg = (f"^{re.escape(str(stretched))}: "
+           r"packed at reference 64 px, query \(64, 64\) with query_fit 'stretch'; "
+           r"the model takes 64 px, \(64, 64\) with query_fit 'letterbox': repack .* fresh "
+           r"--work folder")
+    with pytest.raises(ConfigError, match=msg):
+        train(cfg, quiet=True)
+    # A legacy pack (no fit recorded) is a stretched one: refused the same way ...
+    old = _legacy(tr, tmp_path / "old.npz")
+    with pytest.raises(ConfigError,
+                       match=f"^{re.escape(str(old))}: .*query_fit 'stretch'; .*'letterbox'"):
+        train_mod.load_packed(old, letterbox.build())
+    # ... and loads for a stretch model, as it did before.
+    back = train_mod.load_packed(old, ModelSpec(overrides=dict(TINY)).build())
+    assert back.query_fit == "stretch" and back.ids.tolist() == tr.ids.tolist()
+    np.testing.assert_array_equal(back.queries, tr.queries)
+    # In-memory data is held to the same rule.
+    with pytest.raises(ConfigError, match=r"^in-memory train_data: .*'stretch'.*'letterbox'"):
+        train(cfg, quiet=True, train_data=tr)
+    # A letterboxed pack trains a letterbox model.
+    boxed = pack_items(_items(4, 0), (64, 64), 64, query_fit="letterbox")
+    boxed.save(tmp_path / "boxed.npz")
+    ok = train_mod.load_packed(tmp_path / "boxed.npz", letterbox.build())
+    assert ok.query_fit == "letterbox"
+
+
+def test_cli_train_on_another_query_fit_exits_3_with_one_line(
+        tmp_path: Path, data: tuple[PackedData, PackedData],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from geomogeo.cli import main
+
+    old = _legacy(data[0], tmp_path / "old.npz")
+    cfg = _config(tmp_path / "run").to_dict()
+    cfg["data"] = {"packed_train": "old.npz"}
+    cfg["model"] = {"preset": "light", **TINY, "query_fit": "letterbox"}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    assert main(["-q", "train", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {old}: packed at reference 64 px")
+    assert "query_fit 'stretch'" in err and "query_fit 'letterbox'" in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_train_default_refuses_a_work_folder_of_another_query_fit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/train_default.py checks the packs it would reuse before anything else."""
+    spec = importlib.util.spec_from_file_location(
+        "train_default", Path(__file__).resolve().parents[2] / "scripts" / "train_default.py")
+    script = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(script)  # type: ignore[union-attr]
+
+    class ReachedScenesError(Exception):
+        """The script got past the check (to preparing the scenes)."""
+
+    def reached(folder: Path) -> None:
+        raise ReachedScenesError
+
+    monkeypatch.setattr(script, "prepare_scenes", reached)
+    work = tmp_path / "work"
+    work.mkdir()
+    items = _items(2, 5)
+    # light16's inputs (256 px reference, 320 px query) but stretched: a legacy pack
+    _legacy(pack_items(items, (320, 320), 256), work / "packed_train.npz")
+
+    def run(*extra: str) -> None:
+        monkeypatch.setattr(sys, "argv", ["train_default.py", "--out", str(tmp_path / "out"),
+                                          "--work", str(work), "--data-only", *extra])
+        script.main()
+
+    with pytest.raises(SystemExit) as e:
+        run("--query-stride", "16")
+    assert e.value.code == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: {work / 'packed_train.npz'}: packed at reference 256 px, "
+                          "query (320, 320) with query_fit 'stretch'; the model takes 256 px, "
+                          "(320, 320) with query_fit 'letterbox'")
+    assert "fresh --work folder" in err
+    # Packed for light16 (letterbox), the same folder is reused.
+    pack_items(items, (320, 320), 256, query_fit="letterbox").save(work / "packed_train.npz")
+    with pytest.raises(ReachedScenesError):
+        run("--query-stride", "16")
+    # ... and then refused for the stride-32 model (128 px stretched query).
+    with pytest.raises(SystemExit) as e:
+        run()
+    assert e.value.code == 3
+    assert "query (320, 320) with query_fit 'letterbox'; the model takes 256 px, (128, 128) " \
+        "with query_fit 'stretch'" in capsys.readouterr().err
 
 
 def _manifest(root: Path) -> Path:
