@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_prisms import FLAT, X0, Y0, _town
+from test_prisms import FLAT, X0, Y0, _town, assert_top_displaced
 
 from geomogeo.data.synth.camera import Camera, CameraRanges
 from geomogeo.data.synth.engine import SynthConfig, World, build_worlds, generate
@@ -98,17 +97,8 @@ def test_deck_displacement_is_height_times_tan_off_nadir() -> None:
     scene, ground, st = _bridge(deck, base, h, road)
     cam = Camera(cx, cy, alt, 0.0, 0.0, 70.0, 640, 480)
     view = render_view(scene, cam, st, 0.0, ground)
+    u, v = assert_top_displaced(view, cam, (cx + dx, cy + dy), h, alt)
     top = view.labels == 0
-    grey = np.all(view.image == 230, axis=2)  # the deck texture (bilinear: blended edges)
-    assert not (grey & ~top).any() and (grey & top).sum() > 0.9 * top.sum()
-    v, u = np.nonzero(top)
-    g = cam.photo_to_ground(np.array([[u.mean() + 0.5, v.mean() + 0.5]]))[0]
-    d = math.hypot(dx, dy)
-    theta = math.atan2(d, alt - h)
-    shift = g - [cx + dx, cy + dy]
-    np.testing.assert_allclose(np.hypot(*shift), h * math.tan(theta), rtol=0, atol=0.05)
-    np.testing.assert_allclose(shift, h * math.tan(theta) * np.array([dx, dy]) / d, rtol=0,
-                               atol=0.05)
     # The deck's pixels, back-projected onto its plane, fall on its footprint, and cover its
     # area (m^2, at the nadir scale of the deck's plane).
     xy = cam.photo_to_plane(np.column_stack([u + 0.5, v + 0.5]), h)

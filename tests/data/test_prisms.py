@@ -32,7 +32,7 @@ from geomogeo.data.synth.engine import (
     write_samples,
 )
 from geomogeo.data.synth.procedural import BUILDING_HEIGHT_M, procedural_town
-from geomogeo.data.synth.render import PhotoEffects, is_visible, render_view
+from geomogeo.data.synth.render import PhotoEffects, View, is_visible, render_view
 from geomogeo.data.synth.scene import Scene, downsample, find_objects
 from geomogeo.data.synth.structures import KINDS, Structures, rectangle
 from geomogeo.geo.georef import to_lonlat
@@ -133,6 +133,27 @@ def test_photo_to_plane_inverts_project_with_distortion() -> None:
     assert np.isnan(cam.photo_to_plane(np.array([[320.0, 240.0]]), 95.0)).all()
 
 
+def assert_top_displaced(view: View, cam: Camera, centre: tuple[float, float], h: float,
+                         alt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Structure 0's top (texture 230) seen by a nadir camera at ``alt`` m: only its pixels
+    have that texture, and its image centroid, projected to the ground, is displaced from its
+    footprint ``centre`` away from the camera by h tan(off-nadir) within 0.05 m. Returns the
+    top's pixel columns and rows."""
+    top = view.labels == 0
+    grey = np.all(view.image == 230, axis=2)  # the top's texture (bilinear: blended edges)
+    assert not (grey & ~top).any() and (grey & top).sum() > 0.9 * top.sum()
+    v, u = np.nonzero(top)
+    # At nadir the top plane is parallel to the image plane: centroids correspond exactly.
+    g = cam.photo_to_ground(np.array([[u.mean() + 0.5, v.mean() + 0.5]]))[0]
+    off = np.asarray(centre) - [cam.x, cam.y]
+    d = math.hypot(*off)
+    theta = math.atan2(d, alt - h)
+    shift = g - centre
+    np.testing.assert_allclose(np.hypot(*shift), h * math.tan(theta), rtol=0, atol=0.05)
+    np.testing.assert_allclose(shift, h * math.tan(theta) * off / d, rtol=0, atol=0.05)
+    return u, v
+
+
 def test_roof_displacement_is_height_times_tan_off_nadir() -> None:
     """Nadir camera 80 m up, a 12 m tall 16 x 10 m building whose centre is 30 m east and
     20 m north: the photographed roof, back-projected onto the ground, lies h tan(theta)
@@ -143,18 +164,8 @@ def test_roof_displacement_is_height_times_tan_off_nadir() -> None:
     scene, st = _town([(fp, h, 230)])
     cam = Camera(cx, cy, alt, 0.0, 0.0, 70.0, 640, 480)
     view = render_view(scene, cam, st, 0.0)
+    u, v = assert_top_displaced(view, cam, (cx + dx, cy + dy), h, alt)
     roof = view.labels == 0
-    grey = np.all(view.image == 230, axis=2)  # the roof texture (bilinear: blended edges)
-    assert not (grey & ~roof).any() and (grey & roof).sum() > 0.9 * roof.sum()
-    v, u = np.nonzero(roof)
-    # At nadir the roof plane is parallel to the image plane: centroids correspond exactly.
-    g = cam.photo_to_ground(np.array([[u.mean() + 0.5, v.mean() + 0.5]]))[0]
-    d = math.hypot(dx, dy)
-    theta = math.atan2(d, alt - h)
-    shift = g - [cx + dx, cy + dy]
-    np.testing.assert_allclose(np.hypot(*shift), h * math.tan(theta), rtol=0, atol=0.05)
-    np.testing.assert_allclose(shift, h * math.tan(theta) * np.array([dx, dy]) / d, rtol=0,
-                               atol=0.05)
     # The roof's pixels, back-projected at the roof's height, fall on the footprint.
     xy = cam.photo_to_plane(np.column_stack([u + 0.5, v + 0.5]), h)
     assert (np.abs(xy - [cx + dx, cy + dy]) <= [8.0 + 1e-9, 5.0 + 1e-9]).all()
