@@ -1,4 +1,5 @@
-"""Cut a raster into tiles with rasterio windows (shared by the mosaic and batch tests)."""
+"""Rasters derived from a test raster: tiles cut with rasterio windows (the mosaic and batch
+tests) and reprojected copies (the GIS tests)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import rasterio
 import rasterio.windows
 from affine import Affine
+from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 
 def cut_tiles(raster: Path, folder: Path, col_cuts: Sequence[int],
@@ -33,3 +35,15 @@ def cut_tiles(raster: Path, folder: Path, col_cuts: Sequence[int],
                     o.write(ds.read(window=win))
                 out.append(path)
     return out
+
+
+def warp_copy(src: Path, dst: Path, crs: str) -> Path:
+    """Band 1 of ``src`` reprojected into ``crs`` and written to ``dst`` (bilinear, GDAL's
+    default output grid, nodata 0)."""
+    with rasterio.open(src) as s:
+        t, w, h = calculate_default_transform(s.crs, crs, s.width, s.height, *s.bounds)
+        prof = s.profile | {"crs": crs, "transform": t, "width": w, "height": h, "nodata": 0}
+        with rasterio.open(dst, "w", **prof) as d:
+            reproject(rasterio.band(s, 1), rasterio.band(d, 1), resampling=Resampling.bilinear,
+                      dst_nodata=0)
+    return dst

@@ -19,6 +19,7 @@ from oracles import gdalinfo_json
 from PIL import Image
 from pyproj import Geod
 from scipy.signal import correlate
+from tiles import warp_copy
 
 from geomogeo import Localizer
 from geomogeo.demo import polygon_iou
@@ -75,18 +76,6 @@ class TemplatePredictor:
                           np.zeros((len(points), 8, 8), np.float32))
 
 
-def warp_copy(dst: Path, crs: str) -> Path:
-    from rasterio.warp import Resampling, calculate_default_transform, reproject
-
-    with rasterio.open(TILE) as s:
-        t, w, h = calculate_default_transform(s.crs, crs, s.width, s.height, *s.bounds)
-        prof = s.profile | {"crs": crs, "transform": t, "width": w, "height": h, "nodata": 0}
-        with rasterio.open(dst, "w", **prof) as d:
-            reproject(rasterio.band(s, 1), rasterio.band(d, 1), resampling=Resampling.bilinear,
-                      dst_nodata=0)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def centre() -> tuple[float, float]:
     with rasterio.open(TILE) as ds:
@@ -124,7 +113,7 @@ def test_projected_copy_puts_the_same_objects_on_the_same_ground(tmp_path, centr
     loc = Localizer(TemplatePredictor(tpls))
     # network alone: this checks the ground scale of the window read, not registration
     orig = loc.localize(PHOTO, TILE, pts, center=centre, joint=False)
-    copy = loc.localize(PHOTO, warp_copy(tmp_path / "copy.tif", crs), pts, center=centre,
+    copy = loc.localize(PHOTO, warp_copy(TILE, tmp_path / "copy.tif", crs), pts, center=centre,
                         joint=False)
     assert copy.crs.equals(georef.as_crs(crs))  # polygons in the copy's own CRS
     assert copy.windows[0].crs.to_epsg() == 32631  # read through a local UTM zone

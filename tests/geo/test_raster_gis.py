@@ -16,7 +16,7 @@ from affine import Affine
 from oracles import gdalinfo_json, gdaltransform_points
 from pyproj import Geod, Proj
 from rasterio.control import GroundControlPoint
-from rasterio.warp import Resampling, calculate_default_transform, reproject
+from tiles import warp_copy
 
 from geomogeo.errors import GeoreferenceError, LocationError, RasterError
 from geomogeo.geo import georef, raster
@@ -26,17 +26,6 @@ GEOD = Geod(ellps="WGS84")
 #: is far from 1 (PROJ: ~1.16), so one map metre is ~0.86 ground metres.
 LCC_FAR = ("+proj=lcc +lat_1=20 +lat_2=25 +lat_0=22 +lon_0=4 +x_0=0 +y_0=0 +datum=WGS84 "
            "+units=m +no_defs")
-
-
-def warp_copy(src_path, dst_path, crs):
-    """The tile reprojected into ``crs`` (bilinear, GDAL's default output grid)."""
-    with rasterio.open(src_path) as s:
-        t, w, h = calculate_default_transform(s.crs, crs, s.width, s.height, *s.bounds)
-        prof = s.profile | {"crs": crs, "transform": t, "width": w, "height": h, "nodata": 0}
-        with rasterio.open(dst_path, "w", **prof) as d:
-            reproject(rasterio.band(s, 1), rasterio.band(d, 1), resampling=Resampling.bilinear,
-                      dst_nodata=0)
-    return dst_path
 
 
 def ground_sides(win):
