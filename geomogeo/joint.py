@@ -349,28 +349,28 @@ def search_rotation(
         return consistency_vote(pred.mass, offsets, consistency.scales, size,
                                 tolerance_px=consistency.tolerance_px, eps=consistency.eps)
 
-    preds: list[Prediction] = []
+    # headings within half a rotation step of each rotation, nearest first
+    residuals: list[float] = []
+    if consistency is not None:
+        k = math.floor(180.0 / n / consistency.residual_step - 1e-9)
+        residuals = sorted(np.arange(-k, k + 1) * consistency.residual_step, key=abs)
     totals: list[float] = []
-    best: tuple[float, int, float, np.ndarray | None, float | None] | None = None
-    for i, h in enumerate(headings):
+    best: tuple[float, float, Prediction, float, np.ndarray | None, float | None] | None = None
+    for h in headings:
         pred = look(h)
-        preds.append(pred)
         if consistency is None or len(pts) < 2 or pred.mass is None:
             total, phi, pos, scale = float(np.sum(pred.scores)), h, None, None
         else:
-            half = 180.0 / n
-            k = math.floor(half / consistency.residual_step - 1e-9)
             total, phi, pos, scale = -math.inf, h, None, None
-            for r in sorted(np.arange(-k, k + 1) * consistency.residual_step, key=abs):
+            for r in residuals:
                 v, p, s = vote(pred, h + r)
                 if v > total:
                     total, phi, pos, scale = v, (h + r) % 360.0, p, s
         totals.append(total)
         if best is None or total > best[0]:
-            best = (total, i, phi, pos, scale)
+            best = (total, h, pred, phi, pos, scale)
     assert best is not None
-    total, i, phi, pos, scale = best
-    heading, pred = headings[i], preds[i]
+    total, heading, pred, phi, pos, scale = best
     if consistency is not None and consistency.refine and pos is not None and phi != heading:
         again = look(phi)
         v, p, s = vote(again, phi)
