@@ -247,56 +247,57 @@ def evaluate_localize(
     off_raster: list[str] = []
     click_err: list[float] = []
     heading_err: list[float] = []
-    tmp_dir = tempfile.TemporaryDirectory(prefix="geomogeo-eval-")
-    tmp = Path(tmp_dir.name)
     search_err: list[float] = []  # the rotation search's heading error, degrees
-    for rec in tqdm(records, desc="photos", disable=quiet, unit="photo"):
-        src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
-        if not src.contains(*georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)):  # type: ignore[union-attr]
-            off_raster.append(rec.id)  # localize refuses a GPS position off the raster
-            continue
-        gt = np.asarray(rec.boxes, dtype=np.float64)
-        gsd = float(rec.georef.transform[0])  # type: ignore[union-attr]
-        registered = None  # the joint run without heading, when its registration succeeded
-        for name in runs:
-            joint, with_heading, rotations = LOCALIZE_RUNS[name]
-            cfg = dataclasses.replace(config, rotations=rotations)
-            t0 = time.perf_counter()
-            if joint and with_heading and registered is not None:
-                # A registered photo's heading comes from the registration, whatever heading
-                # is given: the joint run with heading is the one without (not re-run).
-                res = registered
-            else:
-                query = rec.query if with_heading else _without_exif_heading(rec.query, tmp)
-                res = loc.localize(
-                    query, rec.meta["raster"], np.asarray(rec.clicks),
-                    tuple(rec.meta["gps"]), center_crs=rec.georef.crs,  # type: ignore[union-attr]
-                    bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
-                    else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
-            seconds[name].append(time.perf_counter() - t0)
-            if not joint and rotations > 1 and "camera" in rec.meta:
-                d = (res.targets[0].heading_used - float(rec.meta["camera"]["yaw"])) % 360.0
-                search_err.append(min(d, 360.0 - d))
-            pred = _window_boxes([t.polygon for t in res.targets], res.crs, rec)
-            photos.setdefault(name, []).append(PhotoEval(pred, gt, gsd))
-            if joint and not with_heading:
-                base = _window_boxes(_baseline_polygons(res, BASELINE_BOX_M), res.crs, rec)
-                photos.setdefault("baseline: registration + fixed box", []).append(
-                    PhotoEval(base, gt, gsd))
-                scene = res.registration
-                reg_ok.append(bool(scene is not None and scene.ok))
-                if scene is not None and scene.ok:
-                    registered = res
-                    if "ground" in rec.meta:
-                        # In the record's metric CRS (the raster's may be in degrees).
-                        reg = np.asarray([t.registered_xy for t in res.targets])
-                        rx, ry = georef.to_crs(reg[:, 0], reg[:, 1], res.crs, rec.georef.crs)  # type: ignore[union-attr]
-                        gx, gy = np.asarray(rec.meta["ground"], dtype=np.float64).T
-                        click_err += np.hypot(rx - gx, ry - gy).tolist()
-                    if "camera" in rec.meta and scene.heading is not None:
-                        d = (scene.heading - float(rec.meta["camera"]["yaw"])) % 360.0
-                        heading_err.append(min(d, 360.0 - d))
-    tmp_dir.cleanup()
+    any_plain = any(not LOCALIZE_RUNS[name][1] for name in runs)
+    with tempfile.TemporaryDirectory(prefix="geomogeo-eval-") as tmp:
+        for rec in tqdm(records, desc="photos", disable=quiet, unit="photo"):
+            src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
+            if not src.contains(*georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)):  # type: ignore[union-attr]
+                off_raster.append(rec.id)  # localize refuses a GPS position off the raster
+                continue
+            gt = np.asarray(rec.boxes, dtype=np.float64)
+            gsd = float(rec.georef.transform[0])  # type: ignore[union-attr]
+            registered = None  # the joint run without heading, when its registration succeeded
+            # what the runs without heading read: the photo without its EXIF heading
+            plain = _without_exif_heading(rec.query, Path(tmp)) if any_plain else rec.query
+            for name in runs:
+                joint, with_heading, rotations = LOCALIZE_RUNS[name]
+                cfg = dataclasses.replace(config, rotations=rotations)
+                t0 = time.perf_counter()
+                if joint and with_heading and registered is not None:
+                    # A registered photo's heading comes from the registration, whatever heading
+                    # is given: the joint run with heading is the one without (not re-run).
+                    res = registered
+                else:
+                    query = rec.query if with_heading else plain
+                    res = loc.localize(
+                        query, rec.meta["raster"], np.asarray(rec.clicks),
+                        tuple(rec.meta["gps"]), center_crs=rec.georef.crs,  # type: ignore[union-attr]
+                        bands=rec.meta.get("bands"), heading=rec.meta["heading"] if with_heading
+                        else None, heatmaps=False, quiet=True, joint=joint, config=cfg)
+                seconds[name].append(time.perf_counter() - t0)
+                if not joint and rotations > 1 and "camera" in rec.meta:
+                    d = (res.targets[0].heading_used - float(rec.meta["camera"]["yaw"])) % 360.0
+                    search_err.append(min(d, 360.0 - d))
+                pred = _window_boxes([t.polygon for t in res.targets], res.crs, rec)
+                photos.setdefault(name, []).append(PhotoEval(pred, gt, gsd))
+                if joint and not with_heading:
+                    base = _window_boxes(_baseline_polygons(res, BASELINE_BOX_M), res.crs, rec)
+                    photos.setdefault("baseline: registration + fixed box", []).append(
+                        PhotoEval(base, gt, gsd))
+                    scene = res.registration
+                    reg_ok.append(bool(scene is not None and scene.ok))
+                    if scene is not None and scene.ok:
+                        registered = res
+                        if "ground" in rec.meta:
+                            # In the record's metric CRS (the raster's may be in degrees).
+                            reg = np.asarray([t.registered_xy for t in res.targets])
+                            rx, ry = georef.to_crs(reg[:, 0], reg[:, 1], res.crs, rec.georef.crs)  # type: ignore[union-attr]
+                            gx, gy = np.asarray(rec.meta["ground"], dtype=np.float64).T
+                            click_err += np.hypot(rx - gx, ry - gy).tolist()
+                        if "camera" in rec.meta and scene.heading is not None:
+                            d = (scene.heading - float(rec.meta["camera"]["yaw"])) % 360.0
+                            heading_err.append(min(d, 360.0 - d))
     metrics = {name: evaluate_boxes(p) for name, p in photos.items()}
     by_targets = {name: evaluate_boxes(p, groups=TARGET_COUNT_GROUPS)
                   for name, p in photos.items()}
