@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from geomogeo.data.manifest import ManifestError, Record, read_manifest
 from geomogeo.errors import PhotoError
-from geomogeo.geo.orient import QueryFit, prepare_query
+from geomogeo.geo.orient import QueryFit, check_query_fit, prepare_query
 
 __all__ = ["Batch", "PackGeometry", "PackItem", "PackedData", "pack_items", "pack_manifest",
            "pack_records", "read_pack_geometry"]
@@ -81,11 +81,6 @@ class Batch:
     batch_index: torch.Tensor
 
 
-def _check_fit(fit: str) -> None:
-    if fit not in ("stretch", "letterbox"):
-        raise ValueError(f"query_fit={fit!r}, expected 'stretch' or 'letterbox'")
-
-
 @dataclass(frozen=True)
 class PackGeometry:
     """How a pack's inputs were prepared; a model trains on it only if it takes the same.
@@ -102,7 +97,7 @@ class PackGeometry:
     query_fit: QueryFit
 
     def __post_init__(self) -> None:
-        _check_fit(self.query_fit)
+        check_query_fit(self.query_fit)
 
 
 @dataclass(frozen=True)
@@ -132,7 +127,7 @@ class PackedData:
     query_fit: QueryFit = "stretch"
 
     def __post_init__(self) -> None:
-        _check_fit(self.query_fit)
+        check_query_fit(self.query_fit)
         n = len(self.ids)
         if not (len(self.references) == len(self.queries) == len(self.counts) == n):
             raise ValueError("PackedData: per-photo arrays differ in length")

@@ -20,10 +20,16 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-__all__ = ["QueryFit", "prepare_query", "rotate_north_up", "turn_points"]
+__all__ = ["QueryFit", "check_query_fit", "prepare_query", "rotate_north_up", "turn_points"]
 
 #: How a photo is fitted into the query input (see :func:`prepare_query`).
 QueryFit = Literal["stretch", "letterbox"]
+
+
+def check_query_fit(fit: str) -> None:
+    """Raise ValueError unless ``fit`` is a :data:`QueryFit`."""
+    if fit not in ("stretch", "letterbox"):
+        raise ValueError(f"query_fit={fit!r}: query fit must be 'stretch' or 'letterbox'")
 
 
 def rotate_north_up(
@@ -84,8 +90,7 @@ def prepare_query(
     query-input pixels (same corner-origin convention). Training data and inference both go
     through this function, so the network always sees queries prepared the same way.
     """
-    if fit not in ("stretch", "letterbox"):
-        raise ValueError(f"query fit must be 'stretch' or 'letterbox', got {fit!r}")
+    check_query_fit(fit)
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if heading is not None:
         image, pts = rotate_north_up(image, pts, heading)
