@@ -145,6 +145,8 @@ def variant_config(name: str, args: argparse.Namespace, data: dict[str, Path]) -
                   "lr_steps": [round(args.epochs * 0.7), round(args.epochs * 0.9)],
                   "gamma": 0.1, "warmup_steps": args.warmup, **over.get("optim", {})},
         "init_checkpoint": None if args.init is None else str(args.init),
+        # the query grid of --query-stride, the rest (anchors too) from --init
+        "init_query_grid": "model",
         "out_dir": str(args.out / name),
         "seed": args.seed,
         "device": args.device,

@@ -31,6 +31,7 @@ from geomogeo.nn.config import ModelConfig
 __all__ = [
     "MAX_EMBED_DIM",
     "MAX_INPUT_SIZE",
+    "QUERY_GRID_FIELDS",
     "DataConfig",
     "ModelSpec",
     "OptimConfig",
@@ -43,6 +44,9 @@ __all__ = [
 MAX_INPUT_SIZE = 4096
 #: Largest embedding width a training config may ask for: eight times the paper's 512.
 MAX_EMBED_DIM = 4096
+#: The :class:`ModelConfig` fields that make the query grid and carry no weights:
+#: ``init_query_grid="model"`` takes them from the run's model, the rest from the checkpoint.
+QUERY_GRID_FIELDS = ("query_size", "query_stride", "query_fit", "gaussian_sigma")
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,11 @@ class TrainConfig:
         compile: wrap the model in ``torch.compile`` (CUDA only).
         init_checkpoint: start from these weights (fine-tuning; the model configuration,
             anchors included, comes from that checkpoint; optimiser state starts fresh).
+        init_query_grid: with ``init_checkpoint``, where the query grid comes from:
+            ``"checkpoint"`` (all of the checkpoint's configuration) or ``"model"``: the
+            query fields of :data:`QUERY_GRID_FIELDS` (query size, stride, fit, Gaussian
+            sigma) from ``model``, the rest from the checkpoint. The weights do not depend on
+            the grid, so a stride-32 model can start a stride-16 one.
     """
 
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -152,6 +161,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     compile: bool = False
     init_checkpoint: str | None = None
+    init_query_grid: Literal["checkpoint", "model"] = "checkpoint"
 
     def __post_init__(self) -> None:
         o = self.optim
@@ -175,6 +185,8 @@ class TrainConfig:
             (self.model.preset in ("light", "light16", "paper"),
              f"model.preset={self.model.preset!r}"),
             (self.model.anchors in ("kmeans", "preset"), "model.anchors: kmeans or preset"),
+            (self.init_query_grid in ("checkpoint", "model"),
+             f"init_query_grid={self.init_query_grid!r}: checkpoint or model"),
             (any(v is not None for v in (self.data.manifest, self.data.packed_train,
                                           self.data.cvogl_root)),
              "data.manifest (or data.packed_train, data.cvogl_root) is required"),

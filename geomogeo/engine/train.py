@@ -41,8 +41,8 @@ from geomogeo.data.dataset import (
     pack_records,
     read_pack_geometry,
 )
-from geomogeo.engine.checkpoint import load_checkpoint, save_checkpoint
-from geomogeo.engine.config import TrainConfig, load_train_config
+from geomogeo.engine.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from geomogeo.engine.config import QUERY_GRID_FIELDS, TrainConfig, load_train_config
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
 from geomogeo.errors import ConfigError, OutputError
 from geomogeo.nn.config import ModelConfig
@@ -212,6 +212,25 @@ def _load_split(cfg: TrainConfig, model_cfg: ModelConfig, which: str, quiet: boo
                          query_fit=model_cfg.query_fit)
 
 
+def _regrid(ckpt: LoadedCheckpoint, model: ModelConfig) -> LoadedCheckpoint:
+    """``ckpt``'s network with the query grid (:data:`QUERY_GRID_FIELDS`) of ``model``.
+
+    Raises:
+        ConfigError: the weights do not fit the re-gridded network.
+    """
+    regridded = dataclasses.replace(
+        ckpt.model_config, **{k: getattr(model, k) for k in QUERY_GRID_FIELDS})
+    net = build_model(regridded)
+    try:
+        net.load_state_dict(ckpt.model.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise ConfigError(f"{ckpt.path}: its weights do not fit the query grid of the run's "
+                          f"model: {e}") from e
+    log.info("%s: query grid %s -> %s", ckpt.path, ckpt.model_config.query_grid,
+             regridded.query_grid)
+    return dataclasses.replace(ckpt, model=net.eval(), model_config=regridded)
+
+
 def _lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     o = cfg.optim
 
@@ -282,6 +301,9 @@ def train(
         source = resume if resume is not None else cfg.init_checkpoint
         ckpt = load_checkpoint(source, map_location="cpu")  # type: ignore[arg-type]
         model_cfg = ckpt.model_config
+        if resume is None and cfg.init_query_grid == "model":
+            ckpt = _regrid(ckpt, cfg.model.build())
+            model_cfg = ckpt.model_config
     train_data = train_data or _load_split(cfg, model_cfg, "train", quiet)
     if train_data is None:
         raise ConfigError("no training data: set data.manifest or data.packed_train")

@@ -269,6 +269,35 @@ def test_packed_data_of_another_query_fit_is_refused(
     assert ok.query_fit == "letterbox"
 
 
+def test_init_on_another_query_grid(tmp_path: Path, run: tuple[Path, Any]) -> None:
+    """``init_query_grid="model"`` starts a letterboxed stride-16 network from a stretched
+    stride-32 run's weights: the weights and anchors are the init's, the grid is the model's;
+    ``"checkpoint"`` keeps the init's grid, so the letterboxed pack is refused."""
+    folder, _ = run
+    init = load_checkpoint(folder / "last.pt")
+    boxed = pack_items(_items(8, 0), (64, 64), 64, query_fit="letterbox")
+    boxed.save(tmp_path / "boxed.npz")
+    grid16 = ModelSpec(overrides={**TINY, "query_stride": 16, "query_fit": "letterbox",
+                                  "gaussian_sigma": 7.0})
+    kw: dict[str, Any] = dict(data=DataConfig(packed_train=str(tmp_path / "boxed.npz")),
+                              model=grid16, init_checkpoint=str(folder / "last.pt"),
+                              optim=OptimConfig(lr=1e-12, batch_size=4, epochs=1))
+    with pytest.raises(ConfigError, match=r"boxed.npz: .*'letterbox'; the model takes .*"
+                                          r"'stretch'"):
+        train(_config(tmp_path / "kept", **kw), quiet=True)
+    train(_config(tmp_path / "regrid", init_query_grid="model", **kw), quiet=True)
+    out = load_checkpoint(tmp_path / "regrid" / "last.pt")
+    c = out.model_config
+    assert (c.query_stride, c.query_fit, c.gaussian_sigma) == (16, "letterbox", 7.0)
+    assert init.model_config.query_stride == 32 and init.model_config.query_fit == "stretch"
+    assert c.anchors == init.model_config.anchors and c.width == init.model_config.width
+    assert c.query_grid == (4, 4) and init.model_config.query_grid == (2, 2)
+    before, after = dict(init.model.named_parameters()), dict(out.model.named_parameters())
+    assert list(before) == list(after)
+    for k, v in before.items():  # two steps at lr 1e-12: the init's weights (BN statistics move)
+        torch.testing.assert_close(after[k], v, rtol=0, atol=1e-9, msg=k)
+
+
 def test_cli_train_on_another_query_fit_exits_3_with_one_line(
         tmp_path: Path, data: tuple[PackedData, PackedData],
         capsys: pytest.CaptureFixture[str]) -> None:
