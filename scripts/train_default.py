@@ -17,11 +17,14 @@ evaluate`` on a manifest from ``geomogeo synth`` (split ``test``).
 
 Packs already in ``--work`` are reused only when they were made for the model of
 ``--query-stride`` (reference size, query size and query fit, read from the files' headers;
-packs without a recorded fit were stretched). Otherwise the script stops before anything
-else, with one line on standard error naming the file and exit code 3 (bad input, as
-``geomogeo``): use a fresh ``--work`` folder. The other data options (``--parallax``,
-``--holdout``, ``--targets``, ...) are not recorded in the packs: change them only with a fresh
-``--work`` folder too.
+packs without a recorded fit were stretched) and with the same data settings. Each pack has
+a sidecar ``packed_<split>.settings.json``: the data engine's configuration
+(``--parallax``, ``--targets``, ``--min-object``...), the tiles of the split (``--holdout``),
+the seed, the photo count and, for training, ``--rotations`` and ``--procedural``. Otherwise
+the script stops before anything else, with one line on standard error naming the file (and
+the settings that differ) and exit code 3 (bad input, as ``geomogeo``): use a fresh ``--work``
+folder. A pack without a sidecar (made before it existed) is reused with a warning. The
+settings go into every run's configuration (``data.settings``), and so into its checkpoints.
 
 Example (the shipped model)::
 
@@ -31,6 +34,7 @@ Example (the shipped model)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,6 +56,7 @@ from geomogeo.data.synth.engine import (  # noqa: E402
     build_worlds,
     generate,
     load_default_scenes,
+    tile_splits,
 )
 from geomogeo.data.synth.scene import save_scene  # noqa: E402
 from geomogeo.engine.train import check_packed  # noqa: E402
@@ -96,17 +102,50 @@ def pack_path(work: Path, split: str) -> Path:
     return work / f"packed_{split}.npz"
 
 
-def check_work(work: Path, model: ModelConfig) -> None:
-    """Refuse packs in ``work`` made for another model's inputs (sizes, query fit).
+def settings_path(work: Path, split: str) -> Path:
+    return work / f"packed_{split}.settings.json"
+
+
+def data_settings(args: argparse.Namespace, cfg: SynthConfig, split: str) -> dict[str, Any]:
+    """How the ``split`` pack is made: JSON-ready, compared with a pack's sidecar."""
+    n = args.n_train if split == "train" else args.n_val
+    out: dict[str, Any] = {
+        "split": split, "photos": n, "seed": args.seed, "holdout": args.holdout,
+        "tiles": [name for name, _ in tile_splits(args.holdout)[split]],
+        "synth": json.loads(json.dumps(dataclasses.asdict(cfg))),
+    }
+    if split == "train":
+        out.update(rotations=args.rotations, procedural=args.procedural)
+    return out
+
+
+def check_work(work: Path, model: ModelConfig, settings: dict[str, dict[str, Any]]) -> None:
+    """Refuse packs in ``work`` made for another model's inputs (sizes, query fit) or with
+    other data settings than ``settings`` (per split, :func:`data_settings`).
 
     Raises:
-        ConfigError: naming the file, what it holds and what the model takes.
+        ConfigError: naming the file, what it holds and what the model or the options ask.
     """
     for split in SPLITS:
         path = pack_path(work, split)
-        if path.is_file():
-            geometry = check_packed(path, model)
-            log.info("%s: reusing %s (%s)", split, path, geometry)
+        if not path.is_file():
+            continue
+        geometry = check_packed(path, model)
+        side = settings_path(work, split)
+        if not side.is_file():
+            log.warning("%s: no recorded data settings (a pack made before they were "
+                        "recorded); reusing it as it is", path)
+        else:
+            try:
+                recorded = json.loads(side.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise ConfigError(f"{side}: cannot read the pack's data settings ({e})") from e
+            differ = sorted(k for k in {*recorded, *settings[split]}
+                            if recorded.get(k) != settings[split].get(k))
+            if differ:
+                raise ConfigError(f"{path}: made with other data settings ({', '.join(differ)}) "
+                                  f"than asked, see {side.name}: use a fresh --work folder")
+        log.info("%s: reusing %s (%s)", split, path, geometry)
 
 
 def make_data(args: argparse.Namespace, cfg: SynthConfig, model: ModelConfig) -> dict[str, Path]:
@@ -129,18 +168,22 @@ def make_data(args: argparse.Namespace, cfg: SynthConfig, model: ModelConfig) ->
         packed = pack_items(items, tuple(model.query_size), model.reference_size,
                             query_fit=model.query_fit)
         packed.save(path)
+        settings_path(args.work, split).write_text(
+            json.dumps(data_settings(args, cfg, split), indent=1), encoding="utf-8")
         log.info("%s: %d photos, %d targets in %.0f s", split, len(packed),
                  int(packed.counts.sum()), time.perf_counter() - t)
     return out
 
 
-def variant_config(name: str, args: argparse.Namespace, data: dict[str, Path]) -> dict:
+def variant_config(name: str, args: argparse.Namespace, data: dict[str, Path],
+                   settings: dict[str, dict[str, Any]]) -> dict:
     over = VARIANTS[name]
     return {
         "model": {"preset": PRESETS[args.query_stride],
                   "name": f"mogeo-light-{name}" if name != "full"
                   else "mogeo-light", **over.get("model", {})},
-        "data": {"packed_train": str(data["train"]), "packed_val": str(data["val"])},
+        "data": {"packed_train": str(data["train"]), "packed_val": str(data["val"]),
+                 "settings": settings},
         "optim": {"lr": args.lr, "batch_size": args.batch, "epochs": args.epochs,
                   "lr_steps": [round(args.epochs * 0.7), round(args.epochs * 0.9)],
                   "gamma": 0.1, "warmup_steps": args.warmup, **over.get("optim", {})},
@@ -203,13 +246,6 @@ def main() -> None:
     args.scenes = args.scenes.resolve()
     args.init = None if args.init is None else args.init.resolve()
     model = ModelConfig.light16() if args.query_stride == 16 else ModelConfig.light()
-    try:
-        check_work(args.work, model)
-    except ConfigError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(EXIT_INPUT)
-    prepare_scenes(args.scenes)
-    args.work.mkdir(parents=True, exist_ok=True)
     synth: dict[str, object] = {}
     if args.targets is not None:
         lo, hi = (int(v) for v in args.targets.split(","))
@@ -217,6 +253,14 @@ def main() -> None:
     if args.min_object is not None:
         synth["min_object_m2"] = args.min_object
     cfg = (SynthConfig.parallax if args.parallax else SynthConfig)(**synth)
+    settings = {split: data_settings(args, cfg, split) for split in SPLITS}
+    try:
+        check_work(args.work, model, settings)
+    except ConfigError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(EXIT_INPUT)
+    prepare_scenes(args.scenes)
+    args.work.mkdir(parents=True, exist_ok=True)
     data = make_data(args, cfg, model)
     if args.data_only:
         return
@@ -225,7 +269,7 @@ def main() -> None:
         run = args.out / name
         run.mkdir(parents=True, exist_ok=True)
         cfg_path = run / "train.json"
-        cfg_path.write_text(json.dumps(variant_config(name, args, data), indent=2))
+        cfg_path.write_text(json.dumps(variant_config(name, args, data, settings), indent=2))
         cmd = [sys.executable, "-m", "geomogeo.cli", "-q", "-v", "train", str(cfg_path)]
         log.info("%s: %s", name, " ".join(cmd))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -33,11 +33,12 @@ def main() -> None:
     ap.add_argument("manifest")
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--model", default=None, help="checkpoint (default: the shipped one)")
     args = ap.parse_args()
     if args.split == "test":
         raise SystemExit("tune on validation data, never on the test tile")
     records = read_manifest(args.manifest, args.split)[: args.limit]
-    loc = Localizer.load()
+    loc = Localizer.load(args.model)
     spec = loc.spec
     base = JointConfig()
     cached = []
@@ -59,7 +60,8 @@ def main() -> None:
         t = Affine(*rec.georef.transform)
         cached.append((rec, scene, win, pred, t))
     print(f"{len(cached)} of {len(records)} validation photos registered")
-    grid = itertools.product((2.0, 4.0, 6.0, 10.0, 16.0), (0.0, 4.0, 8.0), (0.0, 0.02, 0.1, 0.3))
+    grid = itertools.product((2.0, 4.0, 6.0, 10.0, 16.0), (0.0, 2.0, 4.0, 6.0, 8.0, 12.0),
+                             (0.0, 0.02, 0.1, 0.3))
     rows = []
     for sigma, parallax, floor in [(None, None, None), *grid]:
         evals = []

@@ -81,6 +81,8 @@ class DataConfig:
             instead of the manifest (faster start for large sets).
         cvogl_root, cvogl_subset: train on a CVOGL folder as it is distributed
             (``DroneAerial`` or ``SVI``; its ``train``/``val`` splits) instead of a manifest.
+        settings: how the data was made (free-form JSON, e.g. the data engine's settings of
+            each pack); not read by training, recorded with the run and in its checkpoints.
     """
 
     manifest: str | None = None
@@ -90,6 +92,7 @@ class DataConfig:
     packed_val: str | None = None
     cvogl_root: str | None = None
     cvogl_subset: str = "DroneAerial"
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -316,32 +316,41 @@ def test_cli_train_on_another_query_fit_exits_3_with_one_line(
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_train_default_refuses_a_work_folder_of_another_query_fit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """scripts/train_default.py checks the packs it would reuse before anything else."""
+class ReachedScenesError(Exception):
+    """scripts/train_default.py got past its checks (to preparing the scenes)."""
+
+
+@pytest.fixture
+def train_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``run(*options)``: scripts/train_default.py's main on ``tmp_path / "work"`` (created),
+    raising :class:`ReachedScenesError` once past its checks of the packs there."""
     spec = importlib.util.spec_from_file_location(
         "train_default", Path(__file__).resolve().parents[2] / "scripts" / "train_default.py")
     script = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(script)  # type: ignore[union-attr]
 
-    class ReachedScenesError(Exception):
-        """The script got past the check (to preparing the scenes)."""
-
     def reached(folder: Path) -> None:
         raise ReachedScenesError
 
     monkeypatch.setattr(script, "prepare_scenes", reached)
-    work = tmp_path / "work"
-    work.mkdir()
-    items = _items(2, 5)
-    # light16's inputs (256 px reference, 320 px query) but stretched: a legacy pack
-    _legacy(pack_items(items, (320, 320), 256), work / "packed_train.npz")
+    (tmp_path / "work").mkdir()
 
     def run(*extra: str) -> None:
         monkeypatch.setattr(sys, "argv", ["train_default.py", "--out", str(tmp_path / "out"),
-                                          "--work", str(work), "--data-only", *extra])
+                                          "--work", str(tmp_path / "work"), "--data-only",
+                                          *extra])
         script.main()
+    return run
+
+
+def test_train_default_refuses_a_work_folder_of_another_query_fit(
+        tmp_path: Path, train_default: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/train_default.py checks the packs it would reuse before anything else."""
+    run = train_default
+    work = tmp_path / "work"
+    items = _items(2, 5)
+    # light16's inputs (256 px reference, 320 px query) but stretched: a legacy pack
+    _legacy(pack_items(items, (320, 320), 256), work / "packed_train.npz")
 
     with pytest.raises(SystemExit) as e:
         run("--query-stride", "16")
@@ -362,6 +371,43 @@ def test_train_default_refuses_a_work_folder_of_another_query_fit(
     assert e.value.code == 3
     assert "query (320, 320) with query_fit 'letterbox'; the model takes 256 px, (128, 128) " \
         "with query_fit 'stretch'" in capsys.readouterr().err
+
+
+def test_train_default_refuses_packs_of_other_data_settings(
+        tmp_path: Path, train_default: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The sidecar of a pack records its data settings; other options are refused."""
+    work = tmp_path / "work"
+    pack_items(_items(2, 5), (320, 320), 256, query_fit="letterbox").save(
+        work / "packed_train.npz")
+    side = work / "packed_train.settings.json"
+    asked = ("--query-stride", "16", "--parallax", "--holdout", "las_vegas", "--n-train", "2")
+    # What a run with these options writes next to its pack (copied from the source of truth:
+    # SynthConfig.parallax() and the held-out split).
+    from geomogeo.data.synth.engine import HOLDOUT_TILES, SynthConfig
+
+    recorded = {"split": "train", "photos": 2, "seed": 0, "holdout": "las_vegas",
+                "tiles": [n for n, _ in HOLDOUT_TILES["las_vegas"]["train"]],
+                "synth": json.loads(json.dumps(dataclasses.asdict(SynthConfig.parallax()))),
+                "rotations": 0, "procedural": 0}
+    side.write_text(json.dumps(recorded), encoding="utf-8")
+    with pytest.raises(ReachedScenesError):
+        train_default(*asked)
+    for other, differ in ((("--targets", "2,6"), "synth"), (("--seed", "1"), "seed"),
+                          (("--procedural", "3"), "procedural")):
+        with pytest.raises(SystemExit) as e:
+            train_default(*asked, *other)
+        assert e.value.code == 3
+        err = capsys.readouterr().err
+        assert err == (f"error: {work / 'packed_train.npz'}: made with other data settings "
+                       f"({differ}) than asked, see packed_train.settings.json: use a fresh "
+                       "--work folder\n")
+    # Without --holdout, the tiles and the holdout differ; without --parallax, the engine.
+    with pytest.raises(SystemExit):
+        train_default("--query-stride", "16", "--parallax", "--n-train", "2")
+    assert "(holdout, tiles)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_default("--query-stride", "16", "--holdout", "las_vegas", "--n-train", "2")
+    assert "(synth)" in capsys.readouterr().err
 
 
 def _manifest(root: Path) -> Path:
