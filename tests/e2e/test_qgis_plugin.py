@@ -33,8 +33,11 @@ DEMO = json.loads((SAMPLES / "demo.json").read_text())
 RASTER = SAMPLES / DEMO["raster"]
 DRIVER = Path(__file__).with_name("qgis_plugin_driver.py")
 NO_TTA = 1  # index of "none" in the plugin's TTA_MODES
-CENTER_LONLAT = (4.3539, 51.8956)  # about 30 m north of photo 2's EXIF position
-SEARCH_EXTENT = (593020.0, 5750150.0, 593305.0, 5750435.0)  # xmin, ymin, xmax, ymax (UTM 31N)
+CENTER_LONLAT = (-115.23118, 36.14058)  # about 30 m north of photo 2's EXIF position
+# xmin, ymin, xmax, ymax in the raster CRS (EPSG:4326): about 274 x 294 m on the ground
+SEARCH_EXTENT = (-115.2336, 36.1393, -115.2305, 36.1419)
+RASTER_CRS = "EPSG:4326"
+MM = 1e-8  # degrees: about a millimetre (1.1 mm of latitude, 0.9 mm of longitude at 36 N)
 
 pytestmark = pytest.mark.slow  # starts QGIS and the CLI several times (about a minute)
 
@@ -112,7 +115,7 @@ def _assert_same_targets(layer: dict, expected: gpd.GeoDataFrame) -> None:
         got = np.array(feat["rings"][0])
         want = np.array(row.geometry.exterior.coords)
         assert feat["valid"] and len(feat["rings"]) == 1 and got.shape == want.shape
-        assert np.abs(got - want).max() < 1e-3  # metres (UTM 31N)
+        assert np.abs(got - want).max() < MM
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +163,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # 6: a photo without GPS: the search extent is searched (the CLI's progress bar)
         {"alg": "geomogeo:localize",
          "params": {**base, "PHOTO": str(no_gps),
-                    "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [EPSG:32631]",
+                    "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [{RASTER_CRS}]",
                     "CLICKS": ";".join(f"{x},{y}" for x, y in _photo(2)["clicks"])}},
     ]
     resolve = [str(launcher), str(venv.parent), str(venv / "python3"), ""]
@@ -220,12 +223,12 @@ def test_localize_with_clicks_file_position_and_heading_matches_the_cli(
     _assert_same_targets(run["output"], expected)
     assert run["results"]["TARGETS"] == len(p2["clicks"])
     # QGIS turned the lon/lat position into the raster's CRS for the CLI (its own PROJ build:
-    # agreement with pyproj is to far below a millimetre)
+    # agreement with pyproj is to far below a millimetre); the raster is lon/lat itself
     args = shlex.split(run["commands"][0])
-    assert args[args.index("--center-crs") + 1] == "EPSG:32631"
+    assert args[args.index("--center-crs") + 1] == RASTER_CRS
     cx, cy = (float(v) for v in next(a for a in args if a.startswith("--center="))[9:].split(","))
-    ex, ey = Transformer.from_crs("EPSG:4326", "EPSG:32631", always_xy=True).transform(lon, lat)
-    assert abs(cx - ex) < 1e-4 and abs(cy - ey) < 1e-4
+    ex, ey = Transformer.from_crs("EPSG:4326", RASTER_CRS, always_xy=True).transform(lon, lat)
+    assert abs(cx - ex) < MM and abs(cy - ey) < MM
 
 
 def test_search_without_gps_reports_progress_and_matches_the_cli(
@@ -235,7 +238,7 @@ def test_search_without_gps_reports_progress_and_matches_the_cli(
     expected = _cli_targets(session["launcher"], tmp_path, [
         str(session["no_gps"]), str(RASTER), "--extent", ",".join(map(str, SEARCH_EXTENT)),
         *(f"--point={x},{y}" for x, y in _photo(2)["clicks"])])
-    assert set(expected["windows_searched"]) == {4}  # 285 m square, 256 m windows: 2 x 2
+    assert set(expected["windows_searched"]) == {4}  # ~274 x 294 m, 256 m windows: 2 x 2
     _assert_same_targets(run["output"], expected)
     # the CLI's progress bar ("windows: 100%|...| 4/4") drove the progress, 0-90 %, and was
     # not copied into the log
@@ -333,7 +336,7 @@ def test_batch_matches_the_cli_resumes_reports_failures_and_cancels(tmp_path: Pa
     pd.testing.assert_frame_equal(got.drop(columns=["geometry", "time"]),
                                   want.drop(columns=["geometry", "time"]))
     for a, b in zip(got.geometry, want.geometry, strict=True):
-        assert np.abs(np.array(a.exterior.coords) - np.array(b.exterior.coords)).max() < 1e-3
+        assert np.abs(np.array(a.exterior.coords) - np.array(b.exterior.coords)).max() < MM
 
     assert again["error"] is None, again
     assert again["results"] == {"PHOTOS": n_photos, "LOCALIZED": 0, "FAILED": 0,
