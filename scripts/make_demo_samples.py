@@ -1,7 +1,9 @@
-"""Render the demo's sample photos from the held-out Las Vegas tile (``sample_tiles/demo/``).
+"""Render the demo's sample photos from the Las Vegas tile (``sample_tiles/demo/``).
 
-Each photo is a synthetic drone view of ``las_vegas_pan_0p3m_wgs84.tif`` (EPSG:4326; the test
-tile of the held-out-city split, never used in training or model selection) rendered by the
+Each photo is a synthetic drone view of ``las_vegas_pan_0p3m_wgs84.tif`` (EPSG:4326), the test
+tile of the held-out-city split (``--holdout las_vegas``: a model trained on that split never
+sees it in training or model selection; a model trained on the default split, as
+``mogeo-light-v2`` was, has seen its imagery in flat renders with blob targets), rendered by the
 data engine with its parallax configuration (``SynthConfig.parallax``: building prisms with
 walls, roofs displaced by their height, occlusion). The world is built exactly as ``geomogeo
 synth --parallax --holdout las_vegas --split test`` builds it
@@ -23,11 +25,12 @@ envelope, see below), the footprint polygon and its id, and the camera facts (al
 field of view, true yaw, GPS error). The answer is what the user gets back: the network boxes
 a target axis-aligned in the reference window's pixel grid, which for this EPSG:4326 raster is
 north-up in the local UTM zone (:func:`geomogeo.geo.raster.read_window`), and ``Localizer``
-returns that box's corners reprojected (densified) to the raster CRS. So the answer is the
-footprint's envelope in EPSG:32611 (the data engine's target box, in the same frame), turned
-into a polygon and reprojected to EPSG:4326 in the same way: a box slightly rotated in lon/lat
-(the grid convergence, about 1 degree here), whose IoU with a prediction is the IoU of the two
-boxes in the window's metric frame.
+returns that box's corners reprojected (edges densified) to the raster CRS. So the answer is
+the footprint's envelope in EPSG:32611 (the data engine's target box, in the same frame) with
+its four corners reprojected to EPSG:4326 (over a few tens of metres the lon/lat image of a
+UTM edge is straight to far below a millimetre): a box slightly rotated in lon/lat (the grid
+convergence, about 1 degree here), whose IoU with a prediction equals, to ~1e-6, the IoU of the
+two boxes in the window's metric frame.
 
 Choice of photos, made a priori (before any model was run on them): seed 2026, and the photos
 ``i = 0, 1, 2, ...`` of random stream ``(seed, i)`` in order, skipping an index only when no
@@ -40,6 +43,7 @@ Deterministic: ``python scripts/make_demo_samples.py`` rewrites the same files.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -103,15 +107,14 @@ def main() -> None:
     fp_raster = load_footprints(fp_path, raster_crs.to_string())
 
     (args.out / "demo").mkdir(parents=True, exist_ok=True)
-    photos = []
-    i = 0
-    while len(photos) < N_PHOTOS:
+    photos: list[dict] = []
+    for i in itertools.count():
+        if len(photos) == N_PHOTOS:
+            break
         try:
             s = render_sample(world, np.random.default_rng([SEED, i]), cfg, f"demo-{i}")
         except RuntimeError:  # no placement with >= 2 footprint targets: the next index
-            i += 1
             continue
-        i += 1
         cam = s.camera
         lon, lat = georef.to_lonlat(s.measured_xy[0], s.measured_xy[1], scene.crs)
         # The localizer reads this raster's windows in the local metric CRS of the position.
@@ -143,22 +146,23 @@ def main() -> None:
                        "true_yaw_deg": round(cam.yaw, 2),
                        "gps_error_m": round(math.hypot(s.measured_xy[0] - cam.x,
                                                        s.measured_xy[1] - cam.y), 2)},
-            "stream": [SEED, i - 1],
+            "stream": [SEED, i],
         })
     spec = {
         "raster": tile,
-        "note": "synthetic drone views of the held-out Las Vegas tile (never used in training "
-                "or model selection), made by scripts/make_demo_samples.py with the data "
-                "engine's parallax rendering (building prisms with walls, roof displacement, "
-                "occlusion); EXIF has GPS (measured position, 3 m error per axis) and altitude, "
-                "no heading. Targets are the hand-digitized building footprints of "
+        "note": "synthetic drone views of the Las Vegas tile (the test tile of the "
+                "held-out-city split, --holdout las_vegas; the default split trains on it), "
+                "made by scripts/make_demo_samples.py with the data engine's parallax "
+                "rendering (building prisms with walls, roof displacement, occlusion); EXIF "
+                "has GPS (measured position, 3 m error per axis) and altitude (above the "
+                "ground), no heading. Targets are the hand-digitized building footprints of "
                 "geomogeo/data/footprints/ (CC BY-SA 4.0, derived from SpaceNet imagery), "
                 "clicked on their visible roofs. 'footprints' are those polygons and 'answers' "
                 "their envelopes, both in the raster CRS (EPSG:4326, lon/lat degrees): an "
                 "answer is the footprint's axis-aligned envelope in the local UTM zone "
-                "(EPSG:32611, the frame the model's windows are read in and its boxes are "
-                "axis-aligned in), reprojected to lon/lat as the localizer reprojects its "
-                "boxes, so it is slightly rotated in degrees",
+                "(EPSG:32611, where the model's windows are read and its boxes are "
+                "axis-aligned), its corners reprojected to lon/lat, so it is slightly rotated "
+                "in degrees",
         "photos": photos,
     }
     (args.out / "demo.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
