@@ -33,7 +33,9 @@ DEMO = json.loads((SAMPLES / "demo.json").read_text())
 RASTER = SAMPLES / DEMO["raster"]
 DRIVER = Path(__file__).with_name("qgis_plugin_driver.py")
 NO_TTA = 1  # index of "none" in the plugin's TTA_MODES
-CENTER_LONLAT = (-115.23118, 36.14058)  # about 30 m north of photo 2's EXIF position
+# about 30 m north of photo 2's EXIF position, given to QGIS in UTM 11N (metres), which QGIS
+# turns into the raster's CRS (lon/lat) for the CLI
+CENTER_UTM = (659143.885, 4000990.061)
 # xmin, ymin, xmax, ymax in the raster CRS (EPSG:4326): about 274 x 294 m on the ground
 SEARCH_EXTENT = (-115.2336, 36.1393, -115.2305, 36.1419)
 RASTER_CRS = "EPSG:4326"
@@ -127,7 +129,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
     clicks_csv = tmp / "clicks.csv"
     with clicks_csv.open("w", newline="") as f:
         csv.writer(f).writerows([("x", "y"), *p2["clicks"]])
-    lon, lat = CENTER_LONLAT
+    cx, cy = CENTER_UTM
     not_executable = tmp / "not_geomogeo.txt"
     not_executable.write_text("x")
     venv = tmp / "venv" / "bin"
@@ -143,10 +145,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # 0: clicks as text, position and heading from EXIF
         {"alg": "geomogeo:localize",
          "params": {**base, "PHOTO": str(p1["path"]), "CLICKS": text_clicks}},
-        # 1: clicks from a CSV file, a given position (lon/lat) and heading
+        # 1: clicks from a CSV file, a given position (UTM 11N) and heading
         {"alg": "geomogeo:localize",
          "params": {**base, "PHOTO": str(p2["path"]), "CLICKS_FILE": str(clicks_csv),
-                    "CENTER": f"{lon},{lat} [EPSG:4326]",
+                    "CENTER": f"{cx},{cy} [EPSG:32611]",
                     "HEADING": p2["camera"]["true_yaw_deg"]}},
         # 2: canceled as soon as the CLI has started
         {"alg": "geomogeo:localize", "cancel_at_group_size": 1,
@@ -216,19 +218,21 @@ def test_localize_with_clicks_file_position_and_heading_matches_the_cli(
     run = session["runs"][1]
     assert run["error"] is None, run
     p2 = _photo(1)
-    lon, lat = CENTER_LONLAT
-    expected = _cli_targets(session["launcher"], tmp_path, [
-        str(p2["path"]), str(RASTER), "--points-file", str(session["clicks_csv"]),
-        "--center", f"{lon},{lat}", "--heading", str(p2["camera"]["true_yaw_deg"])])
-    _assert_same_targets(run["output"], expected)
-    assert run["results"]["TARGETS"] == len(p2["clicks"])
-    # QGIS turned the lon/lat position into the raster's CRS for the CLI (its own PROJ build:
-    # agreement with pyproj is to far below a millimetre); the raster is lon/lat itself
+    # QGIS turned the UTM 11N position into the raster's CRS (lon/lat) for the CLI (its own
+    # PROJ build: agreement with pyproj is to far below a millimetre)
     args = shlex.split(run["commands"][0])
     assert args[args.index("--center-crs") + 1] == RASTER_CRS
-    cx, cy = (float(v) for v in next(a for a in args if a.startswith("--center="))[9:].split(","))
-    ex, ey = Transformer.from_crs("EPSG:4326", RASTER_CRS, always_xy=True).transform(lon, lat)
-    assert abs(cx - ex) < MM and abs(cy - ey) < MM
+    lon, lat = (float(v) for v in next(a for a in args if a.startswith("--center="))[9:]
+                .split(","))
+    ex, ey = Transformer.from_crs("EPSG:32611", RASTER_CRS, always_xy=True).transform(
+        *CENTER_UTM)
+    assert abs(lon - ex) < MM and abs(lat - ey) < MM
+    # the CLI run directly with that lon/lat gives the plugin's layer
+    expected = _cli_targets(session["launcher"], tmp_path, [
+        str(p2["path"]), str(RASTER), "--points-file", str(session["clicks_csv"]),
+        f"--center={lon!r},{lat!r}", "--heading", str(p2["camera"]["true_yaw_deg"])])
+    _assert_same_targets(run["output"], expected)
+    assert run["results"]["TARGETS"] == len(p2["clicks"])
 
 
 def test_search_without_gps_reports_progress_and_matches_the_cli(
