@@ -1,8 +1,9 @@
 """The out-of-the-box demo: localize the shipped sample photos and score them.
 
-``sample_tiles/demo.json`` lists synthetic drone views rendered with parallax from a held-out
-real tile (see ``sample_tiles/README.md``), their clicks, and the known answer of each target
-as a polygon in the raster's CRS: the envelope of the target building's footprint. The demo
+``sample_tiles/demo.json`` lists synthetic drone views rendered with parallax from a real tile
+(the held-out city of ``--holdout las_vegas``; see ``sample_tiles/README.md``), their clicks,
+and the known answer of each target as a polygon in the raster's CRS: the envelope of the
+target building's footprint. The demo
 localizes every photo with the default checkpoint (EXIF GPS gives the window; the photos carry
 no heading), writes a GeoPackage, GeoJSON, heatmap GeoTIFFs and an offline HTML map per photo,
 and reports per target the score, the IoU (in the raster CRS) with the answer, how the box was
