@@ -35,8 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "sample_tiles"
 DEMO = json.loads((SAMPLES / "demo.json").read_text())
 RASTER = SAMPLES / DEMO["raster"]
-N_TARGETS = sum(len(p["clicks"]) for p in DEMO["photos"])  # 12
-MM = 1e-3  # metres: the raster CRS is UTM
+N_TARGETS = sum(len(p["clicks"]) for p in DEMO["photos"])  # 9
+#: About a millimetre in the raster CRS (EPSG:4326 degrees: 1e-8 deg is 1.1 mm of latitude and
+#: 0.9 mm of longitude at 36 N).
+MM = 1e-8
+UTM = "EPSG:32611"  # the demo tile's local UTM zone, for distances in metres
 
 
 def write_table(folder: Path, copies: int = 1, broken: bool = False) -> Path:
@@ -52,7 +55,8 @@ def write_table(folder: Path, copies: int = 1, broken: bool = False) -> Path:
                      for k, (x, y) in enumerate(item["clicks"])]
     if broken:
         (folder / "photos" / "broken.jpg").write_bytes(b"this is not a JPEG")
-        rows.append(["photos/broken.jpg", 10, 10, "t0", "broken", 0])
+        # the click of photo 3's first target: the photo that later repairs broken.jpg
+        rows.append(["photos/broken.jpg", *DEMO["photos"][2]["clicks"][0], "t0", "broken", 0])
         rows.append(["photos/000_photo_1.jpg", 1e6, 10, "t9", "outside", 0])  # a bad click
     path = folder / "clicks.csv"
     with open(path, "w", newline="") as f:
@@ -212,26 +216,26 @@ def test_two_dask_workers_match_localize_and_rerun_adds_nothing(
     args = ["batch", str(table), str(RASTER), "-o", str(out), "--workers", "2", "--tta", "none",
             "--quiet"]
     assert main(args) == 0
-    assert "4 photo(s): 4 localized, 0 failed, 0 already done; 12 target(s)" in \
+    assert f"4 photo(s): 4 localized, 0 failed, 0 already done; {N_TARGETS} target(s)" in \
         capsys.readouterr().out
     assert count(out) == N_TARGETS and count(out, "photo") == 4 and count(out, "errors") == 0
     gdf = gpd.read_file(out, layer="targets")
-    assert gdf.crs.to_epsg() == 32631
+    assert gdf.crs.to_epsg() == 4326
     assert_polygons_equal(gdf, localize_cli)
     # the table's columns are kept, with the photo's checksum
-    row = gdf[(gdf["photo"] == "photos/000_photo_2.jpg") & (gdf["target"] == 3)].iloc[0]
+    row = gdf[(gdf["photo"] == "photos/000_photo_3.jpg") & (gdf["target"] == 2)].iloc[0]
     assert (row["target_id"], row["label"], row["priority"]) == \
-        ("t3", "photos/000_photo_2.jpg#3", 30)
+        ("t2", "photos/000_photo_3.jpg#2", 20)
     assert row["photo_sha256"] == hashlib.sha256(
-        (SAMPLES / "demo" / "photo_2.jpg").read_bytes()).hexdigest()
+        (SAMPLES / "demo" / "photo_3.jpg").read_bytes()).hexdigest()
     assert row["raster"] == str(RASTER)
     # photo positions: the photos' EXIF GPS, in the raster CRS
     photos = gpd.read_file(out, layer="photo")
     p1 = photos[photos["photo"] == "photos/000_photo_1.jpg"].iloc[0]
     gps = photo.read_location(SAMPLES / "demo" / "photo_1.jpg")
     assert gps is not None
-    x, y = georef.lonlat_to_crs(gps.lon, gps.lat, "EPSG:32631")
-    assert p1.geometry.x == pytest.approx(x, abs=MM) and p1.geometry.y == pytest.approx(y, abs=MM)
+    assert p1.geometry.x == pytest.approx(gps.lon, abs=MM)  # the raster CRS is lon/lat
+    assert p1.geometry.y == pytest.approx(gps.lat, abs=MM)
     # again: everything is skipped, nothing written twice
     assert main(args) == 0
     assert "0 localized, 0 failed, 4 already done; 0 target(s)" in capsys.readouterr().out
@@ -331,7 +335,7 @@ def test_broken_photo_lands_in_errors_and_the_exit_code_says_so(
     assert sorted(errors.index) == ["photos/000_photo_1.jpg", "photos/broken.jpg"]
     assert errors.loc["photos/broken.jpg", "stage"] == "photo"
     assert "broken.jpg: cannot read as an image" in errors.loc["photos/broken.jpg", "message"]
-    assert errors.loc["photos/broken.jpg", "source"] == f"{table}:14"
+    assert errors.loc["photos/broken.jpg", "source"] == f"{table}:{N_TARGETS + 2}"
     assert errors.loc["photos/000_photo_1.jpg", "stage"] == "clicks"
     assert "click 2 (1e+06, 10) is outside the photo" in \
         errors.loc["photos/000_photo_1.jpg", "message"]
@@ -340,7 +344,8 @@ def test_broken_photo_lands_in_errors_and_the_exit_code_says_so(
     # a rerun redoes nothing and still says that photos failed
     assert main(args) == EXIT_INPUT
     assert "2 photo(s) failed (2 in an earlier run)" in capsys.readouterr().err
-    assert count(out, "errors") == 2 and count(out) == N_TARGETS - 2
+    n_photo_1 = len(DEMO["photos"][0]["clicks"])
+    assert count(out, "errors") == 2 and count(out) == N_TARGETS - n_photo_1
     # a repaired photo (new checksum) is localized on the next run
     (tmp_path / "photos" / "broken.jpg").write_bytes((SAMPLES / "demo" / "photo_3.jpg")
                                                      .read_bytes())
@@ -348,12 +353,12 @@ def test_broken_photo_lands_in_errors_and_the_exit_code_says_so(
     table.write_text("\n".join(ln for ln in lines if "outside" not in ln) + "\n")
     assert main(args) == EXIT_INPUT  # photo_1 keeps its recorded failure (same checksum)
     assert "1 localized, 0 failed, 4 already done" in capsys.readouterr().out
-    assert count(out) == N_TARGETS - 2 + 1 and integrity(out) == "ok"
+    assert count(out) == N_TARGETS - n_photo_1 + 1 and integrity(out) == "ok"
 
 
 def test_tiles_folder_gives_the_polygons_of_the_whole_raster(tmp_path: Path) -> None:
     tiles = tmp_path / "tiles"
-    col_cut, row_cut = 300, 300
+    col_cut, row_cut = 300, 450
     cut_tiles(RASTER, tiles, [col_cut], [row_cut])
     table = write_table(tmp_path)
     loc = Localizer.load(tta="none")
@@ -362,13 +367,15 @@ def test_tiles_folder_gives_the_polygons_of_the_whole_raster(tmp_path: Path) -> 
     assert (whole.succeeded, tiled.succeeded, whole.targets, tiled.targets) == \
         (4, 4, N_TARGETS, N_TARGETS)
     assert (tmp_path / "tiled.mosaic" / "mosaic.vrt").is_file()
-    # every photo's window (256 m around its EXIF position) straddles a seam
+    # every photo's window (256 m around its EXIF position, north-up in the UTM zone)
+    # straddles a seam; distances in metres
     src = raster.open_raster(RASTER)
-    seam_x, seam_y = georef.pixel_to_map(src.transform, col_cut, row_cut)
+    seam_x, seam_y = georef.to_crs(*georef.pixel_to_map(src.transform, col_cut, row_cut),
+                                   src.crs, UTM)
     for item in DEMO["photos"]:
         gps = photo.read_location(SAMPLES / item["photo"])
         assert gps is not None
-        x, y = georef.lonlat_to_crs(gps.lon, gps.lat, src.crs)
+        x, y = georef.lonlat_to_crs(gps.lon, gps.lat, UTM)
         assert abs(x - seam_x) < 128 or abs(y - seam_y) < 128
     a = gpd.read_file(tmp_path / "whole.gpkg", layer="targets")
     b = gpd.read_file(tmp_path / "tiled.gpkg", layer="targets")

@@ -147,23 +147,34 @@ def test_synth_renders_the_held_out_split_deterministically(tmp_path):
 
 def test_localize_heading_option_overrides_exif(tmp_path: Path) -> None:
     import geopandas as gpd
+    from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
 
     from geomogeo.geo.photo import load_photo
 
-    photo = REPO / "sample_tiles" / "demo" / "photo_1.jpg"
+    # The first demo photo (EXIF GPS, no heading) with a true heading added to its EXIF
+    item = json.loads((REPO / "sample_tiles" / "demo.json").read_text())["photos"][0]
+    photo = tmp_path / "with_heading.jpg"
+    with Image.open(REPO / "sample_tiles" / item["photo"]) as im:
+        exif = im.getexif()
+        gps = exif.get_ifd(0x8825)
+        gps[16], gps[17] = "T", IFDRational(10680, 100)  # GPSImgDirectionRef, GPSImgDirection
+        im.save(photo, quality=95, exif=exif)
     exif_heading = load_photo(photo).gps.heading
     assert exif_heading == pytest.approx(106.8)
 
-    def polygons(name: str, *extra: str) -> np.ndarray:
+    def polygons(name: str, *extra: str) -> list:
         out = tmp_path / name
-        assert main(["-q", "localize", str(photo), str(ROTTERDAM), "-p", "171.495,40.394",
-                     "-p", "218.996,108.369", "-o", str(out), "--no-map", "--no-heatmaps",
-                     "--tta", "none", "--no-joint", *extra]) == 0
-        gdf = gpd.read_file(out / "targets.gpkg", layer="targets")
-        return np.array([np.array(g.exterior.coords) for g in gdf.geometry])
+        assert main(["-q", "localize", str(photo), str(VEGAS),
+                     *(f"--point={x},{y}" for x, y in item["clicks"]), "-o", str(out), "--no-map",
+                     "--no-heatmaps", "--tta", "none", "--no-joint", *extra]) == 0
+        return list(gpd.read_file(out / "targets.gpkg", layer="targets").geometry)
 
     default = polygons("exif")
     # network alone (with --joint the registered heading replaces both): the EXIF heading
     # given explicitly changes nothing; another heading turns the query
-    np.testing.assert_array_equal(polygons("same", f"--heading={exif_heading}"), default)
-    assert np.abs(polygons("turned", "--heading=286.8") - default).max() > 1.0
+    same = polygons("same", f"--heading={exif_heading}")
+    assert all(a.equals_exact(b, tolerance=0.0) for a, b in zip(same, default, strict=True))
+    turned = polygons("turned", "--heading=286.8")
+    # lon/lat degrees: 1e-5 deg is about 1 m here
+    assert max(a.hausdorff_distance(b) for a, b in zip(turned, default, strict=True)) > 1e-5

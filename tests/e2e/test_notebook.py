@@ -26,14 +26,16 @@ def test_notebook_runs_and_reports_every_target(tmp_path):
     spec = json.loads((ROOT / "sample_tiles" / "demo.json").read_text())
     n = len(spec["photos"][0]["clicks"])
     assert text.count("target ") >= n and f"{n} heatmaps" in text
-    assert "32631" in text  # the raster CRS reported by info
+    assert "'crs_epsg': 4326" in text  # the raster CRS reported by info
+    # no heading in EXIF: every target's heading was registered or searched
+    assert text.count(" from registration)") + text.count(" from search)") == n
     for name in ("targets.gpkg", "targets.geojson", "map.html"):
         assert (tmp_path / "notebook_out" / name).is_file()
     assert "<iframe" in text  # the map is shown inline
-    # the heatmaps Dataset: plotted (an image) and written as a GeoTIFF in the raster CRS
+    # the heatmaps Dataset: plotted (an image) and written as a GeoTIFF in the window's CRS
     assert any("image/png" in o.get("data", {}) for o in nb.cells[-1].get("outputs", []))
     assert "'target': " + str(n) in text
     import rasterio
 
     with rasterio.open(tmp_path / "notebook_out" / "heatmap_target0.tif") as ds:
-        assert ds.crs.to_epsg() == 32631 and ds.count == 1
+        assert ds.crs.to_epsg() == 32611 and ds.count == 1  # the local UTM zone

@@ -46,9 +46,9 @@ def _localize_demo(loc: Localizer) -> list[tuple[int, int, tuple[float, ...], fl
 
 
 def test_parity_with_pytorch_on_the_demo_photos(exported: Path) -> None:
-    """Default TTA rot4+s2: boxes within 1e-3 px, scores within 1e-4, on 2- and 4-click
-    photos (the graph was traced with 3 clicks)."""
-    assert sorted({len(p["clicks"]) for p in DEMO["photos"]}) == [2, 4]
+    """Default TTA rot4+s2: boxes within 1e-3 px, scores within 1e-4, on 2- and 3-click
+    photos (the graph was traced with 3 clicks; 1 and 7 clicks are tested below)."""
+    assert sorted({len(p["clicks"]) for p in DEMO["photos"]}) == [2, 3]
     torch_loc = Localizer.load(None)
     onnx_loc = Localizer.load(exported)
     assert isinstance(onnx_loc.predictor, OnnxPredictor)
@@ -56,7 +56,7 @@ def test_parity_with_pytorch_on_the_demo_photos(exported: Path) -> None:
     assert onnx_loc.predictor.sha256 == torch_loc.predictor.sha256 == default_checkpoint()[1]
     assert onnx_loc.spec == torch_loc.spec
     a, b = _localize_demo(torch_loc), _localize_demo(onnx_loc)
-    assert len(a) == len(b) == 12
+    assert len(a) == len(b) == sum(len(p["clicks"]) for p in DEMO["photos"]) == 9
     for (pa, ka, box_a, score_a), (pb, kb, box_b, score_b) in zip(a, b, strict=True):
         assert (pa, ka) == (pb, kb)
         np.testing.assert_allclose(box_b, box_a, atol=1e-3, rtol=0)

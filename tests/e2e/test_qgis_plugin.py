@@ -33,8 +33,13 @@ DEMO = json.loads((SAMPLES / "demo.json").read_text())
 RASTER = SAMPLES / DEMO["raster"]
 DRIVER = Path(__file__).with_name("qgis_plugin_driver.py")
 NO_TTA = 1  # index of "none" in the plugin's TTA_MODES
-CENTER_LONLAT = (4.3539, 51.8956)  # about 30 m north of photo 2's EXIF position
-SEARCH_EXTENT = (593020.0, 5750150.0, 593305.0, 5750435.0)  # xmin, ymin, xmax, ymax (UTM 31N)
+# about 30 m north of photo 2's EXIF position, given to QGIS in UTM 11N (metres), which QGIS
+# turns into the raster's CRS (lon/lat) for the CLI
+CENTER_UTM = (659143.885, 4000990.061)
+# xmin, ymin, xmax, ymax in the raster CRS (EPSG:4326): about 274 x 294 m on the ground
+SEARCH_EXTENT = (-115.2336, 36.1393, -115.2305, 36.1419)
+RASTER_CRS = "EPSG:4326"
+MM = 1e-8  # degrees: about a millimetre (1.1 mm of latitude, 0.9 mm of longitude at 36 N)
 
 pytestmark = pytest.mark.slow  # starts QGIS and the CLI several times (about a minute)
 
@@ -112,7 +117,7 @@ def _assert_same_targets(layer: dict, expected: gpd.GeoDataFrame) -> None:
         got = np.array(feat["rings"][0])
         want = np.array(row.geometry.exterior.coords)
         assert feat["valid"] and len(feat["rings"]) == 1 and got.shape == want.shape
-        assert np.abs(got - want).max() < 1e-3  # metres (UTM 31N)
+        assert np.abs(got - want).max() < MM
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
     clicks_csv = tmp / "clicks.csv"
     with clicks_csv.open("w", newline="") as f:
         csv.writer(f).writerows([("x", "y"), *p2["clicks"]])
-    lon, lat = CENTER_LONLAT
+    cx, cy = CENTER_UTM
     not_executable = tmp / "not_geomogeo.txt"
     not_executable.write_text("x")
     venv = tmp / "venv" / "bin"
@@ -140,10 +145,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # 0: clicks as text, position and heading from EXIF
         {"alg": "geomogeo:localize",
          "params": {**base, "PHOTO": str(p1["path"]), "CLICKS": text_clicks}},
-        # 1: clicks from a CSV file, a given position (lon/lat) and heading
+        # 1: clicks from a CSV file, a given position (UTM 11N) and heading
         {"alg": "geomogeo:localize",
          "params": {**base, "PHOTO": str(p2["path"]), "CLICKS_FILE": str(clicks_csv),
-                    "CENTER": f"{lon},{lat} [EPSG:4326]",
+                    "CENTER": f"{cx},{cy} [EPSG:32611]",
                     "HEADING": p2["camera"]["true_yaw_deg"]}},
         # 2: canceled as soon as the CLI has started
         {"alg": "geomogeo:localize", "cancel_at_group_size": 1,
@@ -160,7 +165,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # 6: a photo without GPS: the search extent is searched (the CLI's progress bar)
         {"alg": "geomogeo:localize",
          "params": {**base, "PHOTO": str(no_gps),
-                    "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [EPSG:32631]",
+                    "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [{RASTER_CRS}]",
                     "CLICKS": ";".join(f"{x},{y}" for x, y in _photo(2)["clicks"])}},
     ]
     resolve = [str(launcher), str(venv.parent), str(venv / "python3"), ""]
@@ -213,19 +218,21 @@ def test_localize_with_clicks_file_position_and_heading_matches_the_cli(
     run = session["runs"][1]
     assert run["error"] is None, run
     p2 = _photo(1)
-    lon, lat = CENTER_LONLAT
+    # QGIS turned the UTM 11N position into the raster's CRS (lon/lat) for the CLI (its own
+    # PROJ build: agreement with pyproj is to far below a millimetre)
+    args = shlex.split(run["commands"][0])
+    assert args[args.index("--center-crs") + 1] == RASTER_CRS
+    lon, lat = (float(v) for v in next(a for a in args if a.startswith("--center="))[9:]
+                .split(","))
+    ex, ey = Transformer.from_crs("EPSG:32611", RASTER_CRS, always_xy=True).transform(
+        *CENTER_UTM)
+    assert abs(lon - ex) < MM and abs(lat - ey) < MM
+    # the CLI run directly with that lon/lat gives the plugin's layer
     expected = _cli_targets(session["launcher"], tmp_path, [
         str(p2["path"]), str(RASTER), "--points-file", str(session["clicks_csv"]),
-        "--center", f"{lon},{lat}", "--heading", str(p2["camera"]["true_yaw_deg"])])
+        f"--center={lon!r},{lat!r}", "--heading", str(p2["camera"]["true_yaw_deg"])])
     _assert_same_targets(run["output"], expected)
     assert run["results"]["TARGETS"] == len(p2["clicks"])
-    # QGIS turned the lon/lat position into the raster's CRS for the CLI (its own PROJ build:
-    # agreement with pyproj is to far below a millimetre)
-    args = shlex.split(run["commands"][0])
-    assert args[args.index("--center-crs") + 1] == "EPSG:32631"
-    cx, cy = (float(v) for v in next(a for a in args if a.startswith("--center="))[9:].split(","))
-    ex, ey = Transformer.from_crs("EPSG:4326", "EPSG:32631", always_xy=True).transform(lon, lat)
-    assert abs(cx - ex) < 1e-4 and abs(cy - ey) < 1e-4
 
 
 def test_search_without_gps_reports_progress_and_matches_the_cli(
@@ -235,7 +242,7 @@ def test_search_without_gps_reports_progress_and_matches_the_cli(
     expected = _cli_targets(session["launcher"], tmp_path, [
         str(session["no_gps"]), str(RASTER), "--extent", ",".join(map(str, SEARCH_EXTENT)),
         *(f"--point={x},{y}" for x, y in _photo(2)["clicks"])])
-    assert set(expected["windows_searched"]) == {4}  # 285 m square, 256 m windows: 2 x 2
+    assert set(expected["windows_searched"]) == {4}  # ~274 x 294 m, 256 m windows: 2 x 2
     _assert_same_targets(run["output"], expected)
     # the CLI's progress bar ("windows: 100%|...| 4/4") drove the progress, 0-90 %, and was
     # not copied into the log
@@ -333,7 +340,7 @@ def test_batch_matches_the_cli_resumes_reports_failures_and_cancels(tmp_path: Pa
     pd.testing.assert_frame_equal(got.drop(columns=["geometry", "time"]),
                                   want.drop(columns=["geometry", "time"]))
     for a, b in zip(got.geometry, want.geometry, strict=True):
-        assert np.abs(np.array(a.exterior.coords) - np.array(b.exterior.coords)).max() < 1e-3
+        assert np.abs(np.array(a.exterior.coords) - np.array(b.exterior.coords)).max() < MM
 
     assert again["error"] is None, again
     assert again["results"] == {"PHOTOS": n_photos, "LOCALIZED": 0, "FAILED": 0,

@@ -1,9 +1,10 @@
 """raster: true ground scale (Web Mercator, conformal projections far from their centre), search
 extents, complex pixels, ``info`` bounds (south-up, antimeridian) and GCP-georeferenced rasters.
 
-Copies of the demo tile in other CRSs are made here with rasterio's reproject; the ground is
-measured with pyproj's geodesics (``Geod.inv``) and PROJ's own scale factors
-(``Proj.get_factors``), which do not share code with the library's measurements.
+Copies of Rotterdam tile c (EPSG:32631, the former demo tile) in other CRSs are made here with
+rasterio's reproject; the ground is measured with pyproj's geodesics (``Geod.inv``) and PROJ's
+own scale factors (``Proj.get_factors``), which do not share code with the library's
+measurements.
 """
 
 from __future__ import annotations
