@@ -503,7 +503,15 @@ class Localizer:
             if scene.ok:
                 assert scene.heading is not None
                 cx, cy = scene.centre()
-                centres = [georef.to_crs(cx, cy, scene.window.crs, src.crs)]
+                centre = georef.to_crs(cx, cy, scene.window.crs, src.crs)
+                if not src.contains(*centre):
+                    # Clicks on things beyond the raster's edge: the window goes as near them
+                    # as the raster allows (those off it get no answer there, see on_nodata).
+                    log.warning("%s: the registered clicks' centre lies off %s: the window is "
+                                "placed at the raster's nearest point", ph.path.name,
+                                src.path.name)
+                    centre = src.nearest_point(*centre)
+                centres = [centre]
                 heading, heading_source = scene.heading, "registration"
             else:
                 log.warning("%s: registration failed (%s): the network alone localizes",

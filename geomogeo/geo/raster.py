@@ -126,6 +126,14 @@ class RasterSource:
         eps = 1e-9
         return bool(-eps <= col <= self.width + eps and -eps <= row <= self.height + eps)
 
+    def nearest_point(self, x: float, y: float) -> tuple[float, float]:
+        """The point of the raster (edges included) nearest to map point ``(x, y)`` in pixel
+        space, raster CRS; ``(x, y)`` itself when :meth:`contains` it."""
+        col, row = georef.map_to_pixel(self.transform, x, y)
+        mx, my = georef.pixel_to_map(self.transform, float(np.clip(col, 0, self.width)),
+                                     float(np.clip(row, 0, self.height)))
+        return float(mx), float(my)
+
 
 @dataclass(frozen=True)
 class ReferenceWindow:

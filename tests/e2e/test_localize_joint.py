@@ -23,7 +23,7 @@ from geomogeo.cli import main
 from geomogeo.data.synth.camera import CameraRanges
 from geomogeo.data.synth.engine import Sample, SynthConfig, World, render_sample
 from geomogeo.data.synth.scene import scene_from_raster
-from geomogeo.geo import georef
+from geomogeo.geo import georef, raster
 from geomogeo.joint import JointConfig
 from geomogeo.predictor import InputSpec, Prediction
 
@@ -171,6 +171,27 @@ def test_blurred_photo_falls_back_to_the_network_and_says_so(sample, tmp_path, c
                                   center_crs=UTM, quiet=True)
     assert len(net.queries) == 8
     assert (res.targets[0].method, res.targets[0].heading_source) == ("network", "search")
+
+
+def test_click_beyond_the_raster_edge_keeps_the_joint_window_on_the_raster(caplog):
+    """Demo photo 3's corner (10, 10) registers to a point just north of the Las Vegas tile:
+    the window goes to the raster's nearest point instead of failing (it raised before)."""
+    samples = ROOT / "sample_tiles"
+    demo = json.loads((samples / "demo.json").read_text(encoding="utf-8"))
+    tif = samples / demo["raster"]
+    with caplog.at_level(logging.WARNING, logger="geomogeo.localize"):
+        res = Localizer.load(tta="none").localize(samples / demo["photos"][2]["photo"], tif,
+                                                   [[10.0, 10.0]], quiet=True)
+    (t,) = res.targets
+    src = raster.open_raster(tif)
+    assert t.method == "joint" and t.heading_source == "registration"
+    assert t.registered_xy is not None and not src.contains(*t.registered_xy)
+    assert "the registered clicks' centre lies off las_vegas_pan_0p3m_wgs84.tif" in caplog.text
+    (win,) = res.windows
+    centre = georef.to_crs(*win.center, win.crs, src.crs)
+    expected = src.nearest_point(*t.registered_xy)  # one click: its point is the centre
+    assert centre == (pytest.approx(expected[0], abs=1e-9), pytest.approx(expected[1], abs=1e-9))
+    assert src.contains(*centre) and not src.contains(centre[0], centre[1] + 1e-6)  # on the edge
 
 
 def test_cli_prints_the_registration_quality(sample, tmp_path, capsys):

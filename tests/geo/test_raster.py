@@ -194,6 +194,23 @@ def test_center_outside_raises_location_error(north_up):
         raster.read_window(src, (CX, CY), 32, 0.0)
 
 
+def test_nearest_point_clips_to_the_raster_edges(north_up, make_raster):
+    src = raster.open_raster(north_up)
+    assert src.nearest_point(CX + 3.25, CY - 7.5) == (CX + 3.25, CY - 7.5)  # on it: itself
+    assert src.nearest_point(X0 - 12.0, CY + 4.0) == (X0, CY + 4.0)  # west of it
+    assert src.nearest_point(CX, Y0 + 0.5) == (CX, Y0)  # north of it
+    assert src.nearest_point(X0 + 250.0, Y0 - 300.0) == (X0 + N, Y0 - N)  # south-east corner
+    raster.read_window(src, src.nearest_point(CX, Y0 + 40.0), 8, 1.0)  # a readable centre
+    # A rotated raster clips in its own pixel grid: 30 degrees, 2 m pixels.
+    t = Affine.translation(X0, Y0) @ Affine.rotation(30) @ Affine.scale(2, -2)
+    rot = raster.open_raster(linear_raster(make_raster, "rot.tif", t, n=50))
+    x, y = georef.pixel_to_map(t, 60.0, 20.0)  # 10 columns beyond the right edge
+    nx, ny = rot.nearest_point(float(x), float(y))
+    col, row = georef.map_to_pixel(t, nx, ny)
+    assert (col, row) == (pytest.approx(50.0, abs=1e-9), pytest.approx(20.0, abs=1e-9))
+    assert rot.contains(nx, ny)
+
+
 def test_no_crs_is_a_georeference_error_unless_given(make_raster):
     p = make_raster("plain.tif", np.zeros((10, 10), np.uint8), None, None)
     with pytest.raises(GeoreferenceError, match=r"plain\.tif"):
