@@ -238,6 +238,10 @@ def main() -> None:
                    help="targets per photo (SynthConfig.targets; default 1,8)")
     p.add_argument("--min-object", type=float, default=None,
                    help="smallest target area, m^2 (SynthConfig.min_object_m2; default 150)")
+    p.add_argument("--max-tries", type=int, default=None,
+                   help="camera placements tried per photo before the data engine gives up "
+                   "(SynthConfig.max_tries; default 50; a scene with few large objects, e.g. "
+                   "the validation tiles with --parallax, may need more)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -252,6 +256,8 @@ def main() -> None:
         synth["targets"] = (lo, hi)
     if args.min_object is not None:
         synth["min_object_m2"] = args.min_object
+    if args.max_tries is not None:
+        synth["max_tries"] = args.max_tries
     cfg = (SynthConfig.parallax if args.parallax else SynthConfig)(**synth)
     settings = {split: data_settings(args, cfg, split) for split in SPLITS}
     try:
