@@ -35,6 +35,7 @@ __all__ = [
     "RotationSearch",
     "click_prior",
     "consistency_vote",
+    "place_on_clicks",
     "register_scene",
     "search_rotation",
 ]
@@ -82,6 +83,11 @@ class JointConfig:
             metres, or None (no prior).
         refine_rotation: look once more at the heading the consistency vote found (one more
             network call).
+        click_inner: where the joint box goes relative to its registered click, as a
+            fraction of the box's half-size: the network's box (its size unchanged) is moved
+            the least so that the click lies within ``click_inner`` half-sizes of its centre
+            (0: centred on the click; 1: the box just contains it; None: the network's box
+            stays where it is). See :func:`place_on_clicks`.
     """
 
     register_extent_m: float = 384.0
@@ -95,6 +101,7 @@ class JointConfig:
     consistency_sigma_m: float = 4.0
     consistency_prior_m: float | None = None
     refine_rotation: bool = False
+    click_inner: float | None = 0.0
 
     def __post_init__(self) -> None:
         if not (self.register_extent_m > 0 and self.register_gsd > 0 and self.sigma_m > 0):
@@ -106,6 +113,9 @@ class JointConfig:
         if self.rotation_search not in ("consistency", "score"):
             raise ValueError(f"JointConfig: rotation_search must be 'consistency' or 'score', "
                              f"got {self.rotation_search!r}")
+        if self.click_inner is not None and not 0 <= self.click_inner <= 1:
+            raise ValueError(f"JointConfig: click_inner must be in [0, 1] or None, got "
+                             f"{self.click_inner!r}")
         lo, hi = self.footprint_m
         prior = self.consistency_prior_m
         if not (0 < lo < hi and self.consistency_sigma_m >= 0
@@ -113,6 +123,26 @@ class JointConfig:
             raise ValueError("JointConfig: 0 < footprint_m[0] < footprint_m[1], "
                              "consistency_sigma_m >= 0 and consistency_prior_m > 0 (or None) "
                              "needed")
+
+
+def place_on_clicks(boxes: np.ndarray, clicks_px: np.ndarray, inner: float) -> np.ndarray:
+    """Move each box, its size unchanged, the least so that its registered click lies within
+    ``inner`` half-sizes of its centre (per axis).
+
+    Args:
+        boxes: (m, 4) (x1, y1, x2, y2), pixels (edges) of any frame.
+        clicks_px: (m, 2) registered clicks (x, y) in the same pixels.
+        inner: in [0, 1]; 0 centres each box on its click, 1 only makes it contain the click.
+
+    Returns:
+        (m, 4) float64 boxes.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    p = np.asarray(clicks_px, dtype=np.float64).reshape(-1, 2)
+    centre, half = (b[:, :2] + b[:, 2:]) / 2, (b[:, 2:] - b[:, :2]) / 2
+    lim = half * inner
+    c = np.clip(centre, p - lim, p + lim)
+    return np.hstack([c - half, c + half])
 
 
 def click_prior(
@@ -423,12 +453,25 @@ class RegisteredScene:
         lo, hi = self.clicks_xy.min(axis=0), self.clicks_xy.max(axis=0)
         return float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2)
 
+    def clicks_px(self, win: raster.ReferenceWindow) -> np.ndarray:
+        """(m, 2) the registered clicks in pixels (x, y; edges) of model window ``win``."""
+        assert self.clicks_xy is not None
+        xs, ys = georef.to_crs(self.clicks_xy[:, 0], self.clicks_xy[:, 1], self.window.crs,
+                               win.crs)
+        return np.column_stack(georef.map_to_pixel(win.transform, xs, ys))
+
+    def place(self, boxes: np.ndarray, win: raster.ReferenceWindow,
+              config: JointConfig) -> np.ndarray:
+        """The joint boxes (pixels of ``win``) placed on their registered clicks as
+        ``config.click_inner`` says (:func:`place_on_clicks`); unchanged when it is None."""
+        if config.click_inner is None:
+            return np.asarray(boxes, dtype=np.float64)
+        return place_on_clicks(boxes, self.clicks_px(win), config.click_inner)
+
     def prior(self, win: raster.ReferenceWindow, grid: int, config: JointConfig) -> np.ndarray:
         """:func:`click_prior` of the clicks on the fine voting grid of model window ``win``."""
-        assert self.clicks_xy is not None
         crs = self.window.crs
-        xs, ys = georef.to_crs(self.clicks_xy[:, 0], self.clicks_xy[:, 1], crs, win.crs)
-        clicks_px = np.column_stack(georef.map_to_pixel(win.transform, xs, ys))
+        clicks_px = self.clicks_px(win)
         cam_px = None
         if self.camera_xy is not None:
             cam_px = georef.map_to_pixel(

@@ -552,7 +552,8 @@ class Localizer:
             if scene is not None and scene.ok and pred.mass is not None:
                 prior = scene.prior(win, pred.mass.shape[-1], config)
                 boxes, scores, _ = select(pred.mass, pred.cell_boxes, prior)
-                res = _WindowResult(boxes, scores, pred.heatmaps, used_heading, "joint")
+                res = _WindowResult(scene.place(boxes, win, config), scores, pred.heatmaps,
+                                    used_heading, "joint")
             improved = False
             for k in range(len(pts)):
                 if res.scores[k] > best[k][0]:

@@ -1,10 +1,12 @@
-"""Choose the joint prior's parameters (sigma_m, parallax_m, floor) on VALIDATION photos.
+"""Choose the joint's parameters (prior: sigma, parallax, floor; click_inner) on VALIDATION photos.
 
 Each photo is registered and run through the network once, at its GPS position, exactly as
 :meth:`geomogeo.localize.Localizer.localize` does with ``joint=True``; the cached per-cell
 mass is then re-voted (:func:`geomogeo.predictor.select`) under every parameter set of the
-grid, and acc@0.5 / accI@0.5 / mean IoU of each are printed (best acc@0.5 first). Run it on
-the validation split only (Rotterdam b), never on the test tile.
+grid, and acc@0.5 / accI@0.5 / mean IoU of each are printed (best acc@0.5 first, boxes where
+the network puts them); then, at the default prior, each ``click_inner`` (where the box goes
+relative to its registered click). Run it on the validation split only (Rotterdam b), never on
+the test tile.
 
 Usage::
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 from affine import Affine
@@ -23,9 +26,10 @@ from affine import Affine
 from geomogeo.data.manifest import read_manifest
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
 from geomogeo.geo import georef, orient, photo, raster
-from geomogeo.joint import JointConfig, register_scene
+from geomogeo.geo.raster import ReferenceWindow
+from geomogeo.joint import JointConfig, RegisteredScene, register_scene
 from geomogeo.localize import Localizer
-from geomogeo.predictor import select
+from geomogeo.predictor import Prediction, select
 
 
 def main() -> None:
@@ -60,34 +64,46 @@ def main() -> None:
         t = Affine(*rec.georef.transform)
         cached.append((rec, scene, win, pred, t))
     print(f"{len(cached)} of {len(records)} validation photos registered")
-    grid = itertools.product((2.0, 4.0, 6.0, 10.0, 16.0), (0.0, 2.0, 4.0, 6.0, 8.0, 12.0),
-                             (0.0, 0.02, 0.1, 0.3))
-    rows = []
-    for sigma, parallax, floor in [(None, None, None), *grid]:
+    def score(boxes_of: Callable[..., np.ndarray]) -> tuple[float, float, float]:
+        """acc@0.5, accI@0.5, mean IoU of ``boxes_of(scene, win, pred)`` (window pixels)."""
         evals = []
         for rec, scene, win, pred, t in cached:
-            if sigma is None:
-                boxes = pred.boxes  # the network alone, at the registered window and heading
-            else:
-                cfg = dataclasses.replace(base, sigma_m=sigma, parallax_m=parallax, floor=floor)
-                prior = scene.prior(win, pred.mass.shape[-1], cfg)
-                boxes, _, _ = select(pred.mass, pred.cell_boxes, prior)
-            polys = georef.boxes_to_polygons(boxes, win.transform)
             out = []
-            for p in polys:
+            for p in georef.boxes_to_polygons(boxes_of(scene, win, pred), win.transform):
                 xs, ys = np.asarray(p.exterior.coords).T
                 xs, ys = georef.to_crs(xs, ys, win.crs, rec.georef.crs)
                 c, r = georef.map_to_pixel(t, xs, ys)
                 out.append([c.min(), r.min(), c.max(), r.max()])
             evals.append(PhotoEval(np.asarray(out), np.asarray(rec.boxes), t.a))
         m = evaluate_boxes(evals)["all"]
-        rows.append((m["acc@0.5"], m["accI@0.5"], m["mean_iou"], sigma, parallax, floor))
+        return m["acc@0.5"], m["accI@0.5"], m["mean_iou"]
+
+    def joint_boxes(cfg: JointConfig) -> Callable[..., np.ndarray]:
+        def boxes_of(scene: RegisteredScene, win: ReferenceWindow, pred: Prediction
+                     ) -> np.ndarray:
+            prior = scene.prior(win, pred.mass.shape[-1], cfg)
+            return scene.place(select(pred.mass, pred.cell_boxes, prior)[0], win, cfg)
+        return boxes_of
+
+    # 1. The prior, boxes where the network puts them (the network alone: at the registered
+    # window and heading).
+    grid = itertools.product((2.0, 4.0, 6.0, 10.0, 16.0), (0.0, 2.0, 4.0, 6.0, 8.0, 12.0),
+                             (0.0, 0.02, 0.1, 0.3))
+    rows = [(*score(lambda scene, win, pred: pred.boxes), None, None, None)]
+    for sigma, parallax, floor in grid:
+        cfg = dataclasses.replace(base, sigma_m=sigma, parallax_m=parallax, floor=floor,
+                                  click_inner=None)
+        rows.append((*score(joint_boxes(cfg)), sigma, parallax, floor))
     rows.sort(key=lambda r: (r[3] is not None, -r[0], -r[2]))
     print(f"{'sigma_m':>8}{'parallax':>9}{'floor':>7}{'acc@0.5':>9}{'accI@0.5':>9}{'mIoU':>7}")
     for acc, acci, miou, s, p, f in rows[:25]:
         label = ("network alone", "", "") if s is None else (f"{s:g}", f"{p:g}", f"{f:g}")
         print(f"{label[0]:>8}{label[1]:>9}{label[2]:>7}{acc:>9.3f}{acci:>9.3f}{miou:>7.3f}")
-
+    # 2. Where the box goes relative to its registered click, at the default prior.
+    print(f"\n{'click_inner':>12}{'acc@0.5':>9}{'accI@0.5':>9}{'mIoU':>7}")
+    for inner in (None, 0.0, 0.25, 0.5, 1.0):
+        acc, acci, miou = score(joint_boxes(dataclasses.replace(base, click_inner=inner)))
+        print(f"{inner!s:>12}{acc:>9.3f}{acci:>9.3f}{miou:>7.3f}")
 
 if __name__ == "__main__":
     main()

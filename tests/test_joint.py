@@ -15,6 +15,7 @@ from geomogeo.joint import (
     JointConfig,
     click_prior,
     consistency_vote,
+    place_on_clicks,
     search_rotation,
 )
 from geomogeo.predictor import InputSpec, Prediction
@@ -90,6 +91,23 @@ def test_joint_config_rejects_bad_values() -> None:
         JointConfig(floor=1.5)
     with pytest.raises(ValueError, match="positive"):
         JointConfig(sigma_m=0.0)
+    for inner in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match="click_inner"):
+            JointConfig(click_inner=inner)
+
+
+def test_place_on_clicks_by_hand() -> None:
+    """A 10 x 20 px box centred at (5, 10): moved, never resized, the least that keeps the
+    click within ``inner`` half-sizes (5, 10 px) of its centre, per axis."""
+    box = np.array([[0.0, 0.0, 10.0, 20.0]])
+    inside, outside = np.array([[8.0, 3.0]]), np.array([[20.0, 10.0]])
+    np.testing.assert_array_equal(place_on_clicks(box, inside, 0.0), [[3, -7, 13, 13]])
+    # inner 0.5: the click within (2.5, 5) px of the centre -> centre (5.5, 8)
+    np.testing.assert_array_equal(place_on_clicks(box, inside, 0.5), [[0.5, -2, 10.5, 18]])
+    np.testing.assert_array_equal(place_on_clicks(box, inside, 1.0), box)  # contains it
+    np.testing.assert_array_equal(place_on_clicks(box, outside, 1.0), [[10, 0, 20, 20]])
+    two = place_on_clicks(np.vstack([box, box + 100]), np.array([[8.0, 3.0], [100.0, 100.0]]), 0)
+    np.testing.assert_array_equal(two, [[3, -7, 13, 13], [95, 90, 105, 110]])
 
 
 # A 128 px reference with 16 x 16 fine cells of 8 px: cell (i, j) has its centre at

@@ -82,9 +82,21 @@ def test_joint_boxes_the_clicked_object_without_heading(sample, localizer, tmp_p
     assert (t.method, t.heading_source) == ("network", "none")
     assert t.polygon.intersection(truth).area / t.polygon.union(truth).area < 0.5
 
-    # The registered click lies within 2 m of the clicked object's true ground point.
+    # The registered click lies within 2 m of the clicked object's true ground point ...
     (rx, ry), (gx, gy) = res.targets[0].registered_xy, sample.ground[0]
     assert np.hypot(rx - gx, ry - gy) < 2.0
+    # ... and the joint box (the network's size) is centred on it (click_inner 0, the
+    # default): to 1 mm in the GeoPackage as GDAL reads it (window and raster in UTM 31N).
+    x0, y0, x1, y1 = poly.bounds
+    assert ((x0 + x1) / 2, (y0 + y1) / 2) == (pytest.approx(rx, abs=1e-3),
+                                              pytest.approx(ry, abs=1e-3))
+    # With click_inner None the network's box stays where the network put it: off centre.
+    kept = localizer.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                              quiet=True, config=JointConfig(click_inner=None))
+    kb = kept.targets[0].polygon.bounds
+    assert (kb[2] - kb[0], kb[3] - kb[1]) == (pytest.approx(x1 - x0, abs=1e-6),
+                                              pytest.approx(y1 - y0, abs=1e-6))
+    assert np.hypot((kb[0] + kb[2]) / 2 - rx, (kb[1] + kb[3]) / 2 - ry) > 0.1
 
     # Footprint layer: the photo's true ground outline (the camera's exact projection),
     # with numeric quality figures, for GDAL and for QGIS.
