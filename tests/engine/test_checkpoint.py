@@ -329,3 +329,22 @@ def test_shipped_checkpoint_verifies_itself_away_from_its_index(tmp_path: Path) 
     copy = tmp_path / "copy.pt"
     copy.write_bytes(shipped.read_bytes())
     assert load_checkpoint(copy).verified == "content sha256 matches the one recorded inside"
+
+
+def test_the_held_out_city_checkpoint_never_saw_las_vegas() -> None:
+    """``model/mogeo-light16-holdout-lv.pt`` verifies against ``checkpoints.json`` and its
+    recorded data settings name no Las Vegas tile in training or validation."""
+    path = Path(__file__).resolve().parents[2] / "model" / "mogeo-light16-holdout-lv.pt"
+    ck = load_checkpoint(path)
+    assert ck.verified.startswith("file sha256 matches") and "content sha256" in ck.verified
+    c = ck.model_config
+    assert (c.query_stride, c.query_fit, c.query_size, c.query_grid) == (
+        16, "letterbox", (320, 320), (20, 20))
+    assert ck.train_config is not None
+    settings = ck.train_config["data"]["settings"]
+    assert {s["holdout"] for s in settings.values()} == {"las_vegas"}
+    assert settings["train"]["tiles"] == ["rotterdam_pan_0p5m_a.tif", "rotterdam_rgbn_1m_a.tif",
+                                          "rotterdam_pan_0p5m_c.tif", "rotterdam_rgbn_1m_c.tif"]
+    assert settings["val"]["tiles"] == ["rotterdam_pan_0p5m_b.tif", "rotterdam_rgbn_1m_b.tif"]
+    assert settings["train"]["synth"]["prisms"] is True  # --parallax
+    assert ck.train_config["init_checkpoint"].endswith("mogeo-light-v2.pt")
