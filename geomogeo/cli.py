@@ -103,13 +103,18 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 @click.option("--joint/--no-joint", default=True, show_default=True,
               help="Register the photo to the raster and steer the network with it (the "
               "registered heading then replaces --heading/EXIF); --no-joint: network alone.")
+@click.option("--click-inner", type=click.FloatRange(0.0, 1.0), default=None, metavar="F",
+              help="Joint: the box is moved (not resized) so that its registered click lies "
+              "within F of its half-size from its centre: 0 centres it (the default, for "
+              "clicks in the middle of objects), 1 only keeps the click inside (clicks "
+              "anywhere on an object).")
 @tta_option
 @click.pass_context
 def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str],
              points_file: Path | None, center: tuple[float, float] | None, center_crs: str,
              bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
              out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec,
-             heading: float | None, joint: bool) -> None:
+             heading: float | None, joint: bool, click_inner: float | None) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -124,10 +129,13 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
             assert len(ext) == 4
         except (ValueError, AssertionError) as e:
             raise click.BadParameter(f"--extent needs four numbers, got {extent!r}") from e
+    from geomogeo.joint import JointConfig
+
+    config = JointConfig() if click_inner is None else JointConfig(click_inner=click_inner)
     loc = Localizer.load(model_path, tta=tta)
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
                        extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"], heading=heading,
-                       joint=joint)
+                       joint=joint, config=config)
     written = write_outputs(res, out_dir, heatmaps=heatmaps, make_map=make_map)
     click.echo(f"{res.photo.name}: {res.registration_summary()}")
     for t in res.targets:

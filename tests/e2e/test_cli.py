@@ -178,3 +178,37 @@ def test_localize_heading_option_overrides_exif(tmp_path: Path) -> None:
     turned = polygons("turned", "--heading=286.8")
     # lon/lat degrees: 1e-5 deg is about 1 m here
     assert max(a.hausdorff_distance(b) for a, b in zip(turned, default, strict=True)) > 1e-5
+
+
+def test_localize_click_inner_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--click-inner`` reaches JointConfig: the GeoPackage (read by GDAL through geopandas)
+    holds the API's boxes for the same setting; out of [0, 1] is a usage error."""
+    import geopandas as gpd
+
+    from geomogeo import Localizer
+    from geomogeo.joint import JointConfig
+
+    item = json.loads((REPO / "sample_tiles" / "demo.json").read_text())["photos"][0]
+    photo = REPO / "sample_tiles" / item["photo"]
+
+    def cli_polygons(name: str, *extra: str) -> list:
+        out = tmp_path / name
+        assert main(["-q", "localize", str(photo), str(VEGAS),
+                     *(f"--point={x},{y}" for x, y in item["clicks"]), "-o", str(out),
+                     "--no-map", "--no-heatmaps", "--tta", "none", *extra]) == 0
+        return list(gpd.read_file(out / "targets.gpkg", layer="targets").geometry)
+
+    loc = Localizer.load(tta="none")
+    for extra, inner in (((), 0.0), (("--click-inner", "1"), 1.0)):
+        api = loc.localize(photo, VEGAS, item["clicks"], quiet=True,
+                           config=JointConfig(click_inner=inner))
+        got = cli_polygons(f"inner{inner:g}", *extra)
+        assert len(got) == len(api.targets) == 2
+        for g, t in zip(got, api.targets, strict=True):
+            assert g.hausdorff_distance(t.polygon) < 1e-9  # degrees: far below 1 mm
+    centred, kept = cli_polygons("again"), cli_polygons("kept", "--click-inner", "1")
+    assert max(a.hausdorff_distance(b) for a, b in zip(centred, kept, strict=True)) > 1e-6
+    capsys.readouterr()
+    assert main(["localize", str(photo), str(VEGAS), "--point=10,10", "--click-inner", "1.5",
+                 "-o", str(tmp_path / "bad")]) == EXIT_USAGE
+    assert "--click-inner" in capsys.readouterr().err
