@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
-import rasterio
-from rasterio.warp import Resampling, calculate_default_transform, reproject
 from shapely.geometry import Polygon
 
 import geomogeo
@@ -27,20 +26,14 @@ from geomogeo.demo import polygon_iou
 from geomogeo.geo import georef, raster
 
 ROOT = Path(__file__).resolve().parents[1]
+# The reprojected copies are made as the GIS tests make theirs (tests/tiles.py).
+sys.path.insert(0, str(ROOT / "tests"))
+from tiles import warp_copy  # noqa: E402
+
 SPEC = json.loads((ROOT / "sample_tiles" / "demo.json").read_text())
 TILE = ROOT / "sample_tiles" / SPEC["raster"]
 METRIC = "EPSG:32611"  # the demo tile's local UTM zone
 SPEC_CRS = "EPSG:4326"  # the CRS of demo.json's answers (the demo raster's)
-
-
-def warp_copy(dst: Path, crs: str) -> Path:
-    with rasterio.open(TILE) as s:
-        t, w, h = calculate_default_transform(s.crs, crs, s.width, s.height, *s.bounds)
-        prof = s.profile | {"crs": crs, "transform": t, "width": w, "height": h, "nodata": 0}
-        with rasterio.open(dst, "w", **prof) as d:
-            reproject(rasterio.band(s, 1), rasterio.band(d, 1), resampling=Resampling.bilinear,
-                      dst_nodata=0)
-    return dst
 
 
 def main() -> None:
@@ -49,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     loc = geomogeo.Localizer.load(tta=args.tta)
     with tempfile.TemporaryDirectory() as tmp:
-        rasters = [TILE] + [warp_copy(Path(tmp) / f"copy_{c.replace(':', '_')}.tif", c)
+        rasters = [TILE] + [warp_copy(TILE, Path(tmp) / f"copy_{c.replace(':', '_')}.tif", c)
                             for c in ("EPSG:3857", "EPSG:32613")]
         for r in rasters:
             info = raster.raster_info(r)
