@@ -148,8 +148,10 @@ def check_work(work: Path, model: ModelConfig, settings: dict[str, dict[str, Any
         log.info("%s: reusing %s (%s)", split, path, geometry)
 
 
-def make_data(args: argparse.Namespace, cfg: SynthConfig, model: ModelConfig) -> dict[str, Path]:
-    """Pack the splits missing from ``args.work`` (those there: :func:`check_work`)."""
+def make_data(args: argparse.Namespace, cfg: SynthConfig, model: ModelConfig,
+              settings: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """Pack the splits missing from ``args.work`` (those there: :func:`check_work`), each
+    with its sidecar of ``settings[split]`` (:func:`data_settings`)."""
     scenes = load_default_scenes(args.scenes, cfg, args.holdout)
     out = {}
     for k, (split, n) in enumerate((("train", args.n_train), ("val", args.n_val))):
@@ -169,7 +171,7 @@ def make_data(args: argparse.Namespace, cfg: SynthConfig, model: ModelConfig) ->
                             query_fit=model.query_fit)
         packed.save(path)
         settings_path(args.work, split).write_text(
-            json.dumps(data_settings(args, cfg, split), indent=1), encoding="utf-8")
+            json.dumps(settings[split], indent=1), encoding="utf-8")
         log.info("%s: %d photos, %d targets in %.0f s", split, len(packed),
                  int(packed.counts.sum()), time.perf_counter() - t)
     return out
@@ -267,7 +269,7 @@ def main() -> None:
         sys.exit(EXIT_INPUT)
     prepare_scenes(args.scenes)
     args.work.mkdir(parents=True, exist_ok=True)
-    data = make_data(args, cfg, model)
+    data = make_data(args, cfg, model, settings)
     if args.data_only:
         return
     procs = []
