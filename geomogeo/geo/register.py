@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-__all__ = ["RegisterConfig", "Registration", "register"]
+__all__ = ["CameraPose", "RegisterConfig", "Registration", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,21 @@ def _outline(width: int, height: int, n: int) -> np.ndarray:
     return np.concatenate(sides)
 
 
+class CameraPose(NamedTuple):
+    """Where a registered photo was taken from, in the reference's pixels.
+
+    Attributes:
+        nadir: (x, y) the ground point straight below the camera, reference pixels (edges).
+        height: the camera's height above the reference's ground plane, reference pixels
+            (times the reference's GSD: metres).
+        tilt: the optical axis' angle off nadir, degrees.
+    """
+
+    nadir: tuple[float, float]
+    height: float
+    tilt: float
+
+
 @dataclass(frozen=True)
 class Registration:
     """The result of :func:`register`.
@@ -233,7 +249,15 @@ class Registration:
     def camera_position(
         self, width: int, height: int, focal_px: float | None = None
     ) -> tuple[float, float] | None:
-        """The camera's nadir point (the ground point straight below it), reference pixels.
+        """The camera's nadir point (the ground point straight below it), reference pixels;
+        :meth:`camera_pose`'s ``nadir``, or None when it returns None."""
+        pose = self.camera_pose(width, height, focal_px)
+        return None if pose is None else pose.nadir
+
+    def camera_pose(
+        self, width: int, height: int, focal_px: float | None = None
+    ) -> CameraPose | None:
+        """The camera's nadir point, height above the ground and tilt, from the homography.
 
         A planar pose decomposition of the homography with intrinsics ``K`` (focal length
         ``focal_px`` in photo pixels, e.g. from EXIF ``FocalLengthIn35mmFilm``; else estimated
@@ -241,8 +265,9 @@ class Registration:
         be estimated or the view is less than 8 degrees off nadir (where the estimate is barely
         observable), a typical drone focal length (84 degree diagonal field of view) is used:
         near nadir the nadir point lies close to the mapped photo centre whatever the focal
-        length. Returns None when the decomposition is not reliable
-        (no homography, or the camera would lie below the ground or the pose is degenerate).
+        length (the height, which scales with the focal length, is then only as good as that
+        guess). Returns None when the decomposition is not reliable (no homography, or the
+        camera would lie below the ground or the pose is degenerate).
 
         ``width``, ``height``: the photo's size, pixels. The result treats the reference as
         a plane with square pixels (north-up window of one GSD).
@@ -250,17 +275,15 @@ class Registration:
         if self.homography is None:
             return None
         if focal_px is not None:
-            pose = self._pose(width, height, focal_px)
-        else:
-            f = self.focal_px(width, height)
-            pose = self._pose(width, height, f) if f is not None else None
-            if pose is None or pose[1] < _MIN_TILT_FOR_FOCAL:
-                pose = self._pose(width, height, _default_focal(width, height))
-        return None if pose is None else pose[0]
+            return self._pose(width, height, focal_px)
+        f = self.focal_px(width, height)
+        pose = self._pose(width, height, f) if f is not None else None
+        if pose is None or pose.tilt < _MIN_TILT_FOR_FOCAL:
+            pose = self._pose(width, height, _default_focal(width, height))
+        return pose
 
-    def _pose(self, width: int, height: int, f: float
-              ) -> tuple[tuple[float, float], float] | None:
-        """Nadir point (reference pixels) and tilt off nadir (degrees) for focal ``f``."""
+    def _pose(self, width: int, height: int, f: float) -> CameraPose | None:
+        """The camera pose for focal length ``f`` (photo pixels), or None."""
         if not (math.isfinite(f) and f > 0):
             return None
         kinv = np.diag([1 / f, 1 / f, 1.0])
@@ -284,7 +307,7 @@ class Registration:
         if not (np.all(np.isfinite(c)) and c[2] < 0):
             return None
         tilt = math.degrees(math.acos(min(1.0, abs(float(r[2, 2])))))
-        return (float(c[0]), float(c[1])), tilt
+        return CameraPose((float(c[0]), float(c[1])), float(-c[2]), tilt)
 
 
 #: Below this tilt off nadir (degrees) the focal length estimated from the homography is not
