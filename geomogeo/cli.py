@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -142,6 +143,7 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
         c = t.polygon.centroid
         click.echo(f"target {t.index}: score {t.score:.3f}  centre {c.x:.3f} {c.y:.3f}  "
                    f"{t.method}, heading {t.heading_used:.1f} ({t.heading_source})"
+                   f"{'' if math.isnan(t.parallax_m) else f', parallax {t.parallax_m:.1f} m'}"
                    f"{'  (on nodata)' if t.on_nodata else ''}")
     click.echo(f"{res.windows_searched} window(s) searched; wrote {', '.join(map(str, written))}")
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
 from shapely.geometry import Polygon
 
 from geomogeo.geo import georef, orient, photo, raster
+from geomogeo.geo.parallax import ParallaxConfig, correct_parallax
 from geomogeo.geo.register import Registration, register
 from geomogeo.predictor import Prediction, Predictor, select
 
@@ -88,6 +89,10 @@ class JointConfig:
             the least so that the click lies within ``click_inner`` half-sizes of its centre
             (0: centred on the click; 1: the box just contains it; None: the network's box
             stays where it is). See :func:`place_on_clicks`.
+        parallax: move each registered click towards the camera onto its object where the
+            photo's view of it says so (:func:`~geomogeo.geo.parallax.correct_parallax`: a
+            roof is registered beyond its footprint), or None (the ground-plane points).
+            The prior and the box placement then work from the moved points.
     """
 
     register_extent_m: float = 384.0
@@ -102,6 +107,7 @@ class JointConfig:
     consistency_prior_m: float | None = None
     refine_rotation: bool = False
     click_inner: float | None = 0.0
+    parallax: ParallaxConfig | None = field(default_factory=ParallaxConfig)
 
     def __post_init__(self) -> None:
         if not (self.register_extent_m > 0 and self.register_gsd > 0 and self.sigma_m > 0):
@@ -433,6 +439,14 @@ class RegisteredScene:
         heading: the photo's heading from the registration, degrees clockwise from north, or
             None.
         error_m: the registration's reprojection error, metres (inf when it failed).
+        camera_height_m: the camera's height above the ground plane from the registration's
+            pose (:meth:`~geomogeo.geo.register.Registration.camera_pose`), metres, or None.
+        objects_xy: (m, 2) the clicked objects' points in ``window.crs``: ``clicks_xy``
+            moved towards the camera by the parallax found
+            (:func:`~geomogeo.geo.parallax.correct_parallax`), or None (no correction: the
+            objects are taken at ``clicks_xy``). Where the window goes, the prior and the box
+            placement use them (:attr:`targets_xy`).
+        shifts_m: (m,) the parallax shift of each click towards the camera, metres, or None.
     """
 
     registration: Registration
@@ -442,22 +456,33 @@ class RegisteredScene:
     footprint: Polygon | None
     heading: float | None
     error_m: float
+    camera_height_m: float | None = None
+    objects_xy: np.ndarray | None = None
+    shifts_m: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:
         return bool(self.registration.ok)
 
+    @property
+    def targets_xy(self) -> np.ndarray:
+        """(m, 2) where the clicked objects are, ``window.crs``: :attr:`objects_xy` when the
+        parallax was corrected, else :attr:`clicks_xy`."""
+        xy = self.objects_xy if self.objects_xy is not None else self.clicks_xy
+        assert xy is not None
+        return xy
+
     def centre(self) -> tuple[float, float]:
-        """Centre of the clicks' bounding box, ``window.crs``: where the model window goes."""
-        assert self.clicks_xy is not None
-        lo, hi = self.clicks_xy.min(axis=0), self.clicks_xy.max(axis=0)
+        """Centre of the targets' bounding box, ``window.crs``: where the model window goes."""
+        xy = self.targets_xy
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
         return float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2)
 
     def clicks_px(self, win: raster.ReferenceWindow) -> np.ndarray:
-        """(m, 2) the registered clicks in pixels (x, y; edges) of model window ``win``."""
-        assert self.clicks_xy is not None
-        xs, ys = georef.to_crs(self.clicks_xy[:, 0], self.clicks_xy[:, 1], self.window.crs,
-                               win.crs)
+        """(m, 2) the targets' points (:attr:`targets_xy`) in pixels (x, y; edges) of model
+        window ``win``."""
+        xy = self.targets_xy
+        xs, ys = georef.to_crs(xy[:, 0], xy[:, 1], self.window.crs, win.crs)
         return np.column_stack(georef.map_to_pixel(win.transform, xs, ys))
 
     def place(self, boxes: np.ndarray, win: raster.ReferenceWindow,
@@ -513,8 +538,9 @@ def register_scene(
         return RegisteredScene(reg, win, None, None, None, None, float("inf"))
     clicks = reg.map_points(points)
     clicks_xy = np.column_stack(georef.pixel_to_map(win.transform, clicks[:, 0], clicks[:, 1]))
-    cam = reg.camera_position(w, h, photo.focal_px_from_exif(ph))
-    cam_xy = None if cam is None else georef.pixel_to_map(win.transform, *cam)
+    pose = reg.camera_pose(w, h, photo.focal_px_from_exif(ph))
+    cam_xy = None if pose is None else georef.pixel_to_map(win.transform, *pose.nadir)
+    cam_height = None if pose is None else pose.height * gsd
     ring = reg.footprint(w, h)
     fx, fy = georef.pixel_to_map(win.transform, ring[:, 0], ring[:, 1])
     footprint = Polygon(np.column_stack([fx, fy]))
@@ -523,4 +549,15 @@ def register_scene(
     log.info("%s: registered, %d inliers of %d matches, reprojection error %.2f px (%.2f m), "
              "heading %.1f deg", src.path.name, reg.n_inliers, reg.n_matches,
              reg.reproj_error_px, error_m, heading)
-    return RegisteredScene(reg, win, clicks_xy, cam_xy, footprint, heading, error_m)
+    objects_xy = shifts_m = None
+    if config.parallax is not None and pose is not None:
+        assert reg.homography is not None
+        par = correct_parallax(ph.image, reg.homography, clicks, pose.nadir, win.image, gsd,
+                               config.parallax)
+        objects_xy = np.column_stack(georef.pixel_to_map(win.transform, par.points[:, 0],
+                                                         par.points[:, 1]))
+        shifts_m = par.shift_px * gsd
+        log.info("%s: parallax shifts towards the camera %s m", src.path.name,
+                 np.round(shifts_m, 1).tolist())
+    return RegisteredScene(reg, win, clicks_xy, cam_xy, footprint, heading, error_m, cam_height,
+                           objects_xy, shifts_m)

@@ -116,6 +116,9 @@ class Target:
         heading_source: ``"registration"``, ``"exif"``, ``"given"``, ``"search"`` (no-compass
             rotation search) or ``"none"``.
         registered_xy: the click's ground point from the registration, raster CRS, or None.
+        parallax_m: how far the object was found from ``registered_xy`` towards the camera,
+            metres (:func:`~geomogeo.geo.parallax.correct_parallax`; 0: on the ground plane;
+            NaN when not registered or not searched). The joint box is centred there.
     """
 
     index: int
@@ -132,6 +135,7 @@ class Target:
     heading_used: float = math.nan
     heading_source: str = "none"
     registered_xy: tuple[float, float] | None = None
+    parallax_m: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,7 @@ class LocalizationResult:
                 "reproj_error_px": t.reproj_error_px,
                 "heading_used": t.heading_used,
                 "heading_source": t.heading_source,
+                "parallax_m": t.parallax_m,
                 "window": t.window,
                 "windows_searched": self.windows_searched,
                 "raster": str(self.raster),
@@ -566,6 +571,9 @@ class Localizer:
             raise LocationError(f"{src.path}: no search window overlaps valid raster data")
 
         registered: list[tuple[float, float] | None] = [None] * len(pts)
+        parallax = [math.nan] * len(pts)
+        if scene is not None and scene.ok and scene.shifts_m is not None:
+            parallax = [float(v) for v in scene.shifts_m]
         if scene is not None and scene.ok:
             assert scene.clicks_xy is not None
             rx, ry = georef.to_crs(scene.clicks_xy[:, 0], scene.clicks_xy[:, 1],
@@ -599,6 +607,7 @@ class Localizer:
                     heading_used=math.nan if pred.heading is None else float(pred.heading),
                     heading_source=heading_source,
                     registered_xy=registered[k],
+                    parallax_m=parallax[k],
                 )
             )
         return LocalizationResult(
