@@ -3,9 +3,10 @@
 Each photo is registered and run through the network once, at its GPS position, exactly as
 :meth:`geomogeo.localize.Localizer.localize` does with ``joint=True``; the cached per-cell
 mass is then re-voted (:func:`geomogeo.predictor.select`) under every parameter set of the
-grid, and acc@0.5 / accI@0.5 / mean IoU of each are printed (best acc@0.5 first, boxes where
-the network puts them); then, at the default prior, each ``click_inner`` (where the box goes
-relative to its registered click); then the parallax correction of the registered clicks
+grid, and acc@0.5 / accI@0.5 / mean IoU of each are printed, with the boxes where the network
+puts them and where the default ``click_inner`` places them (best acc@0.5 first, by each);
+then, at the default prior, each ``click_inner`` (where the box goes relative to its
+registered click); then the parallax correction of the registered clicks
 (:func:`geomogeo.geo.parallax.correct_parallax`: off, and a grid of template radius x margin),
 with the median distance from each target's point to its box's centre, raised and flat
 targets apart. Run it on the validation split only (Rotterdam b), never on the test tile.
@@ -92,16 +93,21 @@ def main() -> None:
     # window and heading).
     grid = itertools.product((2.0, 4.0, 6.0, 10.0, 16.0), (0.0, 2.0, 4.0, 6.0, 8.0, 12.0),
                              (0.0, 0.02, 0.1, 0.3))
-    rows = [(*score(lambda scene, win, pred: pred.boxes), None, None, None)]
+    rows = [(*score(lambda scene, win, pred: pred.boxes), None, None, None, None)]
     for sigma, parallax, floor in grid:
-        cfg = dataclasses.replace(base, sigma_m=sigma, parallax_m=parallax, floor=floor,
-                                  click_inner=None)
-        rows.append((*score(joint_boxes(cfg)), sigma, parallax, floor))
-    rows.sort(key=lambda r: (r[3] is not None, -r[0], -r[2]))
-    print(f"{'sigma_m':>8}{'parallax':>9}{'floor':>7}{'acc@0.5':>9}{'accI@0.5':>9}{'mIoU':>7}")
-    for acc, acci, miou, s, p, f in rows[:25]:
-        label = ("network alone", "", "") if s is None else (f"{s:g}", f"{p:g}", f"{f:g}")
-        print(f"{label[0]:>8}{label[1]:>9}{label[2]:>7}{acc:>9.3f}{acci:>9.3f}{miou:>7.3f}")
+        cfg = dataclasses.replace(base, sigma_m=sigma, parallax_m=parallax, floor=floor)
+        rows.append((*score(joint_boxes(dataclasses.replace(cfg, click_inner=None))), sigma,
+                     parallax, floor, score(joint_boxes(cfg))))
+    print(f"{'sigma_m':>8}{'parallax':>9}{'floor':>7}{'acc@0.5':>9}{'accI@0.5':>9}{'mIoU':>7}"
+          f"   placed (click_inner {base.click_inner}): acc@0.5, accI@0.5, mIoU")
+    for order in ((lambda r: (r[3] is not None, -r[0], -r[2])),
+                  (lambda r: (r[3] is None, -(r[6] or (0, 0, 0))[0], -(r[6] or (0, 0, 0))[2]))):
+        for acc, acci, miou, s, p, f, placed in sorted(rows, key=order)[:15]:
+            label = ("network alone", "", "") if s is None else (f"{s:g}", f"{p:g}", f"{f:g}")
+            tail = "" if placed is None else "   {:.3f} {:.3f} {:.3f}".format(*placed)
+            print(f"{label[0]:>8}{label[1]:>9}{label[2]:>7}{acc:>9.3f}{acci:>9.3f}{miou:>7.3f}"
+                  f"{tail}")
+        print("  (best 15 by the network's placement, then by the default placement)")
     # 2. Where the box goes relative to its registered click, at the default prior.
     print(f"\n{'click_inner':>12}{'acc@0.5':>9}{'accI@0.5':>9}{'mIoU':>7}")
     for inner in (None, 0.0, 0.25, 0.5, 1.0):
