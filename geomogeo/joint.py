@@ -2,11 +2,13 @@
 
 All clicks of a photo share one geometry, the photo's projection onto the ground. When the
 photo registers to the orthophoto (:mod:`geomogeo.geo.register`), every click has a ground
-point; the network still decides which object is clicked and boxes it, but its per-cell
-confidence (:attr:`geomogeo.predictor.Prediction.mass`) is weighed by a prior around the
-registered click (:func:`click_prior`) before the cell is chosen
-(:func:`geomogeo.predictor.select`). Without registration and without a heading, the query's
-rotation is searched instead (:func:`search_rotation`).
+point, moved onto its object where the photo shows the parallax of a raised one
+(:mod:`geomogeo.geo.parallax`); the network still decides which object is clicked and boxes
+it, but its per-cell confidence (:attr:`geomogeo.predictor.Prediction.mass`) is weighed by a
+prior around that point (:func:`click_prior`) before the cell is chosen
+(:func:`geomogeo.predictor.select`), and the box is centred on it (:func:`place_on_clicks`).
+Without registration and without a heading, the query's rotation is searched instead
+(:func:`search_rotation`).
 
 Conventions: pixel coordinates are continuous, origin at the top-left corner of the top-left
 pixel, x right, y down; the fine voting grid of a ``reference_size`` window has ``G x G`` cells
