@@ -484,7 +484,7 @@ class RegisteredScene:
         lo, hi = xy.min(axis=0), xy.max(axis=0)
         return float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2)
 
-    def clicks_px(self, win: raster.ReferenceWindow) -> np.ndarray:
+    def targets_px(self, win: raster.ReferenceWindow) -> np.ndarray:
         """(m, 2) the targets' points (:attr:`targets_xy`) in pixels (x, y; edges) of model
         window ``win``."""
         xy = self.targets_xy
@@ -497,12 +497,31 @@ class RegisteredScene:
         ``config.click_inner`` says (:func:`place_on_clicks`); unchanged when it is None."""
         if config.click_inner is None:
             return np.asarray(boxes, dtype=np.float64)
-        return place_on_clicks(boxes, self.clicks_px(win), config.click_inner)
+        return place_on_clicks(boxes, self.targets_px(win), config.click_inner)
+
+    def with_parallax(self, image: np.ndarray, config: ParallaxConfig | None
+                      ) -> RegisteredScene:
+        """This scene with its clicks moved onto their objects
+        (:func:`~geomogeo.geo.parallax.correct_parallax` of the photo ``image`` on the
+        registration window): :attr:`objects_xy` and :attr:`shifts_m` set. Unchanged when
+        ``config`` is None, the registration failed or the camera's pose is unknown."""
+        if config is None or not self.ok or self.camera_xy is None:
+            return self
+        assert self.clicks_xy is not None and self.registration.homography is not None
+        win = self.window
+        clicks = np.column_stack(georef.map_to_pixel(win.transform, self.clicks_xy[:, 0],
+                                                     self.clicks_xy[:, 1]))
+        nadir = georef.map_to_pixel(win.transform, *self.camera_xy)
+        par = correct_parallax(image, self.registration.homography, clicks, nadir, win.image,
+                               win.gsd, config)
+        objects = np.column_stack(georef.pixel_to_map(win.transform, par.points[:, 0],
+                                                      par.points[:, 1]))
+        return replace(self, objects_xy=objects, shifts_m=par.shift_px * win.gsd)
 
     def prior(self, win: raster.ReferenceWindow, grid: int, config: JointConfig) -> np.ndarray:
         """:func:`click_prior` of the clicks on the fine voting grid of model window ``win``."""
         crs = self.window.crs
-        clicks_px = self.clicks_px(win)
+        clicks_px = self.targets_px(win)
         cam_px = None
         if self.camera_xy is not None:
             cam_px = georef.map_to_pixel(
@@ -555,15 +574,9 @@ def register_scene(
     log.info("%s: registered, %d inliers of %d matches, reprojection error %.2f px (%.2f m), "
              "heading %.1f deg", src.path.name, reg.n_inliers, reg.n_matches,
              reg.reproj_error_px, error_m, heading)
-    objects_xy = shifts_m = None
-    if config.parallax is not None and pose is not None:
-        assert reg.homography is not None
-        par = correct_parallax(ph.image, reg.homography, clicks, pose.nadir, win.image, gsd,
-                               config.parallax)
-        objects_xy = np.column_stack(georef.pixel_to_map(win.transform, par.points[:, 0],
-                                                         par.points[:, 1]))
-        shifts_m = par.shift_px * gsd
+    scene = RegisteredScene(reg, win, clicks_xy, cam_xy, footprint, heading, error_m,
+                            cam_height).with_parallax(ph.image, config.parallax)
+    if scene.shifts_m is not None:
         log.info("%s: parallax shifts towards the camera %s m", src.path.name,
-                 np.round(shifts_m, 1).tolist())
-    return RegisteredScene(reg, win, clicks_xy, cam_xy, footprint, heading, error_m, cam_height,
-                           objects_xy, shifts_m)
+                 np.round(scene.shifts_m, 1).tolist())
+    return scene

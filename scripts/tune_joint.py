@@ -29,7 +29,7 @@ from affine import Affine
 from geomogeo.data.manifest import read_manifest
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
 from geomogeo.geo import georef, orient, photo, raster
-from geomogeo.geo.parallax import ParallaxConfig, correct_parallax
+from geomogeo.geo.parallax import ParallaxConfig
 from geomogeo.geo.raster import ReferenceWindow
 from geomogeo.joint import JointConfig, RegisteredScene, register_scene
 from geomogeo.localize import Localizer
@@ -68,10 +68,13 @@ def main() -> None:
         t = Affine(*rec.georef.transform)
         cached.append((rec, scene, win, pred, t, ph.image))
     print(f"{len(cached)} of {len(records)} validation photos registered")
-    def score(boxes_of: Callable[..., np.ndarray]) -> tuple[float, float, float]:
-        """acc@0.5, accI@0.5, mean IoU of ``boxes_of(scene, win, pred)`` (window pixels)."""
+    def photo_evals(boxes_of: Callable[..., np.ndarray],
+                    scenes: list[RegisteredScene] | None = None) -> list[PhotoEval]:
+        """Each photo's ``boxes_of(scene, win, pred)`` (window pixels) against its truth, in
+        the manifest's pixels, with ``scenes`` instead of the cached ones when given."""
         evals = []
-        for rec, scene, win, pred, t, _ in cached:
+        for i, (rec, scene, win, pred, t, _) in enumerate(cached):
+            scene = scene if scenes is None else scenes[i]
             out = []
             for p in georef.boxes_to_polygons(boxes_of(scene, win, pred), win.transform):
                 xs, ys = np.asarray(p.exterior.coords).T
@@ -79,7 +82,12 @@ def main() -> None:
                 c, r = georef.map_to_pixel(t, xs, ys)
                 out.append([c.min(), r.min(), c.max(), r.max()])
             evals.append(PhotoEval(np.asarray(out), np.asarray(rec.boxes), t.a))
-        m = evaluate_boxes(evals)["all"]
+        return evals
+
+    def score(boxes_of: Callable[..., np.ndarray], scenes: list[RegisteredScene] | None = None
+              ) -> tuple[float, float, float]:
+        """acc@0.5, accI@0.5, mean IoU of :func:`photo_evals`."""
+        m = evaluate_boxes(photo_evals(boxes_of, scenes))["all"]
         return m["acc@0.5"], m["accI@0.5"], m["mean_iou"]
 
     def joint_boxes(cfg: JointConfig) -> Callable[..., np.ndarray]:
@@ -120,24 +128,9 @@ def main() -> None:
     variants = [None] + [ParallaxConfig(template_m=r, margin=g)
                          for r in (5.0, 7.0, 9.0, 11.0, 14.0) for g in (0.05, 0.1, 0.2)]
     for par in variants:
-        moved = []
-        for _, scene, _, _, _, image in cached:
-            objects = None
-            if par is not None and scene.camera_xy is not None:
-                reg_px = np.column_stack(georef.map_to_pixel(
-                    scene.window.transform, scene.clicks_xy[:, 0], scene.clicks_xy[:, 1]))
-                nadir = georef.map_to_pixel(scene.window.transform, *scene.camera_xy)
-                shifted = correct_parallax(image, scene.registration.homography, reg_px, nadir,
-                                           scene.window.image, scene.window.gsd, par).points
-                objects = np.column_stack(georef.pixel_to_map(
-                    scene.window.transform, shifted[:, 0], shifted[:, 1]))
-            moved.append(dataclasses.replace(scene, objects_xy=objects))
-        by_scene = {id(c[1]): m for c, m in zip(cached, moved, strict=True)}
-
-        def corrected(scene: RegisteredScene, win: ReferenceWindow, pred: Prediction,
-                      by_scene: dict[int, RegisteredScene] = by_scene) -> np.ndarray:
-            return joint_boxes(base)(by_scene[id(scene)], win, pred)
-        acc, acci, miou = score(corrected)
+        moved = [dataclasses.replace(scene, objects_xy=None, shifts_m=None)
+                 .with_parallax(image, par) for _, scene, _, _, _, image in cached]
+        acc, acci, miou = score(joint_boxes(base), moved)
         errors: dict[bool, list[float]] = {True: [], False: []}
         for (rec, _, _, _, t, _), scene in zip(cached, moved, strict=True):
             xs, ys = georef.to_crs(scene.targets_xy[:, 0], scene.targets_xy[:, 1],
@@ -150,6 +143,20 @@ def main() -> None:
         label = ("off", "") if par is None else (f"{par.template_m:g}", f"{par.margin:g}")
         print(f"{label[0]:>11}{label[1]:>7}{acc:>9.3f}{acci:>9.3f}{miou:>7.3f}"
               f"{np.median(errors[True]):>10.2f}{np.median(errors[False]):>9.2f}")
+    # 4. The joint box's size against the truth's, at the default settings: the side is the
+    # square root of the box's area, metres.
+    def side_m(boxes: np.ndarray, metres_per_pixel: float | None) -> np.ndarray:
+        return np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)) * abs(metres_per_pixel or 1)
+
+    evals = photo_evals(joint_boxes(base))
+    pred = np.concatenate([side_m(e.pred, e.metres_per_pixel) for e in evals])
+    truth = np.concatenate([side_m(e.gt, e.metres_per_pixel) for e in evals])
+    p10, p50, p90 = np.percentile(pred / truth, [10, 50, 90])
+    print(f"\njoint box side (default settings), 10th-90th percentile: "
+          f"{np.percentile(pred, 10):.1f}-{np.percentile(pred, 90):.1f} m, truth "
+          f"{np.percentile(truth, 10):.1f}-{np.percentile(truth, 90):.1f} m; ratio "
+          f"{p10:.2f} / {p50:.2f} / {p90:.2f} (10th / 50th / 90th); correlation of the logs "
+          f"{np.corrcoef(np.log(pred), np.log(truth))[0, 1]:.2f}")
 
 if __name__ == "__main__":
     main()
