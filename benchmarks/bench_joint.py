@@ -4,12 +4,16 @@ Renders one drone photo with 5 targets from the held-out tile (Rotterdam c, the 
 camera) and times, in this process, with the shipped model and its default test-time
 augmentation (rot4+s2):
 
-* ``network, heading given``: today's default localize (``joint=False``, heading given);
+* ``network, heading given``: the default localize before joint localization existed
+  (``joint=False``, heading given, the network's own boxes: ``refine_network=False``);
 * ``joint, no heading``: the default flow (registration, parallax correction of the clicks,
-  re-centred window, prior; the heading comes from the registration);
+  re-centred window, prior, the box refiner; the heading comes from the registration);
 * ``joint, no heading, no parallax correction``: the same without the correction
   (``JointConfig(parallax=None)``), to show its cost;
-* ``network, no heading, rotation search``: the no-compass fallback (8 rotations).
+* ``joint, no heading, no box refiner``: the same with the network's boxes
+  (``JointConfig(refine=False)``), to show the refiner's cost;
+* ``network, no heading, rotation search``: the no-compass fallback (8 rotations, boxes by
+  the refiner).
 
 Prints the median of ``--repeats`` runs of each and its ratio to the first (the issue's goal:
 joint <= 2x).
@@ -57,9 +61,11 @@ def main() -> None:
     assert sample is not None and len(sample.clicks) == 5
     loc = Localizer.load()
     runs = {
-        "network, heading given": dict(heading=sample.heading, joint=False),
+        "network, heading given": dict(heading=sample.heading, joint=False,
+                                       config=JointConfig(refine_network=False)),
         "joint, no heading": dict(),
         "joint, no heading, no parallax correction": dict(config=JointConfig(parallax=None)),
+        "joint, no heading, no box refiner": dict(config=JointConfig(refine=False)),
         "network, no heading, rotation search": dict(joint=False),
     }
     with tempfile.TemporaryDirectory() as tmp:

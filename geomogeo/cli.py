@@ -41,6 +41,16 @@ tta_option = click.option(
 )
 
 
+def _refiner(ctx: click.Context, param: click.Parameter, value: str) -> bool | Path:
+    return {"default": True, "none": False}.get(value, Path(value))
+
+
+refiner_option = click.option(
+    "--refiner", default="default", show_default=True, callback=_refiner, metavar="PATH",
+    help="Box refiner checkpoint that boxes each registered target around its click "
+    "('default': the shipped one; 'none': the network's own boxes).")
+
+
 def _point(text: str) -> tuple[float, float]:
     from geomogeo.geo.photo import parse_point
 
@@ -109,13 +119,15 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
               "within F of its half-size from its centre: 0 centres it (the default, for "
               "clicks in the middle of objects), 1 only keeps the click inside (clicks "
               "anywhere on an object).")
+@refiner_option
 @tta_option
 @click.pass_context
 def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str],
              points_file: Path | None, center: tuple[float, float] | None, center_crs: str,
              bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
              out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec,
-             heading: float | None, joint: bool, click_inner: float | None) -> None:
+             heading: float | None, joint: bool, click_inner: float | None,
+             refiner: bool | Path) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -133,7 +145,7 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
     from geomogeo.joint import JointConfig
 
     config = JointConfig() if click_inner is None else JointConfig(click_inner=click_inner)
-    loc = Localizer.load(model_path, tta=tta)
+    loc = Localizer.load(model_path, tta=tta, refiner=refiner)
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
                        extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"], heading=heading,
                        joint=joint, config=config)
@@ -142,7 +154,8 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
     for t in res.targets:
         c = t.polygon.centroid
         click.echo(f"target {t.index}: score {t.score:.3f}  centre {c.x:.3f} {c.y:.3f}  "
-                   f"{t.method}, heading {t.heading_used:.1f} ({t.heading_source})"
+                   f"{t.method}{' (refiner box)' if t.box_source == 'refiner' else ''}, "
+                   f"heading {t.heading_used:.1f} ({t.heading_source})"
                    f"{'' if math.isnan(t.parallax_m) else f', parallax {t.parallax_m:.1f} m'}"
                    f"{'  (on nodata)' if t.on_nodata else ''}")
     click.echo(f"{res.windows_searched} window(s) searched; wrote {', '.join(map(str, written))}")
@@ -270,10 +283,15 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @click.option("--rotation-search", type=click.Choice(["consistency", "score"]), default=None,
               help="With --localize: how the no-compass rotation search scores a rotation "
               "(default: JointConfig's).")
+@refiner_option
+@click.option("--refine-network/--no-refine-network", default=None,
+              help="With --localize: the refiner also boxes the network-alone targets "
+              "(default: JointConfig's).")
 @tta_option
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
-             runs: tuple[str, ...], rotation_search: str | None, tta: TTASpec) -> None:
+             runs: tuple[str, ...], rotation_search: str | None, tta: TTASpec,
+             refiner: bool | Path, refine_network: bool | None) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image.
 
     MANIFEST may also be a packed .npz file (all its photos) or, with --cvogl, a CVOGL folder.
@@ -289,11 +307,14 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
         if unknown:
             raise click.BadParameter(f"unknown run(s) {unknown}; expected some of "
                                      f"{list(LOCALIZE_RUNS)}", param_hint="--run")
-        config = JointConfig() if rotation_search is None else \
-            JointConfig(rotation_search=rotation_search)
+        over: dict[str, Any] = {}
+        if rotation_search is not None:
+            over["rotation_search"] = rotation_search
+        if refine_network is not None:
+            over["refine_network"] = refine_network
         result = evaluate_localize(checkpoint, manifest, split=split, out_dir=out_dir, tta=tta,
                                    limit=limit, runs=runs or tuple(LOCALIZE_RUNS),
-                                   config=config)
+                                   config=JointConfig(**over), refiner=refiner)
         click.echo(localize_markdown(result))
         return
     metrics = run_eval(checkpoint, manifest, split=split, out_dir=out_dir,
@@ -384,11 +405,13 @@ def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
               help="Checkpoint (default: the shipped model).")
 @click.option("--bands", callback=_ints, metavar="B1,B2,B3", help="Raster bands for R,G,B.")
 @click.option("--quiet", "quiet_here", is_flag=True, help="No progress bar.")
+@refiner_option
 @tta_option
 @click.pass_context
 def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
           workers: int | None, scheduler: str | None, model_path: Path | None,
-          bands: tuple[int, ...] | None, quiet_here: bool, tta: TTASpec) -> None:
+          bands: tuple[int, ...] | None, quiet_here: bool, tta: TTASpec,
+          refiner: bool | Path) -> None:
     """Localize every photo of CLICKS (a CSV / JSON Lines clicks table, or a folder of photos
     with PHOTO.clicks.csv sidecars) on REFERENCE (a raster, a VRT or a folder of tiles) into
     one GeoPackage. Exit code 3 when some photo of CLICKS failed, in this run or an earlier
@@ -399,7 +422,8 @@ def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
     if scheduler is not None and workers is not None:
         raise click.BadParameter("give --workers or --scheduler, not both")
     summary = run_batch(clicks, reference, out_path,
-                        localizer=lambda: Localizer.load(model_path, tta=tta), workers=workers,
+                        localizer=lambda: Localizer.load(model_path, tta=tta, refiner=refiner),
+                        workers=workers,
                         scheduler=scheduler, bands=bands, quiet=quiet_here or ctx.obj["quiet"])
     click.echo(f"{summary.photos} photo(s): {summary.succeeded} localized, {summary.failed} "
                f"failed, {summary.skipped} already done; {summary.targets} target(s) written "

@@ -99,6 +99,14 @@ class JointConfig:
             photo's view of it says so (:func:`~geomogeo.geo.parallax.correct_parallax`: a
             roof is registered beyond its footprint), or None (the ground-plane points).
             The prior and the box placement then work from the moved points.
+        refine: when the localizer has a box refiner (:mod:`geomogeo.nn.refine`), it boxes
+            each joint target around its (moved) registered click, in place of the network's
+            box; the network still decides the window and the score. On the validation tile
+            (Rotterdam b with parallax, 120 photos, 294 targets, held-out-city network) it
+            raised the joint acc@0.5 from 0.616 to 0.986.
+        refine_network: the same for targets the network alone localized, around the
+            network's box centre: on the same tile's first 60 photos (145 targets) it raised
+            the rotation search's acc@0.5 from 0.103 to 0.193.
     """
 
     register_extent_m: float = 384.0
@@ -114,6 +122,8 @@ class JointConfig:
     refine_rotation: bool = False
     click_inner: float | None = 0.0
     parallax: ParallaxConfig | None = field(default_factory=ParallaxConfig)
+    refine: bool = True
+    refine_network: bool = True
 
     def __post_init__(self) -> None:
         if not (self.register_extent_m > 0 and self.register_gsd > 0 and self.sigma_m > 0):

@@ -39,7 +39,7 @@ from geomogeo.joint import (
     register_scene,
     search_rotation,
 )
-from geomogeo.predictor import DEFAULT_TTA, Predictor, TTASpec, select
+from geomogeo.predictor import DEFAULT_TTA, Predictor, Refiner, TTASpec, select
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -57,17 +57,20 @@ NODATA_FLAG_FRACTION = 0.5
 _MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 
 
-def default_checkpoint() -> tuple[Path, str]:
-    """Path and recorded sha256 of the default checkpoint shipped in ``model/``.
+def default_checkpoint(role: str = "default") -> tuple[Path, str]:
+    """Path and recorded sha256 of a checkpoint shipped in ``model/``: the default network
+    (``role="default"``) or the default box refiner (``role="refiner"``), as named by
+    ``model/checkpoints.json``.
 
-    ``GEOMOGEO_MODEL`` (a path) overrides it and the returned hash is ``""``: that file is
-    still verified when loaded, against a ``checkpoints.json`` next to it or the content
-    sha256 recorded inside it (:func:`~geomogeo.engine.checkpoint.load_checkpoint`).
+    ``GEOMOGEO_MODEL`` (``GEOMOGEO_REFINER`` for the refiner; a path) overrides it and the
+    returned hash is ``""``: that file is still verified when loaded, against a
+    ``checkpoints.json`` next to it or the content sha256 recorded inside it
+    (:func:`~geomogeo.engine.checkpoint.load_checkpoint`).
 
     Raises:
         CheckpointError: ``model/checkpoints.json`` is missing or malformed.
     """
-    env = os.environ.get("GEOMOGEO_MODEL")
+    env = os.environ.get("GEOMOGEO_REFINER" if role == "refiner" else "GEOMOGEO_MODEL")
     if env:
         return Path(env), ""
     import json
@@ -80,7 +83,7 @@ def default_checkpoint() -> tuple[Path, str]:
         )
     try:
         meta = json.loads(index.read_text(encoding="utf-8"))
-        default = meta["default"]
+        default = meta[role]
         digest = meta["files"][default]["sha256"]
         if not (isinstance(default, str) and isinstance(digest, str)):
             raise TypeError("'default' and 'sha256' must be strings")
@@ -119,6 +122,9 @@ class Target:
         parallax_m: how far the object was found from ``registered_xy`` towards the camera,
             metres (:func:`~geomogeo.geo.parallax.correct_parallax`; 0: on the ground plane;
             NaN when not registered or not searched). The joint box is centred there.
+        box_source: what drew the box: ``"refiner"`` (the box refiner,
+            :mod:`geomogeo.nn.refine`, around the registered click or the network's box
+            centre) or ``"network"`` (the MOGeo head's box).
     """
 
     index: int
@@ -136,6 +142,7 @@ class Target:
     heading_source: str = "none"
     registered_xy: tuple[float, float] | None = None
     parallax_m: float = math.nan
+    box_source: str = "network"
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ class LocalizationResult:
         registration: the photo's registration to the raster
             (:class:`~geomogeo.joint.RegisteredScene`), or None when none was tried (no
             location known, or ``joint=False``).
+        refiner_sha256: the file sha256 of the box refiner that drew some boxes, or "".
     """
 
     photo: Path
@@ -169,6 +177,7 @@ class LocalizationResult:
     model_sha256: str
     time: datetime
     registration: RegisteredScene | None = None
+    refiner_sha256: str = ""
 
     # ---- tables -------------------------------------------------------------------------
     def to_geodataframe(self, crs: Any = None) -> gpd.GeoDataFrame:
@@ -193,11 +202,13 @@ class LocalizationResult:
                 "heading_used": t.heading_used,
                 "heading_source": t.heading_source,
                 "parallax_m": t.parallax_m,
+                "box_source": t.box_source,
                 "window": t.window,
                 "windows_searched": self.windows_searched,
                 "raster": str(self.raster),
                 "model": self.model_name,
                 "model_sha256": self.model_sha256,
+                "refiner_sha256": self.refiner_sha256,
                 "time": self.time.isoformat(timespec="seconds"),
             }
             for t in self.targets
@@ -383,13 +394,17 @@ class Localizer:
     :class:`~geomogeo.predictor.Predictor`.
     """
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, refiner: Refiner | None = None) -> None:
+        if refiner is not None and not math.isclose(refiner.gsd, predictor.spec.gsd):
+            raise ValueError(f"box refiner {refiner.name!r} works at {refiner.gsd} m/px, the "
+                             f"network {predictor.name!r} at {predictor.spec.gsd} m/px")
         self.predictor = predictor
+        self.refiner = refiner
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str] | None = None, *, device: str = "cpu",
-        tta: str | TTASpec = DEFAULT_TTA,
+        tta: str | TTASpec = DEFAULT_TTA, refiner: bool | str | os.PathLike[str] = True,
     ) -> Localizer:
         """Load a checkpoint (``None``: the default one in ``model/``, hash-checked).
 
@@ -398,30 +413,42 @@ class Localizer:
         (:mod:`geomogeo.nn.tta`): ``"rot4+s2"`` by default (16 turned and shifted passes,
         voted), ``"none"`` for one pass.
 
+        ``refiner``: the box refiner (:mod:`geomogeo.nn.refine`) that boxes each joint
+        target around its registered click: True, the one shipped in ``model/``
+        (hash-checked; ``GEOMOGEO_REFINER`` overrides it); a path, that checkpoint; False,
+        none (the network's boxes).
+
         A ``.onnx`` file (``geomogeo export-onnx``) runs on ONNX Runtime without PyTorch
         (:class:`~geomogeo.onnx_predictor.OnnxPredictor`, CPU only); its test-time augmentation
-        is built in and ``tta`` must match it.
+        is built in and ``tta`` must match it. It runs without a refiner unless ``refiner``
+        is a path (which needs PyTorch).
         """
-        if path is not None and Path(path).suffix.lower() == ".onnx":
+        onnx = path is not None and Path(path).suffix.lower() == ".onnx"
+        if onnx:
             from geomogeo.onnx_predictor import OnnxPredictor
 
             if device != "cpu":
                 raise ValueError(f"{path}: ONNX models run on the CPU here, not {device!r}")
-            return cls(OnnxPredictor(path, tta=tta))
-        from geomogeo.engine.checkpoint import load_checkpoint
-        from geomogeo.nn.predictor import TorchPredictor
-
-        expected = None
-        if path is None:
-            ckpt_path, expected = default_checkpoint()
+            predictor: Predictor = OnnxPredictor(path, tta=tta)
         else:
-            ckpt_path = Path(path)
-        loaded = load_checkpoint(ckpt_path, expected_sha256=expected or None)
-        predictor = TorchPredictor(
-            loaded.model, name=loaded.model_config.name, sha256=loaded.sha256, device=device,
-            tta=tta,
-        )
-        return cls(predictor)
+            from geomogeo.engine.checkpoint import load_checkpoint
+            from geomogeo.nn.predictor import TorchPredictor
+
+            ckpt_path, expected = default_checkpoint() if path is None else (Path(path), "")
+            loaded = load_checkpoint(ckpt_path, expected_sha256=expected or None)
+            predictor = TorchPredictor(loaded.model, name=loaded.model_config.name,
+                                       sha256=loaded.sha256, device=device, tta=tta)
+        ref = None
+        if refiner is not False and not (onnx and refiner is True):
+            from geomogeo.engine.checkpoint import load_refiner
+            from geomogeo.nn.refine import TorchRefiner
+
+            rpath, rsha = (default_checkpoint("refiner") if refiner is True
+                           else (Path(refiner), ""))
+            r = load_refiner(rpath, expected_sha256=rsha or None)
+            ref = TorchRefiner(r.model, name=r.model_config.name, sha256=r.sha256,
+                               device=device)
+        return cls(predictor, ref)
 
     @property
     def spec(self) -> Any:
@@ -583,10 +610,11 @@ class Localizer:
         # Keep only the windows some target was finally taken from, renumbered in order.
         used = sorted({w for _, w, _ in best})
         renumber = {w: i for i, w in enumerate(used)}
+        final, refined = self._final_boxes(best, kept_windows, kept_preds, scene, config)
         targets = []
         for k, (score, w, _) in enumerate(best):
             win, pred = kept_windows[w], kept_preds[w]
-            box = tuple(float(v) for v in pred.boxes[k])
+            box = tuple(float(v) for v in final[k])
             poly = georef.boxes_to_polygons(np.array([box]), win.transform)[0]
             if not georef.as_crs(win.crs).equals(src.crs):
                 poly = georef.reproject_geometries([poly], win.crs, src.crs)[0]
@@ -608,6 +636,7 @@ class Localizer:
                     heading_source=heading_source,
                     registered_xy=registered[k],
                     parallax_m=parallax[k],
+                    box_source="refiner" if refined[k] else "network",
                 )
             )
         return LocalizationResult(
@@ -622,7 +651,33 @@ class Localizer:
             model_sha256=self.predictor.sha256,
             time=datetime.now(timezone.utc),
             registration=scene,
+            refiner_sha256=self.refiner.sha256 if refined.any() else "",
         )
+
+    def _final_boxes(self, best: list[tuple[float, int, int]],
+                     windows: list[raster.ReferenceWindow], preds: list[_WindowResult],
+                     scene: RegisteredScene | None, config: JointConfig
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Each target's box, (m, 4) pixels of its window, and (m,) whether the refiner drew
+        it: around the registered click for a joint target (``config.refine``), around the
+        network's box centre for the others (``config.refine_network``)."""
+        boxes = np.array([preds[w].boxes[k] for _, w, k in best], dtype=np.float64)
+        refined = np.zeros(len(best), dtype=bool)
+        if self.refiner is None:
+            return boxes, refined
+        for w in sorted({w for _, w, _ in best}):
+            ks = [k for k, (_, wk, _) in enumerate(best) if wk == w]
+            joint = preds[w].method == "joint"
+            if not (config.refine if joint else config.refine_network):
+                continue
+            if joint:
+                assert scene is not None
+                pts = scene.targets_px(windows[w])[ks]
+            else:
+                pts = (boxes[ks, :2] + boxes[ks, 2:]) / 2.0
+            boxes[ks] = self.refiner.refine(windows[w].image, pts)
+            refined[ks] = True
+        return boxes, refined
 
     def localize_many(
         self,

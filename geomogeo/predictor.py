@@ -23,6 +23,7 @@ __all__ = [
     "InputSpec",
     "Prediction",
     "Predictor",
+    "Refiner",
     "TTASpec",
     "check_inputs",
     "parse_tta",
@@ -240,5 +241,28 @@ class Predictor(Protocol):
                 ``spec.band_names`` order; nodata pixels already filled with 0.
             query: (qh, qw, 3) float32 in [0, 1], RGB.
             points: (m, 2) float64 click positions (x, y) in query-input pixels, continuous.
+        """
+        ...
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    """Anything that boxes the object under given points of a reference image
+    (:class:`geomogeo.nn.refine.TorchRefiner`)."""
+
+    name: str
+    sha256: str
+    gsd: float
+
+    def refine(self, reference: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Box the object under each point.
+
+        Args:
+            reference: (H, W, 3) float32 in [0, 1] (as :meth:`Predictor.predict` gets it), at
+                ``gsd`` metres per pixel.
+            points: (m, 2) float64 (x, y) reference pixels, continuous.
+
+        Returns:
+            (m, 4) float64 boxes (x1, y1, x2, y2), reference pixels (edges).
         """
         ...

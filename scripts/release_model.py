@@ -1,12 +1,16 @@
-"""Copy a trained checkpoint into ``model/`` as the default and record its sha256.
+"""Copy a trained checkpoint into ``model/`` and record its sha256.
 
     python scripts/release_model.py runs/cpu/full/best.pt --name mogeo-light-v2.pt
+    python scripts/release_model.py runs/refiner/box-refiner.pt --role refiner \
+        --name box-refiner-v1.pt
 
-Checks that the file loads without pickle, is at most 25 MB and covers at least 250 m of
-ground; a checkpoint that records no ``content_sha256`` (written before geomogeo recorded one)
-is re-saved with it, same tensors, so that copies of it verify themselves; writes
-``model/checkpoints.json`` (``{"default": name, "files": {name: {"sha256", "bytes", "model",
-"reference_m"}}}``) atomically. The model card quotes the same hash.
+Checks that the file loads without pickle, is at most 25 MB and (a network) covers at least
+250 m of ground; a checkpoint that records no ``content_sha256`` (written before geomogeo
+recorded one) is re-saved with it, same tensors, so that copies of it verify themselves;
+updates ``model/checkpoints.json`` (``{"default": name, "refiner": name, "files": {name:
+{"sha256", "bytes", "model", "reference_m"}}}``; other files' entries are kept) atomically:
+``--role default`` makes it the default network, ``refiner`` the default box refiner,
+``extra`` only lists it. The model card quotes the same hash.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from geomogeo.engine.checkpoint import content_sha256, load_checkpoint, sha256_file  # noqa: E402
+from geomogeo.engine.checkpoint import (  # noqa: E402
+    INDEX_NAME,
+    content_sha256,
+    load_checkpoint,
+    load_refiner,
+    sha256_file,
+)
 from geomogeo.geo.export import atomic_write  # noqa: E402
 
 MAX_BYTES = 25 * 1024 * 1024
@@ -32,14 +42,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--name", default="mogeo-light-v2.pt")
+    p.add_argument("--role", choices=["default", "refiner", "extra"], default="default")
     args = p.parse_args()
-    ck = load_checkpoint(args.checkpoint)
+    refiner = args.role == "refiner"
+    ck = load_refiner(args.checkpoint) if refiner else load_checkpoint(args.checkpoint)
     size = args.checkpoint.stat().st_size
     if size > MAX_BYTES:
         raise SystemExit(f"{args.checkpoint}: {size} bytes, over the 25 MB limit")
-    extent = ck.model_config.reference_size * ck.model_config.gsd
-    if extent < 250:
-        raise SystemExit(f"{args.checkpoint}: reference window covers {extent} m < 250 m")
+    entry = {"model": ck.model_config.name}
+    if not refiner:
+        extent = ck.model_config.reference_size * ck.model_config.gsd
+        if extent < 250:
+            raise SystemExit(f"{args.checkpoint}: reference window covers {extent} m < 250 m")
+        entry["reference_m"] = extent
     dest = ROOT / "model" / args.name
     dest.parent.mkdir(exist_ok=True)
     with atomic_write(dest) as tmp:
@@ -51,10 +66,12 @@ def main() -> None:
                                                                 raw["state_dict"])}, tmp)
     size = dest.stat().st_size
     digest = sha256_file(dest)
-    index = {"default": args.name, "files": {args.name: {
-        "sha256": digest, "bytes": size, "model": ck.model_config.name,
-        "reference_m": extent}}}
-    with atomic_write(ROOT / "model" / "checkpoints.json") as tmp:
+    index_path = ROOT / "model" / INDEX_NAME
+    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
+    index.setdefault("files", {})[args.name] = {"sha256": digest, "bytes": size, **entry}
+    if args.role != "extra":
+        index[args.role] = args.name
+    with atomic_write(index_path) as tmp:
         Path(tmp).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     print(f"{dest} sha256 {digest} ({size / 1e6:.1f} MB)")
 

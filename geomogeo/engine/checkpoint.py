@@ -3,8 +3,11 @@
 A checkpoint is a ``torch.save``'d dict holding only tensors, strings and numbers:
 
 - ``"format"``: ``"geomogeo-checkpoint"``, ``"format_version"``: 1
-- ``"model_config"``: :class:`~geomogeo.nn.config.ModelConfig` as a JSON string (input sizes,
-  GSD, band order, normalisation, anchors, version: everything inference needs)
+- ``"kind"``: ``"network"`` (a MOGeo network; checkpoints written before the key existed are
+  networks) or ``"box-refiner"`` (a :class:`~geomogeo.nn.refine.BoxRefiner`)
+- ``"model_config"``: :class:`~geomogeo.nn.config.ModelConfig` (a refiner's:
+  :class:`~geomogeo.nn.refine.RefinerConfig`) as a JSON string (input sizes, GSD, band order,
+  normalisation, anchors, version: everything inference needs)
 - ``"state_dict"``: the network's tensors (fp16 or fp32)
 - ``"train_config"``, ``"metrics"``: JSON strings (may be ``"null"``)
 - ``"geomogeo_version"``: the package version that wrote it
@@ -38,12 +41,14 @@ import torch
 from geomogeo.errors import CheckpointError
 from geomogeo.nn.config import ModelConfig
 from geomogeo.nn.model import MOGeoNet, build_model
+from geomogeo.nn.refine import BoxRefiner, RefinerConfig
 
 __all__ = [
     "INDEX_NAME",
     "LoadedCheckpoint",
     "content_sha256",
     "load_checkpoint",
+    "load_refiner",
     "recorded_sha256",
     "save_checkpoint",
     "sha256_file",
@@ -57,6 +62,7 @@ INDEX_NAME = "checkpoints.json"
 
 FORMAT = "geomogeo-checkpoint"
 FORMAT_VERSION = 1
+KINDS = ("network", "box-refiner")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -109,14 +115,15 @@ def recorded_sha256(path: str | os.PathLike[str]) -> tuple[str, Path] | None:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: MOGeoNet,
+    model: MOGeoNet | BoxRefiner,
     *,
     train_config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """Write ``model`` atomically (temporary file + rename) and return the file's sha256.
+    """Write ``model`` (a network or a box refiner) atomically (temporary file + rename) and
+    return the file's sha256.
 
     ``dtype`` applies to floating-point tensors (``torch.float16`` halves the file; BatchNorm
     statistics survive fp16 well at these magnitudes) except the ``anchors`` buffer, which stays
@@ -134,6 +141,7 @@ def save_checkpoint(
     obj: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "kind": "box-refiner" if isinstance(model, BoxRefiner) else "network",
         "geomogeo_version": __version__,
         "model_config": config_json,
         "state_dict": state,
@@ -158,12 +166,13 @@ def save_checkpoint(
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
-    """A network rebuilt from a checkpoint (in eval mode, fp32) and what came with it.
+    """A network (or, from :func:`load_refiner`, a box refiner) rebuilt from a checkpoint (in
+    eval mode, fp32) and what came with it.
 
     ``verified`` says which hashes were checked ("" when none could be)."""
 
-    model: MOGeoNet
-    model_config: ModelConfig
+    model: MOGeoNet | BoxRefiner
+    model_config: ModelConfig | RefinerConfig
     train_config: dict[str, Any] | None
     metrics: dict[str, Any] | None
     sha256: str
@@ -172,25 +181,9 @@ class LoadedCheckpoint:
     verified: str = ""
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str],
-    *,
-    expected_sha256: str | None = None,
-    map_location: str | torch.device = "cpu",
-) -> LoadedCheckpoint:
-    """Load a checkpoint written by :func:`save_checkpoint` without unpickling objects, and
-    verify it (see the module doc; :attr:`LoadedCheckpoint.verified` says how).
-
-    Args:
-        expected_sha256: the file's sha256 as recorded by the caller; None: the one in a
-            ``checkpoints.json`` next to the file, if that lists it.
-
-    Raises:
-        CheckpointError: missing or empty file, a sha256 mismatch (file or content), not a
-            geomogeo checkpoint, a file that needs pickled objects, a malformed index, or
-            weights that do not fit the stored configuration.
-    """
-    path = Path(path)
+def _read_verified(path: Path, expected_sha256: str | None, map_location: str | torch.device,
+                   kind: str) -> tuple[dict[str, Any], str, list[str]]:
+    """The verified contents of a checkpoint of ``kind``, its file sha256 and the checks made."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
@@ -222,6 +215,9 @@ def load_checkpoint(
             f"{path}: checkpoint format {obj.get('format_version')}, this geomogeo reads "
             f"{FORMAT_VERSION}"
         )
+    found_kind = obj.get("kind", "network")
+    if found_kind != kind:
+        raise CheckpointError(f"{path}: a {found_kind!r} checkpoint, not a {kind!r} one")
     if "content_sha256" in obj:
         try:
             content = content_sha256(obj["model_config"], obj["state_dict"])
@@ -238,9 +234,20 @@ def load_checkpoint(
     else:
         log.warning("checkpoint %s could not be verified: it records no content sha256 and "
                     "no %s next to it lists its file sha256", path, INDEX_NAME)
+    return obj, digest, checks
+
+
+def _loaded(path: Path, kind: str, expected_sha256: str | None,
+            map_location: str | torch.device) -> LoadedCheckpoint:
+    obj, digest, checks = _read_verified(path, expected_sha256, map_location, kind)
     try:
-        cfg = ModelConfig.from_dict(json.loads(obj["model_config"]))
-        model = build_model(cfg)
+        raw_cfg = json.loads(obj["model_config"])
+        if kind == "network":
+            cfg: ModelConfig | RefinerConfig = ModelConfig.from_dict(raw_cfg)
+            model: MOGeoNet | BoxRefiner = build_model(cfg)
+        else:
+            cfg = RefinerConfig.from_dict(raw_cfg)
+            model = BoxRefiner(cfg)
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in obj["state_dict"].items()}
         model.load_state_dict(state, strict=True)
@@ -257,3 +264,40 @@ def load_checkpoint(
         raw=obj,
         verified="; ".join(checks),
     )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    expected_sha256: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> LoadedCheckpoint:
+    """Load a network checkpoint written by :func:`save_checkpoint` without unpickling
+    objects, and verify it (see the module doc; :attr:`LoadedCheckpoint.verified` says how).
+
+    Args:
+        expected_sha256: the file's sha256 as recorded by the caller; None: the one in a
+            ``checkpoints.json`` next to the file, if that lists it.
+
+    Raises:
+        CheckpointError: missing or empty file, a sha256 mismatch (file or content), not a
+            geomogeo network checkpoint, a file that needs pickled objects, a malformed index,
+            or weights that do not fit the stored configuration.
+    """
+    return _loaded(Path(path), "network", expected_sha256, map_location)
+
+
+def load_refiner(
+    path: str | os.PathLike[str],
+    *,
+    expected_sha256: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> LoadedCheckpoint:
+    """Load and verify a box-refiner checkpoint (:class:`~geomogeo.nn.refine.BoxRefiner`),
+    like :func:`load_checkpoint`: ``model`` is the refiner, ``model_config`` its
+    :class:`~geomogeo.nn.refine.RefinerConfig`.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`, and for a network checkpoint.
+    """
+    return _loaded(Path(path), "box-refiner", expected_sha256, map_location)

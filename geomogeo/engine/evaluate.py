@@ -200,6 +200,7 @@ def evaluate_localize(
     config: JointConfig | None = None,
     runs: Sequence[str] = tuple(LOCALIZE_RUNS),
     quiet: bool = True,
+    refiner: bool | str | os.PathLike[str] = True,
 ) -> dict[str, Any]:
     """Evaluate the whole localization (:meth:`Localizer.localize`) on rendered photos WITH
     their raster, so that the photo-to-orthophoto registration runs.
@@ -218,7 +219,8 @@ def evaluate_localize(
     copy), so they are without heading even for photos that record one. The
     training-free baseline (a ``BASELINE_BOX_M`` square around each registered click; an
     empty box, IoU 0, where the photo did not register) comes from the registration of the
-    joint run without heading (the registration does not use the heading).
+    joint run without heading (the registration does not use the heading). ``refiner`` is
+    :meth:`Localizer.load`'s (True: the shipped box refiner; False: none).
 
     Returns ``{"checkpoint", "model", "manifest", "split", "tta", "photos", "targets",
     "config", "registration": {...}, "rotation_search": {"mode", heading error of the
@@ -240,7 +242,7 @@ def evaluate_localize(
         raise ManifestError(f"{manifest}: {len(missing)} record(s) of split {split!r} lack "
                             f"meta 'raster'/'gps' (e.g. {missing[:3]}), or none is "
                             "georeferenced; render them with `geomogeo synth`")
-    loc = Localizer.load(checkpoint, tta=tta)
+    loc = Localizer.load(checkpoint, tta=tta, refiner=refiner)
     photos: dict[str, list[PhotoEval]] = {}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     reg_ok: list[bool] = []
@@ -321,6 +323,7 @@ def evaluate_localize(
         "checkpoint": str(checkpoint) if checkpoint is not None else "default",
         "model": loc.predictor.name,
         "sha256": loc.predictor.sha256,
+        "refiner": None if loc.refiner is None else loc.refiner.sha256,
         "manifest": str(Path(manifest)),
         "split": split,
         "tta": str(parse_tta(tta)),

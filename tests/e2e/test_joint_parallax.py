@@ -1,8 +1,9 @@
 """The joint path's parallax correction on a rendered oblique drone photo of the Las Vegas tile
 (the held-out city): a roof click, registered on the ground plane beyond its building, is
 moved back onto the building by the shift the camera geometry predicts; flat targets keep
-their registered points; the box is centred on the corrected point and the shift is a Real
-attribute of the GeoPackage as GDAL reads it."""
+their registered points; without a refiner the box is centred on the corrected point, the
+shipped refiner boxes the building's footprint around it, and the shift is a Real attribute
+of the GeoPackage as GDAL reads it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 from oracles import ogrinfo_summary
 
 from geomogeo import Localizer
@@ -80,8 +82,9 @@ def test_localize_centres_the_box_on_the_corrected_point_and_writes_the_shift(
         lv, scenes, tmp_path):
     s, crs = lv
     on, _, path = scenes
-    res = Localizer.load(tta="none").localize(path, TILE, s.clicks, s.measured_xy,
-                                               center_crs=crs, quiet=True)
+    res = Localizer.load(tta="none", refiner=False).localize(path, TILE, s.clicks,
+                                                              s.measured_xy, center_crs=crs,
+                                                              quiet=True)
     src = raster.open_raster(TILE)
     expected = _in(on.targets_xy, on, str(src.crs))
     for t in res.targets:
@@ -94,3 +97,20 @@ def test_localize_centres_the_box_on_the_corrected_point_and_writes_the_shift(
     assert summary.fields["parallax_m"] == "Real"
     gdf = res.to_geodataframe()
     assert gdf["parallax_m"].tolist() == pytest.approx(list(on.shifts_m))
+
+
+def test_the_shipped_refiner_boxes_the_building_footprint(lv, scenes, tmp_path):
+    s, crs = lv
+    _, _, path = scenes
+    res = Localizer.load(tta="none").localize(path, TILE, s.clicks, s.measured_xy,
+                                               center_crs=crs, quiet=True)
+    gpkg = res.to_file(tmp_path / "out.gpkg")
+    assert ogrinfo_summary(gpkg, "targets").fields["box_source"] == "String"
+    src = raster.open_raster(TILE)
+    truth = georef.reproject_geometries(
+        georef.boxes_to_polygons(np.asarray(s.boxes), Affine(*s.transform)), crs, src.crs)
+    iou = [t.polygon.intersection(g).area / t.polygon.union(g).area
+           for t, g in zip(res.targets, truth, strict=True)]
+    assert [t.box_source for t in res.targets] == ["refiner"] * 3
+    # the 6.1 m building: its footprint's envelope
+    assert iou[1] > 0.6, iou

@@ -85,14 +85,21 @@ def test_joint_boxes_the_clicked_object_without_heading(sample, localizer, tmp_p
     # The registered click lies within 2 m of the clicked object's true ground point ...
     (rx, ry), (gx, gy) = res.targets[0].registered_xy, sample.ground[0]
     assert np.hypot(rx - gx, ry - gy) < 2.0
-    # ... and the joint box (the network's size) is centred on it (click_inner 0, the
-    # default): to 1 mm in the GeoPackage as GDAL reads it (window and raster in UTM 31N).
-    x0, y0, x1, y1 = poly.bounds
+    # ... and, without the box refiner, the joint box (the network's size) is centred on it
+    # (click_inner 0, the default): to 1 mm in the GeoPackage as GDAL reads it (window and
+    # raster in UTM 31N).
+    assert props["box_source"] == "refiner"
+    plain = Localizer(localizer.predictor)
+    (f,) = _read_layer(plain.localize(photo, TILE, sample.clicks, sample.measured_xy,
+                                      center_crs=UTM, quiet=True).to_file(tmp_path / "p.gpkg"),
+                       "targets")
+    assert f["properties"]["box_source"] == "network"
+    x0, y0, x1, y1 = shape(f["geometry"]).bounds
     assert ((x0 + x1) / 2, (y0 + y1) / 2) == (pytest.approx(rx, abs=1e-3),
                                               pytest.approx(ry, abs=1e-3))
     # With click_inner None the network's box stays where the network put it: off centre.
-    kept = localizer.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
-                              quiet=True, config=JointConfig(click_inner=None))
+    kept = plain.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                          quiet=True, config=JointConfig(click_inner=None))
     kb = kept.targets[0].polygon.bounds
     assert (kb[2] - kb[0], kb[3] - kb[1]) == (pytest.approx(x1 - x0, abs=1e-6),
                                               pytest.approx(y1 - y0, abs=1e-6))
@@ -216,7 +223,7 @@ def test_cli_prints_the_registration_quality(sample, tmp_path, capsys):
                  "--no-heatmaps"]) == 0
     out = capsys.readouterr().out
     assert "drone.jpg: registration: ok, " in out and " inliers of " in out
-    assert "joint, heading " in out and "(registration)" in out
+    assert "joint (refiner box), heading " in out and "(registration)" in out
 
 
 def test_evaluate_localize_scores_baseline_and_joint_as_computed_by_hand(sample, tmp_path):
@@ -271,3 +278,86 @@ def test_evaluate_localize_cli_refuses_an_unknown_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "x.pt"), str(tmp_path / "manifest.jsonl"),
                  "--localize", "--run", "network, sideways"]) == 2
     assert "--run" in capsys.readouterr().err
+
+
+class DenseStandIn(NetworkStandIn):
+    """NetworkStandIn with uniform vote maps, so that the joint path takes its boxes."""
+
+    def predict(self, reference: np.ndarray, query: np.ndarray, points: np.ndarray
+                ) -> Prediction:
+        p = super().predict(reference, query, points)
+        m, g = len(points), 32
+        cells = np.broadcast_to(np.array([100.0, 100.0, 116.0, 116.0], np.float32),
+                                (m, g, g, 4)).copy()
+        return Prediction(p.boxes, p.scores, p.heatmaps, np.ones((m, g, g), np.float32), cells)
+
+
+class RefinerStandIn:
+    """A refiner that returns an off-centre 10 x 6 px box around each point; records them."""
+
+    name = "refiner-stand-in"
+    sha256 = "ef" * 32
+    gsd = 1.0
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def refine(self, reference: np.ndarray, points: np.ndarray) -> np.ndarray:
+        self.calls.append((reference, np.asarray(points, dtype=np.float64)))
+        p = np.asarray(points, dtype=np.float64)
+        return np.column_stack([p[:, 0] - 3, p[:, 1] - 2, p[:, 0] + 7, p[:, 1] + 4])
+
+
+def test_the_refiner_boxes_joint_targets_around_their_registered_points(sample, tmp_path):
+    photo = tmp_path / "drone.jpg"
+    photo.write_bytes(sample.jpeg)
+    ref = RefinerStandIn()
+    loc = Localizer(DenseStandIn(), ref)
+    res = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                       quiet=True)
+    (t,) = res.targets
+    assert (t.method, t.box_source) == ("joint", "refiner")
+    assert res.refiner_sha256 == "ef" * 32
+    (win,) = res.windows
+    (image, pts), = ref.calls
+    assert image is win.image
+    # the point handed to the refiner is the (parallax-corrected) registered click ...
+    np.testing.assert_allclose(pts, res.registration.targets_px(win), atol=1e-9)
+    # ... and the target's box is the refiner's, in the window's pixels and on the map.
+    np.testing.assert_allclose(t.box, [pts[0, 0] - 3, pts[0, 1] - 2, pts[0, 0] + 7,
+                                       pts[0, 1] + 4], atol=1e-9)
+    x0, y0, x1, y1 = t.polygon.bounds  # UTM metres; the window is north-up at 1 m/px
+    assert (x1 - x0, y1 - y0) == (pytest.approx(10.0, abs=1e-6), pytest.approx(6.0, abs=1e-6))
+    gdf = res.to_geodataframe()
+    assert gdf["box_source"].tolist() == ["refiner"]
+    assert gdf["refiner_sha256"].tolist() == ["ef" * 32]
+
+    # refine=False: the network's box, placed on the click; the refiner is not called
+    ref.calls.clear()
+    off = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                       quiet=True, config=JointConfig(refine=False))
+    assert off.targets[0].box_source == "network" and not ref.calls
+    assert off.refiner_sha256 == ""
+    b = off.targets[0].box
+    assert (b[2] - b[0], b[3] - b[1]) == (pytest.approx(16.0), pytest.approx(16.0))
+
+    # The network alone: refined around the network's box centre unless refine_network=False.
+    alone = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                         quiet=True, joint=False,
+                         config=JointConfig(rotations=0, refine_network=False))
+    assert alone.targets[0].box_source == "network" and not ref.calls
+    alone = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                         quiet=True, joint=False, config=JointConfig(rotations=0))
+    (_, pts), = ref.calls
+    c = np.asarray(sample.clicks, dtype=np.float64) * 2.0  # NetworkStandIn's query scale
+    assert alone.targets[0].box_source == "refiner"
+    assert alone.targets[0].box == pytest.approx((pts[0, 0] - 3, pts[0, 1] - 2,
+                                                  pts[0, 0] + 7, pts[0, 1] + 4))
+    assert pts.shape == c.shape
+
+
+def test_a_refiner_of_another_gsd_is_refused() -> None:
+    ref = RefinerStandIn()
+    ref.gsd = 0.5
+    with pytest.raises(ValueError, match=r"works at 0\.5 m/px, the network 'stand-in' at 1\.0"):
+        Localizer(NetworkStandIn(), ref)

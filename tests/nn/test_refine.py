@@ -1,0 +1,157 @@
+"""The box refiner: crop geometry, box transforms, equivariance, learning, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geomogeo.data.dataset import PackedData
+from geomogeo.engine.checkpoint import load_checkpoint, load_refiner, save_checkpoint
+from geomogeo.engine.refine_train import RefinerTrainConfig, box_iou, train_refiner
+from geomogeo.errors import CheckpointError
+from geomogeo.nn.refine import (
+    BoxRefiner,
+    RefinerConfig,
+    TorchRefiner,
+    crop_around,
+    decode_boxes,
+    dihedral_boxes,
+    encode_boxes,
+)
+
+
+def test_crop_around_places_the_point_at_the_crop_centre_and_pads_with_zeros() -> None:
+    img = np.arange(40 * 50 * 3, dtype=np.int64).reshape(40, 50, 3)
+    crops, origins = crop_around(img, np.array([[20.4, 10.6], [2.0, 39.0]]), 16)
+    # floor(x + 0.5) - 8: (20 - 8, 11 - 8) and (2 - 8, 39 - 8)
+    assert origins.tolist() == [[12, 3], [-6, 31]]
+    assert np.array_equal(crops[0], img[3:19, 12:28])
+    # the second crop: columns -6..9, rows 31..46; only columns 0..9 and rows 31..39 exist
+    assert np.array_equal(crops[1][:9, 6:], img[31:40, 0:10])
+    assert not crops[1][:, :6].any() and not crops[1][9:].any()
+
+
+def test_encode_decode_round_trip() -> None:
+    boxes = np.array([[10.0, 12.0, 30.5, 20.0], [0.0, -4.0, 64.0, 70.0]])
+    out = decode_boxes(encode_boxes(boxes, 64), 64)
+    assert np.allclose(out, boxes, atol=1e-4)
+    # centre offset in units of 8 px from the crop centre, log size in pixels
+    assert np.allclose(encode_boxes(boxes, 64)[0], [(20.25 - 32) / 8, (16 - 32) / 8,
+                                                  np.log(20.5), np.log(8.0)], atol=1e-6)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_dihedral_boxes_follow_the_image(k: int, mirror: bool) -> None:
+    size = 32
+    mask = np.zeros((size, size), bool)
+    mask[5:12, 20:29] = True  # rows y 5..11, columns x 20..28: box (20, 5, 29, 12)
+    img = mask[:, ::-1] if mirror else mask
+    img = np.rot90(img, k)
+    ys, xs = np.nonzero(img)
+    truth = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    got = dihedral_boxes(np.array([[20.0, 5.0, 29.0, 12.0]]), size, k, mirror)[0]
+    assert got.tolist() == truth
+    # undoing: turn back, then mirror back
+    back = dihedral_boxes(dihedral_boxes(got[None], size, -k, False), size, 0, mirror)
+    assert back[0].tolist() == [20.0, 5.0, 29.0, 12.0]
+
+
+def test_refine_with_tta_is_equivariant_to_turns_and_mirrors() -> None:
+    """The 8-view average makes the refiner's answer turn with the image, for any weights."""
+    torch.manual_seed(3)
+    model = BoxRefiner(RefinerConfig(crop_size=32, width=8)).eval()
+    ref = TorchRefiner(model, name="t", sha256="", tta=True)
+    rng = np.random.default_rng(0)
+    img = rng.random((96, 96, 3)).astype(np.float32)
+    pts = np.array([[40.0, 50.0], [30.0, 61.0]])  # pixel corners: crops are exact
+    base = ref.refine(img, pts)
+    w = img.shape[1]
+    turned = ref.refine(np.ascontiguousarray(np.rot90(img)),
+                        np.stack([pts[:, 1], w - pts[:, 0]], 1))
+    expect = np.stack([base[:, 1], w - base[:, 2], base[:, 3], w - base[:, 0]], 1)
+    assert np.allclose(turned, expect, atol=1e-3)
+    mirrored = ref.refine(np.ascontiguousarray(img[:, ::-1]),
+                          np.stack([w - pts[:, 0], pts[:, 1]], 1))
+    expect = np.stack([w - base[:, 2], base[:, 1], w - base[:, 0], base[:, 3]], 1)
+    assert np.allclose(mirrored, expect, atol=1e-3)
+
+
+def _rectangles(n: int, seed: int, size: int = 48) -> PackedData:
+    """Photos whose reference shows one bright rectangle (the target) and a dimmer one
+    elsewhere, on noise."""
+    rng = np.random.default_rng(seed)
+    refs = np.zeros((n, size, size, 3), np.uint8)
+    boxes = np.zeros((n, 4), np.float32)
+    for i in range(n):
+        img = rng.normal(60, 12, (size, size))
+        w, h = rng.integers(5, 15, 2)
+        x0, y0 = (rng.uniform(20, 28, 2) - np.array([w, h]) / 2).astype(int)  # in 13..35
+        d = rng.integers(0, 4)
+        img[(0, 40)[d % 2]:(0, 40)[d % 2] + 8, (0, 38)[d // 2]:(0, 38)[d // 2] + 10] += 40
+        img[y0:y0 + h, x0:x0 + w] += 110
+        refs[i] = np.clip(img, 0, 255).astype(np.uint8)[..., None]
+        boxes[i] = [x0, y0, x0 + w, y0 + h]
+    return PackedData(ids=np.array([f"r{i}" for i in range(n)]), references=refs,
+                      queries=np.zeros((n, 4, 4, 3), np.uint8), clicks=np.zeros((n, 2), np.float32),
+                      boxes=boxes, counts=np.ones(n, np.int64),
+                      metres_per_pixel=np.full(n, np.nan))
+
+
+def test_the_refiner_learns_to_box_rectangles(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "refiner.pt"
+    hist = train_refiner([_rectangles(1500, 0)], [_rectangles(100, 1)], out,
+                         config=RefinerConfig(crop_size=32, width=8),
+                         train_config=RefinerTrainConfig(epochs=4, batch_size=32, lr=3e-3,
+                                                         jitter_px=1.0), quiet=True)
+    assert len(hist["epochs"]) == 4
+    loaded = load_refiner(out, expected_sha256=hist["sha256"])
+    assert isinstance(loaded.model, BoxRefiner)
+    assert loaded.metrics is not None
+    assert loaded.metrics["epoch"] == hist["best_epoch"]
+    ref = TorchRefiner(loaded.model, name="r", sha256=loaded.sha256)
+    test = _rectangles(60, 2)
+    rng = np.random.default_rng(3)
+    got = np.concatenate([
+        ref.refine(test.references[i].astype(np.float32) / 255.0,
+                   (test.boxes[i, :2] + test.boxes[i, 2:])[None] / 2 + rng.normal(0, 1, 2))
+        for i in range(len(test))])
+    iou = box_iou(got, test.boxes.astype(np.float64))
+    assert np.median(iou) > 0.7 and (iou > 0.5).mean() > 0.8
+
+
+def test_refiner_checkpoints_have_their_own_kind(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = BoxRefiner(RefinerConfig(crop_size=32, width=4))
+    path = tmp_path / "r.pt"
+    digest = save_checkpoint(path, model)
+    loaded = load_refiner(path, expected_sha256=digest)
+    assert loaded.model_config == model.config
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v)
+    with pytest.raises(CheckpointError, match="a 'box-refiner' checkpoint, not a 'network'"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_refiner(path, expected_sha256="0" * 64)
+
+
+def test_the_shipped_refiner_is_not_a_network() -> None:
+    from geomogeo.localize import default_checkpoint
+
+    path, digest = default_checkpoint("refiner")
+    with pytest.raises(CheckpointError, match="not a 'box-refiner'"):
+        load_refiner(default_checkpoint()[0])
+    loaded = load_refiner(path, expected_sha256=digest)
+    assert loaded.model_config.gsd == 1.0
+    assert path.stat().st_size <= 25 * 1024 * 1024
+    assert digest in (path.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
+    # trained and selected without the held-out city: its packs' recorded tiles
+    settings = loaded.train_config["pack_settings"]
+    assert len(settings) == 2
+    tiles = [t for s in settings.values() for t in s["tiles"]]
+    assert len(tiles) == 6 and not any("las_vegas" in t for t in tiles)
+    assert all(s["holdout"] == "las_vegas" for s in settings.values())
