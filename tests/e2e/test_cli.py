@@ -181,8 +181,9 @@ def test_localize_heading_option_overrides_exif(tmp_path: Path) -> None:
 
 
 def test_localize_click_inner_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``--click-inner`` reaches JointConfig: the GeoPackage (read by GDAL through geopandas)
-    holds the API's boxes for the same setting; out of [0, 1] is a usage error."""
+    """``--click-inner`` reaches JointConfig (it places the network's box: ``--refiner
+    none``): the GeoPackage (read by GDAL through geopandas) holds the API's boxes for the same
+    setting; out of [0, 1] is a usage error."""
     import geopandas as gpd
 
     from geomogeo import Localizer
@@ -195,10 +196,13 @@ def test_localize_click_inner_option(tmp_path: Path, capsys: pytest.CaptureFixtu
         out = tmp_path / name
         assert main(["-q", "localize", str(photo), str(VEGAS),
                      *(f"--point={x},{y}" for x, y in item["clicks"]), "-o", str(out),
-                     "--no-map", "--no-heatmaps", "--tta", "none", *extra]) == 0
-        return list(gpd.read_file(out / "targets.gpkg", layer="targets").geometry)
+                     "--no-map", "--no-heatmaps", "--tta", "none", "--refiner", "none",
+                     *extra]) == 0
+        gdf = gpd.read_file(out / "targets.gpkg", layer="targets")
+        assert set(gdf["box_source"]) == {"network"}  # --refiner none: the network's boxes
+        return list(gdf.geometry)
 
-    loc = Localizer.load(tta="none")
+    loc = Localizer.load(tta="none", refiner=False)
     for extra, inner in (((), 0.0), (("--click-inner", "1"), 1.0)):
         api = loc.localize(photo, VEGAS, item["clicks"], quiet=True,
                            config=JointConfig(click_inner=inner))

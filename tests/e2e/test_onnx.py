@@ -46,11 +46,16 @@ def _localize_demo(loc: Localizer) -> list[tuple[int, int, tuple[float, ...], fl
 
 
 def test_parity_with_pytorch_on_the_demo_photos(exported: Path) -> None:
-    """Default TTA rot4+s2: boxes within 1e-3 px, scores within 1e-4, on 2- and 3-click
-    photos (the graph was traced with 3 clicks; 1 and 7 clicks are tested below)."""
+    """Default TTA rot4+s2 and the shipped box refiner: boxes within 1e-3 px, scores within
+    1e-4, on 2- and 3-click photos (the graph was traced with 3 clicks; 1 and 7 clicks are
+    tested below)."""
     assert sorted({len(p["clicks"]) for p in DEMO["photos"]}) == [2, 3]
     torch_loc = Localizer.load(None)
-    onnx_loc = Localizer.load(exported)
+    # an ONNX network runs without the (torch) box refiner unless given its path
+    assert Localizer.load(exported).refiner is None
+    onnx_loc = Localizer.load(exported, refiner=default_checkpoint("refiner")[0])
+    assert onnx_loc.refiner is not None and torch_loc.refiner is not None
+    assert onnx_loc.refiner.sha256 == torch_loc.refiner.sha256
     assert isinstance(onnx_loc.predictor, OnnxPredictor)
     assert str(onnx_loc.predictor.tta) == str(torch_loc.predictor.tta) == DEFAULT_TTA
     assert onnx_loc.predictor.sha256 == torch_loc.predictor.sha256 == default_checkpoint()[1]
