@@ -86,7 +86,7 @@ def default_checkpoint(role: str = "default") -> tuple[Path, str]:
         default = meta[role]
         digest = meta["files"][default]["sha256"]
         if not (isinstance(default, str) and isinstance(digest, str)):
-            raise TypeError("'default' and 'sha256' must be strings")
+            raise TypeError(f"'{role}' and 'sha256' must be strings")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError,
             TypeError) as e:
         raise CheckpointError(

@@ -27,7 +27,7 @@ from PIL import Image
 
 from geomogeo.data.dataset import PackedData
 from geomogeo.data.manifest import read_manifest
-from geomogeo.engine.refine_train import box_iou
+from geomogeo.engine.metrics import box_iou
 from geomogeo.joint import click_prior, place_on_clicks
 from geomogeo.localize import Localizer
 from geomogeo.predictor import select

@@ -62,7 +62,6 @@ INDEX_NAME = "checkpoints.json"
 
 FORMAT = "geomogeo-checkpoint"
 FORMAT_VERSION = 1
-KINDS = ("network", "box-refiner")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

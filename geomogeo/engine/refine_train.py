@@ -25,16 +25,18 @@ from tqdm.auto import tqdm
 
 from geomogeo.data.dataset import PackedData
 from geomogeo.engine.checkpoint import save_checkpoint
+from geomogeo.engine.metrics import box_iou
 from geomogeo.nn.refine import (
     BoxRefiner,
     RefinerConfig,
     crop_around,
+    crops_to_input,
     decode_boxes,
     dihedral_boxes,
     encode_boxes,
 )
 
-__all__ = ["RefinerTrainConfig", "box_iou", "refiner_samples", "train_refiner"]
+__all__ = ["RefinerTrainConfig", "refiner_samples", "train_refiner"]
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,6 @@ class RefinerTrainConfig:
             raise ValueError("RefinerTrainConfig: epochs, batch_size >= 1, lr > 0, jitter >= 0")
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of (m, 4) boxes (x1, y1, x2, y2) -> (m,)."""
-    lt = np.maximum(a[:, :2], b[:, :2])
-    rb = np.minimum(a[:, 2:], b[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=1)
-    union = np.prod(a[:, 2:] - a[:, :2], axis=1) + np.prod(b[:, 2:] - b[:, :2], axis=1) - inter
-    return inter / np.maximum(union, 1e-12)
-
-
 def refiner_samples(pack: PackedData, size: int, jitter_px: float, rng: np.random.Generator
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Every target of ``pack`` as (crops (T, size, size, 3) uint8, boxes (T, 4) crop px)."""
@@ -89,17 +82,12 @@ def refiner_samples(pack: PackedData, size: int, jitter_px: float, rng: np.rando
     return crops, boxes
 
 
-def _tensor(crops: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
-    return BoxRefiner.normalise(x)
-
-
 def _predict(model: BoxRefiner, crops: np.ndarray, batch: int = 256) -> np.ndarray:
     model.eval()
     out = []
     with torch.no_grad():
         for s in range(0, len(crops), batch):
-            out.append(model(_tensor(crops[s:s + batch])).numpy())
+            out.append(model(crops_to_input(crops[s:s + batch])).numpy())
     return decode_boxes(np.concatenate(out) if out else np.zeros((0, 4)),
                         model.config.crop_size)
 
@@ -154,7 +142,7 @@ def train_refiner(
             x = crops[idx][:, :, ::-1] if mirror else crops[idx]
             x = np.rot90(x, k, axes=(1, 2))
             y = encode_boxes(dihedral_boxes(boxes[idx], size, k, mirror), size)
-            loss = F.smooth_l1_loss(model(_tensor(x)), torch.from_numpy(y), beta=0.1)
+            loss = F.smooth_l1_loss(model(crops_to_input(x)), torch.from_numpy(y), beta=0.1)
             opt.zero_grad()
             loss.backward()
             opt.step()

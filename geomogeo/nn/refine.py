@@ -32,6 +32,7 @@ __all__ = [
     "RefinerConfig",
     "TorchRefiner",
     "crop_around",
+    "crops_to_input",
     "decode_boxes",
     "dihedral_boxes",
     "encode_boxes",
@@ -149,6 +150,15 @@ def crop_around(image: np.ndarray, points: np.ndarray, size: int
     return out, origins
 
 
+def crops_to_input(crops: np.ndarray) -> torch.Tensor:
+    """(B, C, C, 3) crops, uint8 (0-255) or float in [0, 1] -> (B, 3, C, C) float32 network
+    input (:meth:`BoxRefiner.normalise`)."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).float()
+    if crops.dtype == np.uint8:
+        x = x / 255.0
+    return BoxRefiner.normalise(x.permute(0, 3, 1, 2))
+
+
 def encode_boxes(boxes: np.ndarray, size: int) -> np.ndarray:
     """(m, 4) boxes in crop pixels -> (m, 4) float32 ``(dx, dy, log w, log h)`` targets
     (sizes below 1 px count as 1 px)."""
@@ -208,10 +218,7 @@ class TorchRefiner:
         crops, origins = crop_around(reference, points, size)
         if len(crops) == 0:
             return np.zeros((0, 4))
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).float()
-        if reference.dtype == np.uint8:
-            x = x / 255.0
-        x = BoxRefiner.normalise(x.permute(0, 3, 1, 2))
+        x = crops_to_input(crops).to(self.device)
         views = [(m, k) for m in (False, True) for k in range(4)] if self.tta else [(False, 0)]
         acc = np.zeros((len(crops), 4))
         for mirror, k in views:

@@ -10,7 +10,8 @@ import torch
 
 from geomogeo.data.dataset import PackedData
 from geomogeo.engine.checkpoint import load_checkpoint, load_refiner, save_checkpoint
-from geomogeo.engine.refine_train import RefinerTrainConfig, box_iou, train_refiner
+from geomogeo.engine.metrics import box_iou
+from geomogeo.engine.refine_train import RefinerTrainConfig, train_refiner
 from geomogeo.errors import CheckpointError
 from geomogeo.nn.refine import (
     BoxRefiner,
