@@ -8,12 +8,18 @@ N(0, ``--jitter`` px) per axis (where a registered click lands; fixed seed):
   joint prior (sigma 6 m) around the same point, centred on it;
 * ``fixed``: a box of the network's median size (packs), or of 16 m (manifests), centred on it.
 
+Inputs are packs (``.npz``), manifests (``.jsonl``, with ``--split``) or tiles with
+hand-digitized footprints (``.tif``, ``geomogeo/data/footprints``): each footprint of at least
+``--min-area`` m^2 is boxed in the tile's own reference image at the refiner's GSD (the
+orthophoto as inference reads it), its box the footprint's envelope.
+
 Prints acc@0.5, mean IoU, the predicted side over the true side (median) and the correlation
 of their logarithms, per input and, for manifests, per target kind.
 
     python scripts/eval_refiner_crops.py --model model/mogeo-light16-holdout-lv.pt \\
         runs/lv16/work/packed_val.npz runs/refiner/proc_val.npz
     python scripts/eval_refiner_crops.py out/lv_test/manifest.jsonl --split test
+    python scripts/eval_refiner_crops.py sample_tiles/rotterdam_pan_0p5m_c.tif
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from PIL import Image
 
 from geomogeo.data.dataset import PackedData
 from geomogeo.data.manifest import read_manifest
+from geomogeo.data.synth.footprints import footprint_structures
+from geomogeo.data.synth.scene import downsample, scene_from_raster
 from geomogeo.engine.metrics import box_iou
 from geomogeo.joint import click_prior, place_on_clicks
 from geomogeo.localize import Localizer
@@ -42,6 +50,23 @@ def report(name: str, boxes: np.ndarray, truth: np.ndarray) -> None:
           f"{np.corrcoef(np.log(side), np.log(true))[0, 1]:.2f}")
 
 
+def footprint_crops(tile: Path, gsd: float, min_area_m2: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The tile at ``gsd`` m (float RGB in 0..1, its first three bands; a 4-band tile its
+    bands 1-3) and its footprints' envelopes of >= ``min_area_m2`` in its pixels (edges)."""
+    scene = scene_from_raster(tile, gsd=gsd / 2, bands=(1, 2, 3) if "rgbn" in tile.stem
+                              else None)
+    st = footprint_structures(scene, min_area_m2)
+    if st is None:
+        raise SystemExit(f"{tile}: no footprints file for this tile")
+    ref = downsample(scene, 2)
+    a, _, c, _, e, f = ref.transform
+    boxes = np.array([[(fp[:, 0].min() - c) / a, (fp[:, 1].max() - f) / e,
+                       (fp[:, 0].max() - c) / a, (fp[:, 1].min() - f) / e]
+                      for fp in st.footprints]).reshape(-1, 4)
+    return ref.image.astype(np.float32) / 255.0, boxes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", type=Path, nargs="+", help="packs (.npz) or manifests (.jsonl)")
@@ -49,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refiner", default="model/box-refiner-v1.pt")
     p.add_argument("--split", default=None, help="manifest split")
     p.add_argument("--jitter", type=float, default=1.5, help="point offset sigma, pixels")
+    p.add_argument("--min-area", type=float, default=150.0,
+                   help="smallest footprint of a tile, m^2")
     a = p.parse_args(argv)
     loc = Localizer.load(a.model, refiner=Path(a.refiner)) if a.model else None
     if loc is None:
@@ -62,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         refiner = loc.refiner
     for path in a.inputs:
         rng = np.random.default_rng(5)
+        if path.suffix == ".tif":
+            image, truth = footprint_crops(path, refiner.gsd, a.min_area)
+            points = (truth[:, :2] + truth[:, 2:]) / 2 + rng.normal(0, a.jitter, (len(truth), 2))
+            report(f"{path.name}: refiner, footprints", refiner.refine(image, points), truth)
+            continue
         if path.suffix == ".npz":
             pk = PackedData.load(path)
             truth = pk.boxes.astype(np.float64)

@@ -20,7 +20,8 @@ Packs already in ``--work`` are reused only when they were made for the model of
 packs without a recorded fit were stretched) and with the same data settings. Each pack has
 a sidecar ``packed_<split>.settings.json``: the data engine's configuration
 (``--parallax``, ``--targets``, ``--min-object``...), the tiles of the split (``--holdout``),
-the seed, the photo count and, for training, ``--rotations`` and ``--procedural``. Otherwise
+the seed, the photo count and, for training, ``--rotations``, ``--procedural`` and (when used)
+``--suburbs``. Otherwise
 the script stops before anything else, with one line on standard error naming the file (and
 the settings that differ) and exit code 3 (bad input, as ``geomogeo``): use a fresh ``--work``
 folder. A pack without a sidecar (made before it existed) is reused with a warning. The
@@ -116,6 +117,8 @@ def data_settings(args: argparse.Namespace, cfg: SynthConfig, split: str) -> dic
     }
     if split == "train":
         out.update(rotations=args.rotations, procedural=args.procedural)
+        if args.suburbs:  # recorded only when used: older sidecars stay comparable
+            out.update(suburbs=args.suburbs)
     return out
 
 
@@ -162,7 +165,8 @@ def make_data(args: argparse.Namespace, cfg: SynthConfig, model: ModelConfig,
         train = split == "train"
         worlds = build_worlds(scenes[split], cfg, augment=train, seed=args.seed,
                               rotations=args.rotations if train else 0,
-                              procedural=args.procedural if train else 0)
+                              procedural=args.procedural if train else 0,
+                              suburbs=args.suburbs if train else 0)
         log.info("%s: %d worlds", split, len(worlds))
         t = time.perf_counter()
         items = generate(worlds, n, seed=args.seed * 1000 + k, cfg=cfg, prefix=f"{split}-",
@@ -224,6 +228,8 @@ def main() -> None:
     p.add_argument("--rotations", type=int, default=0,
                    help="extra random rotation/scale copies per real training tile")
     p.add_argument("--procedural", type=int, default=0, help="procedural town scenes to add")
+    p.add_argument("--suburbs", type=int, default=0,
+                   help="suburbs of detached houses to add (procedural.suburb_town)")
     p.add_argument("--init", type=Path, default=None, help="start from these weights")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--data-only", action="store_true")

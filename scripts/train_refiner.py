@@ -25,24 +25,61 @@ from pathlib import Path
 import numpy as np
 
 from geomogeo.data.dataset import PackedData, pack_items
-from geomogeo.data.synth.engine import Sample, SynthConfig, build_worlds, generate
+from geomogeo.data.synth.engine import Sample, SynthConfig, World, build_worlds, generate
+from geomogeo.data.synth.scene import scene_from_raster
 from geomogeo.engine.refine_train import RefinerTrainConfig, train_refiner
 from geomogeo.nn.refine import RefinerConfig
 
+#: The data engine's settings of every rendered pack: parallax photos, targets >= 150 m^2.
+PARALLAX = SynthConfig.parallax(min_object_m2=150.0)
+#: Where the sample tiles are.
+TILES = Path(__file__).resolve().parents[1] / "sample_tiles"
+#: The refiner's own split of the tiles with hand-digitized footprints (file, bands).
+FOOTPRINT_TILES = {
+    "train": (("rotterdam_pan_0p5m_a.tif", None), ("rotterdam_rgbn_1m_a.tif", (1, 2, 3))),
+    "val": (("rotterdam_pan_0p5m_c.tif", None), ("rotterdam_rgbn_1m_c.tif", (1, 2, 3))),
+}
 
-def procedural_val(path: Path, towns: int, photos: int, seed: int, quiet: bool) -> PackedData:
-    """A pack of ``photos`` parallax photos of ``towns`` procedural towns (streams from
-    ``seed``), targets >= 150 m^2, for the light16 network's inputs."""
+
+def rendered_pack(path: Path, worlds: list[World], photos: int, seed: int, prefix: str,
+                  quiet: bool) -> PackedData:
+    """A pack of ``photos`` parallax photos of ``worlds`` (targets >= 150 m^2, random streams
+    from ``seed``) for the light16 network's inputs, read from ``path`` when it exists, else
+    rendered and saved there."""
     if path.is_file():
         return PackedData.load(path)
-    cfg = SynthConfig.parallax(min_object_m2=150.0)
-    worlds = build_worlds([], cfg, augment=False, seed=seed, procedural=towns)
-    items = generate(worlds, photos, seed=seed * 1000 + 777, cfg=cfg, prefix="pval-",
-                     quiet=quiet, post=Sample.pack_item)
-    pack = pack_items(items, (320, 320), cfg.reference_size, query_fit="letterbox")
+    items = generate(worlds, photos, seed=seed, cfg=PARALLAX, prefix=prefix, quiet=quiet,
+                     post=Sample.pack_item)
+    pack = pack_items(items, (320, 320), PARALLAX.reference_size, query_fit="letterbox")
     path.parent.mkdir(parents=True, exist_ok=True)
     pack.save(path)
     return pack
+
+
+def procedural_val(path: Path, towns: int, photos: int, seed: int, quiet: bool) -> PackedData:
+    """Photos of ``towns`` procedural towns that no training run drew (streams from
+    ``seed``)."""
+    worlds = [] if path.is_file() else build_worlds([], PARALLAX, augment=False, seed=seed,
+                                                    procedural=towns)
+    return rendered_pack(path, worlds, photos, seed * 1000 + 777, "pval-", quiet)
+
+
+def footprint_pack(path: Path, split: str, photos: int, seed: int, quiet: bool) -> PackedData:
+    """Photos of the tiles with hand-digitized footprints (``geomogeo/data/footprints``) as they
+    are (not turned, so that their buildings are those footprints): ``train`` Rotterdam a,
+    ``val`` Rotterdam c (both sensors; b has no footprints)."""
+    worlds = [] if path.is_file() else build_worlds(
+        [scene_from_raster(TILES / name, gsd=PARALLAX.render_gsd, bands=bands)
+         for name, bands in FOOTPRINT_TILES[split]], PARALLAX, augment=False, seed=seed)
+    return rendered_pack(path, worlds, photos, seed * 1000 + 555, f"fp{split}-", quiet)
+
+
+def suburb_pack(path: Path, towns: int, photos: int, seed: int, quiet: bool) -> PackedData:
+    """Photos of ``towns`` suburbs of detached houses (:func:`~geomogeo.data.synth.procedural.
+    suburb_town`, streams from ``seed``)."""
+    worlds = [] if path.is_file() else build_worlds([], PARALLAX, augment=False, seed=seed,
+                                                    suburbs=towns)
+    return rendered_pack(path, worlds, photos, seed * 1000 + 333, "sub-", quiet)
 
 
 def pack_settings(packs: list[Path]) -> dict[str, object]:
@@ -66,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--towns", type=int, default=30)
     p.add_argument("--town-photos", type=int, default=300)
     p.add_argument("--town-seed", type=int, default=99)
+    p.add_argument("--footprint-train", type=Path, help="pack of the training tiles' "
+                   "digitized buildings (made when missing)")
+    p.add_argument("--footprint-val", type=Path, help="pack of the validation tiles' "
+                   "digitized buildings (made when missing)")
+    p.add_argument("--footprint-photos", type=int, default=1500,
+                   help="photos per footprint pack")
+    p.add_argument("--footprint-seed", type=int, default=41)
+    p.add_argument("--suburb-train", type=Path, help="pack of suburbs of detached houses "
+                   "(made when missing)")
+    p.add_argument("--suburbs", type=int, default=60, help="suburb towns")
+    p.add_argument("--suburb-photos", type=int, default=2000)
+    p.add_argument("--suburb-seed", type=int, default=77)
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=64)
@@ -80,17 +129,31 @@ def main(argv: list[str] | None = None) -> int:
     if a.procedural_val is not None:
         val.append(procedural_val(a.procedural_val, a.towns, a.town_photos, a.town_seed,
                                   a.quiet))
+    if a.footprint_val is not None:
+        val.append(footprint_pack(a.footprint_val, "val", a.footprint_photos // 3,
+                                  a.footprint_seed + 1, a.quiet))
     if not val:
-        p.error("give at least one --val or --procedural-val pack")
+        p.error("give at least one --val, --procedural-val or --footprint-val pack")
     train = [PackedData.load(t) for t in a.train]
+    if a.footprint_train is not None:
+        train.append(footprint_pack(a.footprint_train, "train", a.footprint_photos,
+                                    a.footprint_seed, a.quiet))
+    if a.suburb_train is not None:
+        train.append(suburb_pack(a.suburb_train, a.suburbs, a.suburb_photos, a.suburb_seed,
+                                 a.quiet))
     for pk, name in ((train, "train"), (val, "val")):
         gsd = np.unique(np.concatenate([x.metres_per_pixel for x in pk]))
         logging.info("%s: %d photos, %d targets, reference GSD %s m", name,
                      sum(len(x) for x in pk), sum(len(x.boxes) for x in pk), gsd)
-    record = {"train_packs": [str(t) for t in a.train],
-              "val_packs": [str(v) for v in [*a.val, *filter(None, [a.procedural_val])]],
+    record = {"train_packs": [str(t) for t in [*a.train, *filter(None, [a.footprint_train,
+                                                                        a.suburb_train])]],
+              "val_packs": [str(v) for v in [*a.val, *filter(None, [a.procedural_val,
+                                                                    a.footprint_val])]],
               "pack_settings": pack_settings([*a.train, *a.val]),
-              "towns": a.towns, "town_photos": a.town_photos, "town_seed": a.town_seed}
+              "towns": a.towns, "town_photos": a.town_photos, "town_seed": a.town_seed,
+              "footprint_photos": a.footprint_photos, "footprint_seed": a.footprint_seed,
+              "footprint_tiles": FOOTPRINT_TILES, "suburbs": a.suburbs,
+              "suburb_photos": a.suburb_photos, "suburb_seed": a.suburb_seed}
     tc = RefinerTrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr, jitter_px=a.jitter,
                             seed=a.seed, max_minutes=a.max_minutes)
     hist = train_refiner(train, val, a.out, config=RefinerConfig(), train_config=tc,

@@ -6,7 +6,8 @@ reference window cropped around the target's box centre moved by a random offset
 box in that crop. Each epoch draws new offsets and turns and mirrors each batch (one of the
 8 dihedral transforms), so the refiner learns no preferred direction. The loss is the
 smooth L1 loss on :func:`~geomogeo.nn.refine.encode_boxes`' targets. The epoch with the best
-mean IoU on the validation packs (fixed offsets) is kept.
+validation mean IoU (fixed offsets; each pack's mean IoU, averaged over the packs, so that a
+small pack of real buildings counts as much as a large synthetic one) is kept.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def train_refiner(
         record: extra entries saved in the checkpoint's ``train_config`` (e.g. data settings).
 
     Returns:
-        ``{"epochs": [{"epoch", "loss", "val_mean_iou", "val_acc50", "minutes"}, ...],
+        ``{"epochs": [{"epoch", "loss", "val_mean_iou" (the packs' mean IoUs averaged),
+        "val_pack_mean_iou", "val_acc50" (all targets), "minutes"}, ...],
         "best_epoch", "sha256"}``.
     """
     cfg, tc = config or RefinerConfig(), train_config or RefinerTrainConfig()
@@ -117,6 +119,7 @@ def train_refiner(
     vx, vb = zip(*(refiner_samples(p, size, tc.jitter_px, np.random.default_rng(1))
                    for p in val), strict=True)
     val_crops, val_boxes = np.concatenate(vx), np.concatenate(vb)
+    val_pack = np.repeat(np.arange(len(vb)), [len(b) for b in vb])
     n_train = int(sum(len(p.boxes) for p in train))
     steps_per_epoch = n_train // tc.batch_size
     if steps_per_epoch < 1:
@@ -149,12 +152,15 @@ def train_refiner(
             sched.step()
             losses.append(loss.item())
         iou = box_iou(_predict(model, val_crops), val_boxes)
+        per_pack = [float(iou[val_pack == k].mean()) for k in range(len(vb))]
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-               "val_mean_iou": float(iou.mean()), "val_acc50": float((iou > 0.5).mean()),
+               "val_mean_iou": float(np.mean(per_pack)), "val_pack_mean_iou": per_pack,
+               "val_acc50": float((iou > 0.5).mean()),
                "minutes": (time.perf_counter() - t0) / 60.0}
         history.append(row)
-        log.info("refiner epoch %d: loss %.4f, validation mean IoU %.3f, acc@0.5 %.3f",
-                 row["epoch"], row["loss"], row["val_mean_iou"], row["val_acc50"])
+        log.info("refiner epoch %d: loss %.4f, validation mean IoU %.3f (by pack %s), "
+                 "acc@0.5 %.3f", row["epoch"], row["loss"], row["val_mean_iou"],
+                 " ".join(f"{v:.3f}" for v in per_pack), row["val_acc50"])
         if row["val_mean_iou"] > best:
             best = row["val_mean_iou"]
             sha = save_checkpoint(out, model, dtype=torch.float16, metrics=row,

@@ -10,13 +10,14 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import shapely
-from pyproj import CRS, Geod
+from pyproj import CRS, Geod, Transformer
 from shapely.geometry import Point, Polygon, shape
 from test_bridges import _ray_cast
 from test_prisms import X0, Y0, _town
@@ -39,6 +40,7 @@ TILE = ROOT / "sample_tiles" / "las_vegas_pan_0p3m_wgs84.tif"
 GEOJSON = FOOTPRINTS_DIR / "las_vegas_pan_0p3m_wgs84.geojson"
 UTM11 = "EPSG:32611"
 N_FOOTPRINTS = 53  # documented in geomogeo/data/footprints/README.md
+N_ROT_A, N_ROT_C = 9, 15  # the same, Rotterdam a and c (b has none)
 FLAT = PhotoEffects(
     exposure=(1, 1), contrast=(1, 1), colour_cast=(1, 1), haze=(0, 0), gamma=(1, 1),
     blur_sigma=(0, 0), noise_sigma=(0, 0), jpeg_quality=(95, 95),
@@ -47,42 +49,85 @@ FLAT = PhotoEffects(
 needs_tile = pytest.mark.skipif(not TILE.is_file(), reason="Las Vegas tile missing")
 
 
-def test_footprints_file_reads_with_ogrinfo_and_matches_its_readme() -> None:
+#: Every shipped footprints file: its tile's file stem and its feature count (as documented in
+#: geomogeo/data/footprints/README.md).
+SHIPPED = {"las_vegas_pan_0p3m_wgs84": N_FOOTPRINTS, "rotterdam_pan_0p5m_a": N_ROT_A,
+           "rotterdam_pan_0p5m_c": N_ROT_C}
+
+
+def _heights_rule(stem: str) -> tuple[float, float]:
+    """The height range stated in the tile's vertex table (``# heights: LOW HIGH SEED``)."""
+    line = next(x for x in (ROOT / "scripts" / "footprints" / f"{stem}.tsv").read_text(
+        encoding="utf-8").splitlines() if x.startswith("# heights:"))
+    lo, hi, _ = line.split(":")[1].split()
+    return float(lo), float(hi)
+
+
+@pytest.mark.parametrize(("stem", "count"), SHIPPED.items())
+def test_footprints_file_reads_with_ogrinfo_and_matches_its_readme(stem: str,
+                                                                   count: int) -> None:
     if shutil.which("ogrinfo") is None:
         pytest.skip("ogrinfo (gdal-bin) missing")
-    out = subprocess.run(["ogrinfo", "-so", "-al", str(GEOJSON)], capture_output=True,
-                         text=True, check=True).stdout
-    assert f"Feature Count: {N_FOOTPRINTS}" in out
+    out = subprocess.run(["ogrinfo", "-so", "-al", str(FOOTPRINTS_DIR / f"{stem}.geojson")],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"Feature Count: {count}" in out
     assert "Geometry: Polygon" in out
     assert re.search(r"height_m: Real", out) and re.search(r"id: Integer", out)
     readme = (FOOTPRINTS_DIR / "README.md").read_text(encoding="utf-8")
-    assert f"{N_FOOTPRINTS} building outlines" in readme and "CC BY-SA 4.0" in readme
+    assert f"`{stem}.geojson`" in readme and f"{count} building outlines" in readme
+    assert "CC BY-SA 4.0" in readme
 
 
-@needs_tile
-def test_footprints_are_valid_buildings_inside_the_tile() -> None:
+@pytest.mark.parametrize(("stem", "count"), SHIPPED.items())
+def test_footprints_are_valid_buildings_inside_the_tile(stem: str, count: int) -> None:
     """Read with pyogrio (GDAL), independent of the loader: valid, counter-clockwise, inside
-    the raster's bounds, unique ids, no two overlapping, heights in the documented range."""
+    the raster's footprint (its corners taken to lon/lat by pyproj), unique ids, no two
+    overlapping, heights in the documented range, areas of buildings."""
+    tile = ROOT / "sample_tiles" / f"{stem}.tif"
+    if not tile.is_file():
+        pytest.skip(f"{tile.name} missing")
     pyogrio = pytest.importorskip("pyogrio")
-    meta, _, wkb, fields = pyogrio.raw.read(GEOJSON)
-    assert CRS(meta["crs"]).to_epsg() == 4326 and len(wkb) == N_FOOTPRINTS
+    meta, _, wkb, fields = pyogrio.raw.read(FOOTPRINTS_DIR / f"{stem}.geojson")
+    assert CRS(meta["crs"]).to_epsg() == 4326 and len(wkb) == count
     polys = list(shapely.from_wkb(wkb))
     props = dict(zip(meta["fields"], fields, strict=True))
-    with rasterio.open(TILE) as src:
-        b = src.bounds
-    tile = Polygon([(b.left, b.bottom), (b.right, b.bottom), (b.right, b.top), (b.left, b.top)])
+    with rasterio.open(tile) as src:
+        b, crs = src.bounds, src.crs
+    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    corners = [to_ll.transform(x, y) for x, y in
+               ((b.left, b.bottom), (b.right, b.bottom), (b.right, b.top), (b.left, b.top))]
     assert all(p.is_valid and p.exterior.is_ccw and not p.interiors for p in polys)
-    assert all(tile.contains(p) for p in polys)
-    assert sorted(props["id"]) == list(range(1, N_FOOTPRINTS + 1))
+    assert all(Polygon(corners).contains(p) for p in polys)
+    assert sorted(props["id"]) == list(range(1, count + 1))
     assert set(props["kind"]) == {"building"}
-    h = np.asarray(props["height_m"], dtype=np.float64)
-    assert h.min() >= 3.5 and h.max() <= 8.0
+    h, (lo, hi) = np.asarray(props["height_m"], dtype=np.float64), _heights_rule(stem)
+    assert h.min() >= lo and h.max() <= hi
     assert not any(polys[i].intersection(polys[j]).area > 0
                    for i in range(len(polys)) for j in range(i + 1, len(polys)))
-    # Houses, garages and sheds: 25 to 1000 m^2 (geodesic areas on the ellipsoid).
+    # Houses, sheds, blocks and halls: 25 to 20,000 m^2 (geodesic areas on the ellipsoid).
     geod = Geod(ellps="WGS84")
     areas = np.array([abs(geod.geometry_area_perimeter(p)[0]) for p in polys])
-    assert areas.min() > 25 and areas.max() < 1000
+    assert areas.min() > 25 and areas.max() < 20_000
+
+
+@pytest.mark.parametrize("stem", SHIPPED)
+def test_footprints_file_is_rewritten_from_its_vertex_table(stem: str, tmp_path: Path) -> None:
+    """``scripts/make_footprints.py`` turns the hand-digitized pixel vertices into the shipped
+    file byte for byte (so the file and its documented source agree)."""
+    tile = ROOT / "sample_tiles" / f"{stem}.tif"
+    if not tile.is_file():
+        pytest.skip(f"{tile.name} missing")
+    out = tmp_path / "fp.geojson"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_footprints.py"), str(tile),
+                    "--out", str(out)], check=True, capture_output=True)
+    assert out.read_bytes() == (FOOTPRINTS_DIR / f"{stem}.geojson").read_bytes()
+
+
+def test_multispectral_twins_share_the_panchromatic_footprints() -> None:
+    for k in "ac":
+        assert footprints_path(f"rotterdam_rgbn_1m_{k}") == \
+            FOOTPRINTS_DIR / f"rotterdam_pan_0p5m_{k}.geojson"
+    assert footprints_path("rotterdam_rgbn_1m_b") is None  # Rotterdam b has no footprints
 
 
 def test_load_footprints_in_utm_keeps_areas_and_winding() -> None:
@@ -109,7 +154,7 @@ def test_load_footprints_in_utm_keeps_areas_and_winding() -> None:
     np.testing.assert_allclose(sorted(sides), sorted([61 * m_lon, 61 * m_lon, 35 * m_lat,
                                                       35 * m_lat]), rtol=1e-3)
     assert footprints_path("las_vegas_pan_0p3m_wgs84") == GEOJSON
-    assert footprints_path("rotterdam_pan_0p5m_c") is None
+    assert footprints_path("nebraska_albers_30m_int16") is None
 
 
 @pytest.mark.parametrize(("edit", "match"), [

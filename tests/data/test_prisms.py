@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 from PIL import Image
 from pyproj import CRS
+from shapely.geometry import Polygon
 
 from geomogeo.cli import main
 from geomogeo.data.manifest import read_manifest
@@ -31,7 +33,12 @@ from geomogeo.data.synth.engine import (
     tile_splits,
     write_samples,
 )
-from geomogeo.data.synth.procedural import BUILDING_HEIGHT_M, procedural_town
+from geomogeo.data.synth.procedural import (
+    BUILDING_HEIGHT_M,
+    HOUSE_HEIGHT_M,
+    procedural_town,
+    suburb_town,
+)
 from geomogeo.data.synth.render import PhotoEffects, View, is_visible, render_view
 from geomogeo.data.synth.scene import Scene, downsample, find_objects
 from geomogeo.data.synth.structures import KINDS, Structures, rectangle
@@ -410,6 +417,65 @@ def test_procedural_parallax_samples_show_their_targets() -> None:
             assert view.labels[int(click[1]), int(click[0])] == (2 * i if z > 0 else -1)
             seen.add(kind)
     assert {"building", "road"} <= seen
+
+
+def test_suburb_town_houses_are_exact_l_and_t_shapes() -> None:
+    scene, st = suburb_town(np.random.default_rng(3), size_m=200.0)
+    again, st2 = suburb_town(np.random.default_rng(3), size_m=200.0)
+    np.testing.assert_array_equal(st.heights, st2.heights)
+    np.testing.assert_array_equal(scene.image, again.image)  # deterministic by stream
+    size = scene.valid.shape[0] * scene.gsd
+    assert (st.boxes[:, :2] >= 0).all() and (st.boxes[:, 2:] <= size).all()
+    build = st.kinds == 1
+    assert build.sum() >= 8 and (st.kinds == 2).sum() >= 8 and (st.kinds == 0).sum() == 0
+    lo, hi = HOUSE_HEIGHT_M
+    assert ((st.heights[build] >= lo) & (st.heights[build] <= hi)).all()
+    shapes = [Polygon(fp) for fp, b in zip(st.footprints, build, strict=True) if b]
+    # Every outline is a simple counter-clockwise polygon whose corners are all right angles
+    # (90 or 270 degrees): rectangles, and L or T shapes of a house and its wing.
+    for poly, fp in zip(shapes, [f for f, b in zip(st.footprints, build, strict=True) if b],
+                        strict=True):
+        assert poly.is_valid and poly.exterior.is_ccw
+        e = np.roll(fp, -1, axis=0) - fp
+        e /= np.linalg.norm(e, axis=1)[:, None]
+        assert np.abs((e * np.roll(e, -1, axis=0)).sum(axis=1)).max() < 1e-9
+    n_vertices = np.array([len(f) for f, b in zip(st.footprints, build, strict=True) if b])
+    assert set(n_vertices) <= {4, 6, 8} and (n_vertices > 4).sum() >= 3
+    # Houses of 9-28 m (a wing adds at most 0.9 x 28 - 1 m on one side), none overlapping.
+    sides = np.sqrt([p.minimum_rotated_rectangle.area for p in shapes])
+    assert sides.min() >= 9 * 0.999 and sides.max() <= 2 * 28
+    assert not any(shapes[i].intersection(shapes[j]).area > 1e-9
+                   for i in range(len(shapes)) for j in range(i + 1, len(shapes)))
+    # The roof shows where the footprint is: each house's pixels (centres inside its outline,
+    # 1 m clear of the edge) differ from the ring 1-2 m outside it (lawn, driveway, shadow).
+    cc, rr = np.meshgrid(np.arange(scene.valid.shape[1]) + 0.5,
+                         np.arange(scene.valid.shape[0]) + 0.5)
+    x, y = scene.pixel_to_map(cc, rr)
+    pts = shapely.points(x.ravel(), y.ravel())
+    lum = scene.image.astype(float).mean(axis=2).ravel()
+    diff = []
+    for poly in shapes[:10]:
+        inner = shapely.contains(poly.buffer(-1.0), pts)
+        ring = shapely.contains(poly.buffer(2.0), pts) & ~shapely.contains(poly.buffer(1.0), pts)
+        diff.append(abs(np.median(lum[inner]) - np.median(lum[ring])))
+    assert np.median(diff) > 10
+
+
+def test_suburb_worlds_in_build_worlds_and_their_parallax_clicks_hit_roofs() -> None:
+    cfg = SynthConfig.parallax(click_sigma_px=0.0, effects=FLAT, reference_size=128,
+                               min_object_m2=60.0)
+    worlds = build_worlds([], cfg, augment=False, procedural=1, suburbs=2, seed=9)
+    assert [w.scene.name for w in worlds] == ["procedural-0", "suburb-0", "suburb-1"]
+    world = worlds[1]
+    st = world.structures
+    hits = 0
+    for s in generate([world], 8, seed=4, cfg=cfg, quiet=True):
+        view = render_view(world.scene, s.camera, st, world.sun_azimuth)
+        for click, gxy, z in zip(s.clicks, s.ground, s.heights, strict=True):
+            i = int(np.argmin(np.abs(st.points - gxy).sum(axis=1)))
+            assert view.labels[int(click[1]), int(click[0])] == (2 * i if z > 0 else -1)
+            hits += len(st.footprints[i]) > 4 and z > 0  # an L-shaped roof, clicked
+    assert hits >= 1
 
 
 # --------------------------------------------------------------------------------------------

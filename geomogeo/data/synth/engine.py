@@ -48,7 +48,12 @@ from geomogeo.data.dataset import PackItem
 from geomogeo.data.manifest import Georef, Record, write_manifest
 from geomogeo.data.synth.camera import Camera, CameraRanges, sample_camera
 from geomogeo.data.synth.footprints import footprint_structures
-from geomogeo.data.synth.procedural import bridged_town, procedural_town, rotate_zoom
+from geomogeo.data.synth.procedural import (
+    bridged_town,
+    procedural_town,
+    rotate_zoom,
+    suburb_town,
+)
 from geomogeo.data.synth.render import (
     PhotoEffects,
     View,
@@ -489,13 +494,15 @@ def render_sample(world: World, rng: np.random.Generator, cfg: SynthConfig, samp
 
 
 def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool,
-                 rotations: int = 0, procedural: int = 0, seed: int = 0) -> list[World]:
+                 rotations: int = 0, procedural: int = 0, suburbs: int = 0, seed: int = 0
+                 ) -> list[World]:
     """Worlds for rendering.
 
     With ``augment``, each scene in its 8 rotated/mirrored copies, plus ``rotations`` copies
     at random angles and scales (0.8-1.25); plus ``procedural`` random town scenes (with
     ``cfg.prisms``, their buildings and street pieces as structures, and with
-    ``cfg.bridges()`` half of them crossed by bridges). With ``cfg.prisms``, a scene that
+    ``cfg.bridges()`` half of them crossed by bridges); plus ``suburbs`` towns of detached
+    houses (:func:`~.procedural.suburb_town`). With ``cfg.prisms``, a scene that
     keeps its tile's georeference (not augmented) and has a footprints file
     (:func:`~.footprints.footprint_structures`: footprints of >= ``cfg.min_object_m2``) gets
     those buildings, and its blobs stay flat. All random choices follow ``seed``.
@@ -520,6 +527,10 @@ def build_worlds(scenes: Sequence[Scene], cfg: SynthConfig, *, augment: bool,
         else:
             sc, town = procedural_town(town_rng, gsd=cfg.render_gsd, name=name)
             out.append(World.build(sc, cfg, town))
+    for i in range(suburbs):
+        sc, town = suburb_town(np.random.default_rng([seed, 13, i]), gsd=cfg.render_gsd,
+                               name=f"suburb-{i}")
+        out.append(World.build(sc, cfg, town))
     return out
 
 

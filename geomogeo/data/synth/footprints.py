@@ -24,13 +24,19 @@ from geomogeo.data.synth.scene import Scene
 from geomogeo.data.synth.structures import Structures, signed_area
 from geomogeo.errors import ConfigError
 
-__all__ = ["FOOTPRINTS_DIR", "Footprints", "footprint_structures", "footprints_path",
-           "load_footprints"]
+__all__ = ["FOOTPRINTS_DIR", "SAME_GROUND", "Footprints", "footprint_structures",
+           "footprints_path", "load_footprints"]
 
 log = logging.getLogger(__name__)
 
 #: Folder of the shipped footprints files, one per tile file stem.
 FOOTPRINTS_DIR = Path(__file__).resolve().parents[1] / "footprints"
+
+#: Tiles that show the same ground as a tile with a footprints file, by file stem: the
+#: Rotterdam 1 m multispectral tiles and their 0.5 m panchromatic twins (same CRS, bounds
+#: equal to 2 cm), which share one set of outlines.
+SAME_GROUND: dict[str, str] = {f"rotterdam_rgbn_1m_{k}": f"rotterdam_pan_0p5m_{k}"
+                               for k in "abc"}
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,13 @@ class Footprints:
 
 def footprints_path(name: str, directory: str | os.PathLike[str] | None = None) -> Path | None:
     """The footprints file of the tile whose file stem is ``name`` (a :class:`Scene`'s name) in
-    ``directory`` (default :data:`FOOTPRINTS_DIR`), or None when there is none."""
-    path = Path(directory if directory is not None else FOOTPRINTS_DIR) / f"{name}.geojson"
-    return path if path.is_file() else None
+    ``directory`` (default :data:`FOOTPRINTS_DIR`), or that of the tile it shares its ground
+    with (:data:`SAME_GROUND`); None when there is none."""
+    folder = Path(directory if directory is not None else FOOTPRINTS_DIR)
+    for stem in (name, SAME_GROUND.get(name)):
+        if stem is not None and (folder / f"{stem}.geojson").is_file():
+            return folder / f"{stem}.geojson"
+    return None
 
 
 def load_footprints(path: str | os.PathLike[str], crs: str) -> Footprints:

@@ -6,6 +6,13 @@ scenes add layouts that never repeat: a street grid at a random angle, blocks of
 aligned with the streets (flat or gabled roofs, cast shadows), trees, pools and bright
 patches on a textured ground, in colour or panchromatic. They are virtual scenes (no CRS).
 
+:func:`suburb_town` draws a town of detached houses on the same street grid, closer to what
+people click in a residential area: lots of lawn, dry grass or gravel, concrete driveways,
+houses of 9-28 m, 40% of them L- or T-shaped (a wing flush with one end, overlapping the main
+rectangle by 1 m), under hip (50%), gable (30%) or flat roofs, each facet lit by the sun
+(brighter by 15-40% towards it), with roof grain and, on half of them, dark eaves; roof heights
+log-uniform in [3, 10] m.
+
 :func:`procedural_town` also returns the town's structures: every building whose rectangle
 lies wholly in the scene and overlaps no other building (overlapping ones stay flat roof
 texture), with a roof height drawn log-uniformly in [3, 30] m (median 9.5 m: mostly low-rise,
@@ -31,15 +38,21 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from shapely.geometry import Polygon
+from shapely.geometry.polygon import orient
+from shapely.ops import unary_union
 
 from geomogeo.data.synth.scene import Scene
 from geomogeo.data.synth.structures import Structures, rectangle
 
-__all__ = ["BRIDGE_BASE_M", "BUILDING_HEIGHT_M", "bridged_town", "procedural_town",
-           "rotate_zoom"]
+__all__ = ["BRIDGE_BASE_M", "BUILDING_HEIGHT_M", "HOUSE_HEIGHT_M", "bridged_town",
+           "procedural_town", "rotate_zoom", "suburb_town"]
 
 #: Range of procedural roof heights, metres (drawn log-uniformly).
 BUILDING_HEIGHT_M: tuple[float, float] = (3.0, 30.0)
+
+#: Range of suburban house roof heights, metres (drawn log-uniformly: one to three storeys).
+HOUSE_HEIGHT_M: tuple[float, float] = (3.0, 10.0)
 
 #: Range of bridge deck bases (clearance above the ground), metres (drawn uniformly).
 BRIDGE_BASE_M: tuple[float, float] = (6.0, 12.0)
@@ -60,6 +73,17 @@ def procedural_town(rng: np.random.Generator, *, size_m: float = 320.0, gsd: flo
     return scene, structures
 
 
+def suburb_town(rng: np.random.Generator, *, size_m: float = 320.0, gsd: float = 0.5,
+                name: str = "suburb") -> tuple[Scene, Structures]:
+    """A random town of detached houses (see the module docstring): the street grid, trees and
+    pools of :func:`procedural_town`, lots of lawn or gravel, driveways, and houses of 9-28 m
+    (some L-shaped, with a wing) under hip, gable or flat roofs, each facet shaded by the sun,
+    roof grain and sometimes dark eaves. Footprints are exact as in :func:`procedural_town`
+    (an L-shaped house is one non-convex footprint)."""
+    scene, _, structures = _town(rng, size_m, gsd, name, None, houses=True)
+    return scene, structures
+
+
 def bridged_town(rng: np.random.Generator, *, bridge_chance: float = 0.5,
                  size_m: float = 320.0, gsd: float = 0.5, name: str = "procedural"
                  ) -> tuple[Scene, Scene, Structures]:
@@ -73,9 +97,11 @@ def bridged_town(rng: np.random.Generator, *, bridge_chance: float = 0.5,
 
 
 def _town(rng: np.random.Generator, size_m: float, gsd: float, name: str,
-          bridge_chance: float | None) -> tuple[Scene, Scene, Structures]:
+          bridge_chance: float | None, *, houses: bool = False
+          ) -> tuple[Scene, Scene, Structures]:
     """The town of :func:`procedural_town` (``bridge_chance`` None: no draw for bridges, the
-    same town as before bridges existed) or of :func:`bridged_town`."""
+    same town as before bridges existed), of :func:`bridged_town` or (``houses``) of
+    :func:`suburb_town`."""
     n = round(size_m / gsd)
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) * gsd  # metres
     theta = rng.uniform(0, math.pi / 2)
@@ -101,28 +127,13 @@ def _town(rng: np.random.Generator, size_m: float, gsd: float, name: str,
     # Buildings in the blocks.
     sun = rng.uniform(0, 2 * math.pi)
     shadow = np.array([math.cos(sun), math.sin(sun)]) * rng.uniform(2, 6)  # metres
-    rects: list[tuple[float, float, float, float]] = []  # (cu, cv, w, h) street-aligned
-    for _ in range(int(rng.integers(150, 400))):
-        w, h = rng.uniform(8, 40), rng.uniform(8, 40)
-        cu = rng.uniform(0, size_m * 1.5) - size_m * 0.25
-        cv = rng.uniform(0, size_m * 1.5) - size_m * 0.25
-        roof = rng.uniform(0.2, 0.95)
-        rgb = (np.array([rng.uniform(0.6, 1.1), rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)])
-               if colour else np.ones(3)) * roof
-        inb = (np.abs(u - cu) < w / 2) & (np.abs(v - cv) < h / 2)
-        if not inb.any() or (inb & blocked).mean() > 0.02 * inb.mean():
-            continue
-        if crossing is not None and any(_overlap((cu, cv, w, h), d) for d in crossing.decks):
-            continue
-        rr, cc = np.nonzero(inb)
-        sr = np.clip(rr + round(shadow[1] / gsd), 0, n - 1)
-        sc = np.clip(cc + round(shadow[0] / gsd), 0, n - 1)
-        img[sr, sc] *= 0.45
-        img[rr, cc] = rgb
-        rects.append((float(cu), float(cv), float(w), float(h)))
-        if rng.random() < 0.5:  # gabled roof: one half darker
-            half = inb & ((v - cv) > 0 if w > h else (u - cu) > 0)
-            img[half] *= rng.uniform(0.6, 0.85)
+    # Buildings: (cu, cv, w, h) street-aligned rectangles, one or two (a wing) per building.
+    if houses:
+        light = -np.array([math.cos(sun), math.sin(sun)])  # towards the sun, (xx, yy)
+        parts = _paint_houses(rng, img, u, v, blocked, shadow / gsd, light, (c, s), colour,
+                              gsd)
+    else:
+        parts = _paint_blocks(rng, img, u, v, blocked, crossing, shadow / gsd, colour, size_m)
     # Trees and pools.
     for _ in range(int(rng.integers(20, 120))):
         r = rng.uniform(1.5, 5.0)
@@ -164,11 +175,13 @@ def _town(rng: np.random.Generator, size_m: float, gsd: float, name: str,
     # (xx, yy) is a left-handed frame in map terms (yy grows south), so street-aligned angles
     # flip sign on the map.
     ang = -theta
-    keep = [r for k, r in enumerate(rects) if _in_square(r, theta, size_m)
-            and not any(_overlap(r, q) for q in rects[k + 1:])]
-    heights = np.exp(rng.uniform(*np.log(BUILDING_HEIGHT_M), size=len(keep)))
+    keep = [r for k, r in enumerate(parts) if all(_in_square(q, theta, size_m) for q in r)
+            and not any(_overlap(a, b) for later in parts[k + 1:] for a in r for b in later)]
+    heights = np.exp(rng.uniform(*np.log(HOUSE_HEIGHT_M if houses else BUILDING_HEIGHT_M),
+                                 size=len(keep)))
     buildings = Structures.from_polygons(
-        [rectangle(*to_map(cu, cv), w, h, ang) for cu, cv, w, h in keep], heights, "building")
+        [_outline([rectangle(*to_map(cu, cv), w, h, ang) for cu, cv, w, h in r]) for r in keep],
+        heights, "building")
     pieces = [(cu, cv, sp_u - wid, wid) for cu, cv in _crossings(sp_u, sp_v, size_m, 0.5)] + \
         [(cu, cv, wid, sp_v - wid) for cu, cv in _crossings(sp_u, sp_v, size_m, 0.0)]
     road_fps = [rectangle(*to_map(cu, cv), lu, lv, ang) for cu, cv, lu, lv in pieces
@@ -186,6 +199,116 @@ def _town(rng: np.random.Generator, size_m: float, gsd: float, name: str,
         [rectangle(*to_map(cu, cv), lu, lv, ang) for cu, cv, lu, lv in crossing.piers],
         np.repeat(crossing.bases, 2), "pier")
     return scene, ground, Structures.concat([buildings, roads, decks, piers])
+
+
+def _paint_blocks(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray,
+                  blocked: np.ndarray, crossing: _Crossing | None, shadow_px: np.ndarray,
+                  colour: bool, size_m: float) -> list[list[tuple[float, float, float, float]]]:
+    """Paint :func:`procedural_town`'s buildings (flat or gabled rectangles of 8-40 m with
+    cast shadows) into ``img``; returns each one's rectangle [(cu, cv, w, h)], street-aligned
+    metres, in painting order."""
+    n = img.shape[0]
+    rects: list[list[tuple[float, float, float, float]]] = []
+    for _ in range(int(rng.integers(150, 400))):
+        w, h = rng.uniform(8, 40), rng.uniform(8, 40)
+        cu = rng.uniform(0, size_m * 1.5) - size_m * 0.25
+        cv = rng.uniform(0, size_m * 1.5) - size_m * 0.25
+        roof = rng.uniform(0.2, 0.95)
+        rgb = (np.array([rng.uniform(0.6, 1.1), rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)])
+               if colour else np.ones(3)) * roof
+        inb = (np.abs(u - cu) < w / 2) & (np.abs(v - cv) < h / 2)
+        if not inb.any() or (inb & blocked).mean() > 0.02 * inb.mean():
+            continue
+        if crossing is not None and any(_overlap((cu, cv, w, h), d) for d in crossing.decks):
+            continue
+        rr, cc = np.nonzero(inb)
+        sr = np.clip(rr + round(shadow_px[1]), 0, n - 1)
+        sc = np.clip(cc + round(shadow_px[0]), 0, n - 1)
+        img[sr, sc] *= 0.45
+        img[rr, cc] = rgb
+        rects.append([(float(cu), float(cv), float(w), float(h))])
+        if rng.random() < 0.5:  # gabled roof: one half darker
+            half = inb & ((v - cv) > 0 if w > h else (u - cu) > 0)
+            img[half] *= rng.uniform(0.6, 0.85)
+    return rects
+
+
+def _paint_houses(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray,
+                  blocked: np.ndarray, shadow_px: np.ndarray, light: np.ndarray,
+                  cs: tuple[float, float], colour: bool, gsd: float
+                  ) -> list[list[tuple[float, float, float, float]]]:
+    """Paint :func:`suburb_town`'s lots, driveways and houses into ``img``; returns each house's
+    rectangles (the main one, then its wing, if any), street-aligned metres, in painting order.
+
+    ``light``: unit vector towards the sun in the scene's (xx, yy) frame; a roof facet whose
+    outward normal points at the sun is brighter by up to 15-40%. ``cs``: cos and sin of the
+    street grid's angle (street axis u is (c, s) in (xx, yy), v is (-s, c)).
+    """
+    n = img.shape[0]
+    axes = np.array([[cs[0], cs[1]], [-cs[1], cs[0]]])  # unit u and v in (xx, yy)
+    lit = axes @ light  # how much a +u / +v facet faces the sun
+    grain = _noise(rng, (n, n), 0.4 / gsd)
+    for _ in range(int(rng.integers(40, 120))):  # lots: lawn, dry grass or gravel
+        w, h = rng.uniform(12, 35, 2)
+        cu, cv = rng.uniform(u.min(), u.max()), rng.uniform(v.min(), v.max())
+        m = (np.abs(u - cu) < w / 2) & (np.abs(v - cv) < h / 2) & ~blocked
+        tone = rng.uniform(0.3, 0.7)
+        img[m] = (np.array([0.75, 1.0, 0.7]) if colour and rng.random() < 0.6 else
+                  np.ones(3)) * tone * (1 + 0.05 * grain[m])[:, None]
+    plans = []
+    for _ in range(int(rng.integers(150, 400))):
+        w, h = rng.uniform(9, 28, 2)
+        cu, cv = rng.uniform(u.min(), u.max()), rng.uniform(v.min(), v.max())
+        rects = [(float(cu), float(cv), float(w), float(h))]
+        if rng.random() < 0.4:  # a wing on one side, flush with one end, overlapping by 1 m
+            along_u = bool(rng.random() < 0.5)
+            ww, wh = (w * rng.uniform(0.35, 0.7), h * rng.uniform(0.4, 0.9)) if along_u else \
+                (w * rng.uniform(0.4, 0.9), h * rng.uniform(0.35, 0.7))
+            su, sv = rng.choice([-1.0, 1.0], 2)
+            if along_u:  # beside the main rectangle in v, flush with its +/-u end
+                rects.append((cu + su * (w - ww) / 2, cv + sv * (h / 2 + wh / 2 - 1), ww, wh))
+            else:
+                rects.append((cu + su * (w / 2 + ww / 2 - 1), cv + sv * (h - wh) / 2, ww, wh))
+        masks = [(np.abs(u - a) < b / 2) & (np.abs(v - d) < e / 2) for a, d, b, e in rects]
+        inb = np.logical_or.reduce(masks)
+        if not inb.any() or (inb & blocked).mean() > 0.02 * inb.mean():
+            continue
+        plans.append((rects, masks, inb))
+        if rng.random() < 0.5:  # a concrete driveway from one side
+            a, d, b, e = rects[0]
+            du, dv = (rng.uniform(3, 6), rng.uniform(6, 14)) if rng.random() < 0.5 else \
+                (rng.uniform(6, 14), rng.uniform(3, 6))
+            sign = rng.choice([-1.0, 1.0])
+            off = (a + sign * (b / 2 + du / 2), d) if du > dv else (a, d + sign * (e / 2 + dv / 2))
+            m = (np.abs(u - off[0]) < du / 2) & (np.abs(v - off[1]) < dv / 2) & ~blocked
+            img[m] = rng.uniform(0.55, 0.85) * (1 + 0.03 * grain[m])[:, None]
+    out = []
+    for rects, masks, inb in plans:
+        rr, cc = np.nonzero(inb)
+        img[np.clip(rr + round(shadow_px[1]), 0, n - 1),
+            np.clip(cc + round(shadow_px[0]), 0, n - 1)] *= 0.45
+        tone = rng.uniform(0.2, 0.95)
+        rgb = (np.array([rng.uniform(0.6, 1.1), rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)])
+               if colour else np.ones(3)) * tone
+        style, relief = rng.choice(["hip", "gable", "flat"], p=[0.5, 0.3, 0.2]), \
+            rng.uniform(0.15, 0.4)
+        shade = np.ones(inb.shape, np.float32)
+        for (a, d, b, e), m in zip(rects, masks, strict=True):
+            du, dv = u[m] - a, v[m] - d
+            if style == "hip":  # the facet of the nearest edge
+                on_u = (b / 2 - np.abs(du)) < (e / 2 - np.abs(dv))
+            elif style == "gable":  # two halves on either side of the ridge (the long axis)
+                on_u = np.full(du.shape, b <= e)
+            else:
+                continue
+            facing = np.where(on_u, np.sign(du) * lit[0], np.sign(dv) * lit[1])
+            shade[m] = 1 + relief * facing
+        img[rr, cc] = rgb * (shade[rr, cc] * (1 + rng.uniform(0, 0.1) * grain[rr, cc]))[:, None]
+        if rng.random() < 0.5:  # dark eaves: the roof's outermost 0.5 m
+            ring = inb & ~ndimage.binary_erosion(inb, iterations=max(1, round(0.5 / gsd)))
+            img[ring] *= rng.uniform(0.6, 0.85)
+        out.append(rects)
+    return out
 
 
 @dataclass(frozen=True)
@@ -295,6 +418,16 @@ def _paint_decks(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np
             val[across > half - 0.6] = min(grey * 1.2, 0.9)
         img[inb] = val[:, None]
     return under
+
+
+def _outline(rects: list[np.ndarray]) -> np.ndarray:
+    """The outline of one rectangle (itself) or of a house and its overlapping wing (their
+    union, a simple L- or T-shaped polygon), counter-clockwise, map metres. Steps of under a
+    micrometre (a wing flush with an end, up to rounding) are removed."""
+    if len(rects) == 1:
+        return rects[0]
+    union = orient(unary_union([Polygon(r) for r in rects]).simplify(1e-6), 1.0)
+    return np.asarray(union.exterior.coords)[:-1]
 
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
