@@ -105,11 +105,16 @@ def _rectangles(n: int, seed: int, size: int = 48) -> PackedData:
 def test_the_refiner_learns_to_box_rectangles(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "refiner.pt"
-    hist = train_refiner([_rectangles(1500, 0)], [_rectangles(100, 1)], out,
+    hist = train_refiner([_rectangles(1500, 0)], [_rectangles(100, 1), _rectangles(20, 4)], out,
                          config=RefinerConfig(crop_size=32, width=8),
                          train_config=RefinerTrainConfig(epochs=4, batch_size=32, lr=3e-3,
                                                          jitter_px=1.0), quiet=True)
     assert len(hist["epochs"]) == 4
+    # Selection weighs each validation pack's mean IoU equally, whatever its size.
+    for row in hist["epochs"]:
+        assert len(row["val_pack_mean_iou"]) == 2
+        assert row["val_mean_iou"] == pytest.approx(np.mean(row["val_pack_mean_iou"]), abs=1e-12)
+    assert hist["best_epoch"] == 1 + int(np.argmax([r["val_mean_iou"] for r in hist["epochs"]]))
     loaded = load_refiner(out, expected_sha256=hist["sha256"])
     assert isinstance(loaded.model, BoxRefiner)
     assert loaded.metrics is not None
