@@ -37,7 +37,7 @@ from geomogeo.data.synth.footprints import footprint_structures
 from geomogeo.data.synth.scene import downsample, scene_from_raster
 from geomogeo.engine.metrics import box_iou
 from geomogeo.joint import click_prior, place_on_clicks
-from geomogeo.localize import Localizer
+from geomogeo.localize import Localizer, default_checkpoint
 from geomogeo.predictor import select
 
 
@@ -71,18 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", type=Path, nargs="+", help="packs (.npz) or manifests (.jsonl)")
     p.add_argument("--model", help="network checkpoint for the 'network' rows (packs)")
-    p.add_argument("--refiner", default="model/box-refiner-v1.pt")
+    p.add_argument("--refiner", default=None,
+                   help="refiner checkpoint (default: the shipped one, model/checkpoints.json)")
     p.add_argument("--split", default=None, help="manifest split")
     p.add_argument("--jitter", type=float, default=1.5, help="point offset sigma, pixels")
     p.add_argument("--min-area", type=float, default=150.0,
                    help="smallest footprint of a tile, m^2")
     a = p.parse_args(argv)
-    loc = Localizer.load(a.model, refiner=Path(a.refiner)) if a.model else None
+    path = Path(a.refiner) if a.refiner else default_checkpoint("refiner")[0]
+    loc = Localizer.load(a.model, refiner=path) if a.model else None
     if loc is None:
         from geomogeo.engine.checkpoint import load_refiner
         from geomogeo.nn.refine import TorchRefiner
 
-        r = load_refiner(a.refiner)
+        r = load_refiner(path)
         refiner = TorchRefiner(r.model, name=r.model_config.name, sha256=r.sha256)
     else:
         assert loc.refiner is not None

@@ -5,13 +5,25 @@ The packs are those of ``scripts/train_default.py`` (``--work``: ``packed_train.
 training run drew (their random streams start from ``--town-seed``), made here when missing,
 so that the refiner is also selected on buildings with exact footprints.
 
-The shipped refiner (``model/box-refiner-v1.pt``, see the model card)::
+The first shipped refiner (``model/box-refiner-v1.pt``, see the model card)::
 
     python scripts/train_refiner.py --train runs/lv16/work/packed_train.npz \\
         --val runs/lv16/work/packed_val.npz --procedural-val runs/refiner/proc_val.npz \\
         --out runs/refiner/box-refiner.pt --epochs 10
 
-where ``runs/lv16/work`` holds the packs of the held-out-city model (no Las Vegas).
+where ``runs/lv16/work`` holds the packs of the held-out-city model (no Las Vegas). The
+default one (``model/box-refiner-v2.pt``) adds the hand-digitized buildings of Rotterdam a
+(``--footprint-train``) and 60 suburbs of detached houses (``--suburb-train``) to training,
+and Rotterdam c's buildings (``--footprint-val``) to selection::
+
+    python scripts/train_refiner.py --train runs/lv16/work/packed_train.npz \\
+        --val runs/lv16/work/packed_val.npz --procedural-val runs/refiner/proc_val.npz \\
+        --footprint-train runs/refiner2/fp_train.npz --footprint-val runs/refiner2/fp_val.npz \\
+        --suburb-train runs/refiner2/suburb_train.npz --out runs/refiner2/box-refiner.pt \\
+        --epochs 10
+
+The footprint and suburb packs are rendered (made when missing) with the data engine's
+parallax settings; each validation pack's mean IoU counts equally in the selection.
 """
 
 from __future__ import annotations

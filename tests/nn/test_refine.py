@@ -161,3 +161,6 @@ def test_the_shipped_refiner_is_not_a_network() -> None:
     tiles = [t for s in settings.values() for t in s["tiles"]]
     assert len(tiles) == 6 and not any("las_vegas" in t for t in tiles)
     assert all(s["holdout"] == "las_vegas" for s in settings.values())
+    # ... and the tiles of its digitized-footprint packs (Rotterdam a to train, c to select)
+    fp_tiles = [t for split in loaded.train_config["footprint_tiles"].values() for t, _ in split]
+    assert fp_tiles and all(t.startswith("rotterdam_") for t in fp_tiles)
