@@ -33,6 +33,7 @@ from PIL import Image
 
 from geomogeo.data.dataset import PackedData
 from geomogeo.data.manifest import read_manifest
+from geomogeo.data.synth.engine import boxes_to_ref
 from geomogeo.data.synth.footprints import footprint_structures
 from geomogeo.data.synth.scene import downsample, scene_from_raster
 from geomogeo.engine.metrics import box_iou
@@ -60,11 +61,7 @@ def footprint_crops(tile: Path, gsd: float, min_area_m2: float
     if st is None:
         raise SystemExit(f"{tile}: no footprints file for this tile")
     ref = downsample(scene, 2)
-    a, _, c, _, e, f = ref.transform
-    boxes = np.array([[(fp[:, 0].min() - c) / a, (fp[:, 1].max() - f) / e,
-                       (fp[:, 0].max() - c) / a, (fp[:, 1].min() - f) / e]
-                      for fp in st.footprints]).reshape(-1, 4)
-    return ref.image.astype(np.float32) / 255.0, boxes
+    return ref.image.astype(np.float32) / 255.0, boxes_to_ref(ref.transform, st.boxes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,14 @@ FOOTPRINT_TILES = {
 }
 
 
-def rendered_pack(path: Path, worlds: list[World], photos: int, seed: int, prefix: str,
-                  quiet: bool) -> PackedData:
-    """A pack of ``photos`` parallax photos of ``worlds`` (targets >= 150 m^2, random streams
-    from ``seed``) for the light16 network's inputs, read from ``path`` when it exists, else
-    rendered and saved there."""
+def rendered_pack(path: Path, worlds: Callable[[], list[World]], photos: int, seed: int,
+                  prefix: str, quiet: bool) -> PackedData:
+    """A pack of ``photos`` parallax photos of the worlds ``worlds()`` builds (targets >=
+    150 m^2, random streams from ``seed``) for the light16 network's inputs, read from ``path``
+    when it exists (the worlds are then not built), else rendered and saved there."""
     if path.is_file():
         return PackedData.load(path)
-    items = generate(worlds, photos, seed=seed, cfg=PARALLAX, prefix=prefix, quiet=quiet,
+    items = generate(worlds(), photos, seed=seed, cfg=PARALLAX, prefix=prefix, quiet=quiet,
                      post=Sample.pack_item)
     pack = pack_items(items, (320, 320), PARALLAX.reference_size, query_fit="letterbox")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,27 +72,27 @@ def rendered_pack(path: Path, worlds: list[World], photos: int, seed: int, prefi
 def procedural_val(path: Path, towns: int, photos: int, seed: int, quiet: bool) -> PackedData:
     """Photos of ``towns`` procedural towns that no training run drew (streams from
     ``seed``)."""
-    worlds = [] if path.is_file() else build_worlds([], PARALLAX, augment=False, seed=seed,
-                                                    procedural=towns)
-    return rendered_pack(path, worlds, photos, seed * 1000 + 777, "pval-", quiet)
+    return rendered_pack(path, lambda: build_worlds([], PARALLAX, augment=False, seed=seed,
+                                                    procedural=towns),
+                         photos, seed * 1000 + 777, "pval-", quiet)
 
 
 def footprint_pack(path: Path, split: str, photos: int, seed: int, quiet: bool) -> PackedData:
     """Photos of the tiles with hand-digitized footprints (``geomogeo/data/footprints``) as they
     are (not turned, so that their buildings are those footprints): ``train`` Rotterdam a,
     ``val`` Rotterdam c (both sensors; b has no footprints)."""
-    worlds = [] if path.is_file() else build_worlds(
+    return rendered_pack(path, lambda: build_worlds(
         [scene_from_raster(TILES / name, gsd=PARALLAX.render_gsd, bands=bands)
-         for name, bands in FOOTPRINT_TILES[split]], PARALLAX, augment=False, seed=seed)
-    return rendered_pack(path, worlds, photos, seed * 1000 + 555, f"fp{split}-", quiet)
+         for name, bands in FOOTPRINT_TILES[split]], PARALLAX, augment=False, seed=seed),
+        photos, seed * 1000 + 555, f"fp{split}-", quiet)
 
 
 def suburb_pack(path: Path, towns: int, photos: int, seed: int, quiet: bool) -> PackedData:
     """Photos of ``towns`` suburbs of detached houses (:func:`~geomogeo.data.synth.procedural.
     suburb_town`, streams from ``seed``)."""
-    worlds = [] if path.is_file() else build_worlds([], PARALLAX, augment=False, seed=seed,
-                                                    suburbs=towns)
-    return rendered_pack(path, worlds, photos, seed * 1000 + 333, "sub-", quiet)
+    return rendered_pack(path, lambda: build_worlds([], PARALLAX, augment=False, seed=seed,
+                                                    suburbs=towns),
+                         photos, seed * 1000 + 333, "sub-", quiet)
 
 
 def pack_settings(packs: list[Path]) -> dict[str, object]:

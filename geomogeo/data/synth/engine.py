@@ -81,6 +81,7 @@ __all__ = [
     "Sample",
     "SynthConfig",
     "World",
+    "boxes_to_ref",
     "build_worlds",
     "generate",
     "gps_exif",
@@ -321,7 +322,7 @@ class Sample:
         return len(self.boxes)
 
 
-def _boxes_to_ref(transform: tuple[float, ...], boxes: np.ndarray) -> np.ndarray:
+def boxes_to_ref(transform: tuple[float, ...], boxes: np.ndarray) -> np.ndarray:
     """Map boxes (n, 4) (xmin, ymin, xmax, ymax) in metres -> (n, 4) (x1, y1, x2, y2) pixel
     edges of the north-up window with ``transform``."""
     a, _, c, _, e, f = transform
@@ -339,7 +340,7 @@ def _candidates(world: World, cam: Camera, transform: tuple[float, ...], valid: 
     if len(st) == 0:
         return [], {}
     r = cfg.reference_size
-    c1, r1, c2, r2 = _boxes_to_ref(transform, st.boxes).T
+    c1, r1, c2, r2 = boxes_to_ref(transform, st.boxes).T
     idx = np.nonzero((c1 >= 1) & (r1 >= 1) & (c2 <= r - 1) & (r2 <= r - 1))[0]
     w = cfg.kind_weights()[st.kinds[idx]]
     idx, w = idx[w > 0], w[w > 0]
@@ -481,7 +482,7 @@ def render_sample(world: World, rng: np.random.Generator, cfg: SynthConfig, samp
             lon, lat = to_lonlat(measured[0], measured[1], scene.crs)
             jpeg = _with_exif(jpeg, gps_exif(float(lon), float(lat), heading))
         return Sample(
-            id=sample_id, jpeg=jpeg, clicks=clicks, boxes=_boxes_to_ref(transform, st.boxes[idx]),
+            id=sample_id, jpeg=jpeg, clicks=clicks, boxes=boxes_to_ref(transform, st.boxes[idx]),
             reference=ref, valid=valid, transform=transform, crs=scene.crs, heading=heading,
             camera=cam, measured_xy=(float(measured[0]), float(measured[1])), ground=ground,
             scene=scene.name, heights=st.heights[idx],

@@ -207,24 +207,19 @@ def _paint_blocks(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: n
     """Paint :func:`procedural_town`'s buildings (flat or gabled rectangles of 8-40 m with
     cast shadows) into ``img``; returns each one's rectangle [(cu, cv, w, h)], street-aligned
     metres, in painting order."""
-    n = img.shape[0]
     rects: list[list[tuple[float, float, float, float]]] = []
     for _ in range(int(rng.integers(150, 400))):
         w, h = rng.uniform(8, 40), rng.uniform(8, 40)
         cu = rng.uniform(0, size_m * 1.5) - size_m * 0.25
         cv = rng.uniform(0, size_m * 1.5) - size_m * 0.25
-        roof = rng.uniform(0.2, 0.95)
-        rgb = (np.array([rng.uniform(0.6, 1.1), rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)])
-               if colour else np.ones(3)) * roof
+        rgb = _roof_rgb(rng, colour)
         inb = (np.abs(u - cu) < w / 2) & (np.abs(v - cv) < h / 2)
         if not inb.any() or (inb & blocked).mean() > 0.02 * inb.mean():
             continue
         if crossing is not None and any(_overlap((cu, cv, w, h), d) for d in crossing.decks):
             continue
         rr, cc = np.nonzero(inb)
-        sr = np.clip(rr + round(shadow_px[1]), 0, n - 1)
-        sc = np.clip(cc + round(shadow_px[0]), 0, n - 1)
-        img[sr, sc] *= 0.45
+        _cast_shadow(img, rr, cc, shadow_px)
         img[rr, cc] = rgb
         rects.append([(float(cu), float(cv), float(w), float(h))])
         if rng.random() < 0.5:  # gabled roof: one half darker
@@ -248,9 +243,14 @@ def _paint_houses(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: n
     axes = np.array([[cs[0], cs[1]], [-cs[1], cs[0]]])  # unit u and v in (xx, yy)
     lit = axes @ light  # how much a +u / +v facet faces the sun
     grain = _noise(rng, (n, n), 0.4 / gsd)
+    (ulo, uhi), (vlo, vhi) = (u.min(), u.max()), (v.min(), v.max())
+
+    def masks_of(rects: list[tuple[float, float, float, float]]) -> list[np.ndarray]:
+        return [(np.abs(u - a) < b / 2) & (np.abs(v - d) < e / 2) for a, d, b, e in rects]
+
     for _ in range(int(rng.integers(40, 120))):  # lots: lawn, dry grass or gravel
         w, h = rng.uniform(12, 35, 2)
-        cu, cv = rng.uniform(u.min(), u.max()), rng.uniform(v.min(), v.max())
+        cu, cv = rng.uniform(ulo, uhi), rng.uniform(vlo, vhi)
         m = (np.abs(u - cu) < w / 2) & (np.abs(v - cv) < h / 2) & ~blocked
         tone = rng.uniform(0.3, 0.7)
         img[m] = (np.array([0.75, 1.0, 0.7]) if colour and rng.random() < 0.6 else
@@ -258,7 +258,7 @@ def _paint_houses(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: n
     plans = []
     for _ in range(int(rng.integers(150, 400))):
         w, h = rng.uniform(9, 28, 2)
-        cu, cv = rng.uniform(u.min(), u.max()), rng.uniform(v.min(), v.max())
+        cu, cv = rng.uniform(ulo, uhi), rng.uniform(vlo, vhi)
         rects = [(float(cu), float(cv), float(w), float(h))]
         if rng.random() < 0.4:  # a wing on one side, flush with one end, overlapping by 1 m
             along_u = bool(rng.random() < 0.5)
@@ -269,11 +269,11 @@ def _paint_houses(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: n
                 rects.append((cu + su * (w - ww) / 2, cv + sv * (h / 2 + wh / 2 - 1), ww, wh))
             else:
                 rects.append((cu + su * (w / 2 + ww / 2 - 1), cv + sv * (h - wh) / 2, ww, wh))
-        masks = [(np.abs(u - a) < b / 2) & (np.abs(v - d) < e / 2) for a, d, b, e in rects]
-        inb = np.logical_or.reduce(masks)
+        inb = np.logical_or.reduce(masks_of(rects))
         if not inb.any() or (inb & blocked).mean() > 0.02 * inb.mean():
             continue
-        plans.append((rects, masks, inb))
+        plans.append(rects)  # masks are made again when painting (keeping them all tripled
+        # the town's peak memory)
         if rng.random() < 0.5:  # a concrete driveway from one side
             a, d, b, e = rects[0]
             du, dv = (rng.uniform(3, 6), rng.uniform(6, 14)) if rng.random() < 0.5 else \
@@ -283,13 +283,12 @@ def _paint_houses(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: n
             m = (np.abs(u - off[0]) < du / 2) & (np.abs(v - off[1]) < dv / 2) & ~blocked
             img[m] = rng.uniform(0.55, 0.85) * (1 + 0.03 * grain[m])[:, None]
     out = []
-    for rects, masks, inb in plans:
+    for rects in plans:
+        masks = masks_of(rects)
+        inb = np.logical_or.reduce(masks)
         rr, cc = np.nonzero(inb)
-        img[np.clip(rr + round(shadow_px[1]), 0, n - 1),
-            np.clip(cc + round(shadow_px[0]), 0, n - 1)] *= 0.45
-        tone = rng.uniform(0.2, 0.95)
-        rgb = (np.array([rng.uniform(0.6, 1.1), rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)])
-               if colour else np.ones(3)) * tone
+        _cast_shadow(img, rr, cc, shadow_px)
+        rgb = _roof_rgb(rng, colour)
         style, relief = rng.choice(["hip", "gable", "flat"], p=[0.5, 0.3, 0.2]), \
             rng.uniform(0.15, 0.4)
         shade = np.ones(inb.shape, np.float32)
@@ -418,6 +417,22 @@ def _paint_decks(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np
             val[across > half - 0.6] = min(grey * 1.2, 0.9)
         img[inb] = val[:, None]
     return under
+
+
+def _roof_rgb(rng: np.random.Generator, colour: bool) -> np.ndarray:
+    """(3,) a roof's colour: a tone in [0.2, 0.95], tinted in a colour town."""
+    tone = rng.uniform(0.2, 0.95)
+    return (np.array([rng.uniform(0.6, 1.1), rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)])
+            if colour else np.ones(3)) * tone
+
+
+def _cast_shadow(img: np.ndarray, rr: np.ndarray, cc: np.ndarray, shadow_px: np.ndarray
+                 ) -> None:
+    """Darken ``img`` (x 0.45) at the pixels (rr, cc) moved by ``shadow_px`` (x, y pixels),
+    clipped to the scene."""
+    n = img.shape[0]
+    img[np.clip(rr + round(shadow_px[1]), 0, n - 1),
+        np.clip(cc + round(shadow_px[0]), 0, n - 1)] *= 0.45
 
 
 def _outline(rects: list[np.ndarray]) -> np.ndarray:
