@@ -287,11 +287,15 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @click.option("--refine-network/--no-refine-network", default=None,
               help="With --localize: the refiner also boxes the network-alone targets "
               "(default: JointConfig's).")
+@click.option("--refine-passes", type=click.IntRange(min=1), default=None,
+              help="With --localize: refiner passes, each around the previous box's centre "
+              "(default: JointConfig's).")
 @tta_option
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
              runs: tuple[str, ...], rotation_search: str | None, tta: TTASpec,
-             refiner: bool | Path, refine_network: bool | None) -> None:
+             refiner: bool | Path, refine_network: bool | None,
+             refine_passes: int | None) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image.
 
     MANIFEST may also be a packed .npz file (all its photos) or, with --cvogl, a CVOGL folder.
@@ -312,6 +316,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
             over["rotation_search"] = rotation_search
         if refine_network is not None:
             over["refine_network"] = refine_network
+        if refine_passes is not None:
+            over["refine_passes"] = refine_passes
         result = evaluate_localize(checkpoint, manifest, split=split, out_dir=out_dir, tta=tta,
                                    limit=limit, runs=runs or tuple(LOCALIZE_RUNS),
                                    config=JointConfig(**over), refiner=refiner)

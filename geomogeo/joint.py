@@ -107,6 +107,8 @@ class JointConfig:
         refine_network: the same for targets the network alone localized, around the
             network's box centre: on the same tile's first 60 photos (145 targets) it raised
             the rotation search's acc@0.5 from 0.103 to 0.193.
+        refine_passes: how many times the refiner boxes each target, each pass after the
+            first around the previous box's centre (:func:`geomogeo.predictor.refine_boxes`).
     """
 
     register_extent_m: float = 384.0
@@ -124,6 +126,7 @@ class JointConfig:
     parallax: ParallaxConfig | None = field(default_factory=ParallaxConfig)
     refine: bool = True
     refine_network: bool = True
+    refine_passes: int = 1
 
     def __post_init__(self) -> None:
         if not (self.register_extent_m > 0 and self.register_gsd > 0 and self.sigma_m > 0):
@@ -135,6 +138,9 @@ class JointConfig:
         if self.rotation_search not in ("consistency", "score"):
             raise ValueError(f"JointConfig: rotation_search must be 'consistency' or 'score', "
                              f"got {self.rotation_search!r}")
+        if self.refine_passes < 1:
+            raise ValueError(f"JointConfig: refine_passes must be >= 1, got "
+                             f"{self.refine_passes!r}")
         if self.click_inner is not None and not 0 <= self.click_inner <= 1:
             raise ValueError(f"JointConfig: click_inner must be in [0, 1] or None, got "
                              f"{self.click_inner!r}")

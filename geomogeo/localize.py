@@ -39,7 +39,7 @@ from geomogeo.joint import (
     register_scene,
     search_rotation,
 )
-from geomogeo.predictor import DEFAULT_TTA, Predictor, Refiner, TTASpec, select
+from geomogeo.predictor import DEFAULT_TTA, Predictor, Refiner, TTASpec, refine_boxes, select
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -675,7 +675,7 @@ class Localizer:
                 pts = scene.targets_px(windows[w])[ks]
             else:
                 pts = (boxes[ks, :2] + boxes[ks, 2:]) / 2.0
-            boxes[ks] = self.refiner.refine(windows[w].image, pts)
+            boxes[ks] = refine_boxes(self.refiner, windows[w].image, pts, config.refine_passes)
             refined[ks] = True
         return boxes, refined
 

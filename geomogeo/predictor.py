@@ -27,6 +27,7 @@ __all__ = [
     "TTASpec",
     "check_inputs",
     "parse_tta",
+    "refine_boxes",
     "select",
 ]
 
@@ -266,3 +267,26 @@ class Refiner(Protocol):
             (m, 4) float64 boxes (x1, y1, x2, y2), reference pixels (edges).
         """
         ...
+
+
+def refine_boxes(refiner: Refiner, reference: np.ndarray, points: np.ndarray, passes: int = 1
+                 ) -> np.ndarray:
+    """:meth:`Refiner.refine`, ``passes`` times: each pass after the first boxes around the
+    previous box's centre, so that a point far from its object's centre (a click near a
+    roof's edge, a registration error) ends where a refiner looks best, at the centre.
+
+    Args:
+        refiner: the box refiner.
+        reference: (H, W, 3) float32 in [0, 1], at ``refiner.gsd`` metres per pixel.
+        points: (m, 2) (x, y) reference pixels, one per object.
+        passes: >= 1.
+
+    Returns:
+        (m, 4) float64 boxes (x1, y1, x2, y2), reference pixels (edges).
+    """
+    if passes < 1:
+        raise ValueError(f"refine_boxes: passes={passes}, must be >= 1")
+    boxes = refiner.refine(reference, points)
+    for _ in range(passes - 1):
+        boxes = refiner.refine(reference, (boxes[:, :2] + boxes[:, 2:]) / 2.0)
+    return boxes

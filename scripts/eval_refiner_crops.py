@@ -1,7 +1,8 @@
 """The box refiner against the network's box, target by target, around a known point.
 
 Each target's reference window is boxed around its footprint box's centre moved by
-N(0, ``--jitter`` px) per axis (where a registered click lands; fixed seed):
+N(0, ``--jitter`` px) per axis (where a registered click lands; fixed seed), and uniformly
+within ``--spread`` of the box's size (a user clicks anywhere on the roof, not at its centre):
 
 * ``refiner``: the box refiner (``--refiner``);
 * ``network`` (packs only, with ``--model``): the joint box, the network's vote weighed by the
@@ -39,7 +40,7 @@ from geomogeo.data.synth.scene import downsample, scene_from_raster
 from geomogeo.engine.metrics import box_iou
 from geomogeo.joint import click_prior, place_on_clicks
 from geomogeo.localize import Localizer, default_checkpoint
-from geomogeo.predictor import select
+from geomogeo.predictor import refine_boxes, select
 
 
 def report(name: str, boxes: np.ndarray, truth: np.ndarray) -> None:
@@ -49,6 +50,18 @@ def report(name: str, boxes: np.ndarray, truth: np.ndarray) -> None:
     print(f"{name:<44} {len(truth):>5} targets  acc@0.5 {(iou > 0.5).mean():.3f}  mean IoU "
           f"{iou.mean():.3f}  side ratio {np.median(side / true):.2f}  log corr "
           f"{np.corrcoef(np.log(side), np.log(true))[0, 1]:.2f}")
+
+
+def click_points(boxes: np.ndarray, jitter: float, spread: float, rng: np.random.Generator
+                 ) -> np.ndarray:
+    """Where each box's object is clicked: its centre, moved uniformly within ``spread`` of
+    the box's size (0: the centre; 0.5: anywhere in the central half of each side), plus
+    N(0, ``jitter`` px) per axis."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    points = (boxes[:, :2] + boxes[:, 2:]) / 2 + rng.normal(0, jitter, size.shape)
+    if spread > 0:  # drawn after the jitter, so that spread 0 keeps the published figures
+        points += rng.uniform(-spread / 2, spread / 2, size.shape) * size
+    return points
 
 
 def footprint_crops(tile: Path, gsd: float, min_area_m2: float
@@ -74,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jitter", type=float, default=1.5, help="point offset sigma, pixels")
     p.add_argument("--min-area", type=float, default=150.0,
                    help="smallest footprint of a tile, m^2")
+    p.add_argument("--spread", type=float, default=0.0,
+                   help="click anywhere in this fraction of the box around its centre")
+    p.add_argument("--passes", type=int, default=1,
+                   help="refiner passes, each around the previous box's centre")
     a = p.parse_args(argv)
     path = Path(a.refiner) if a.refiner else default_checkpoint("refiner")[0]
     loc = Localizer.load(a.model, refiner=path) if a.model else None
@@ -90,18 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(5)
         if path.suffix == ".tif":
             image, truth = footprint_crops(path, refiner.gsd, a.min_area)
-            points = (truth[:, :2] + truth[:, 2:]) / 2 + rng.normal(0, a.jitter, (len(truth), 2))
-            report(f"{path.name}: refiner, footprints", refiner.refine(image, points), truth)
+            points = click_points(truth, a.jitter, a.spread, rng)
+            report(f"{path.name}: refiner, footprints",
+                   refine_boxes(refiner, image, points, a.passes), truth)
             continue
         if path.suffix == ".npz":
             pk = PackedData.load(path)
             truth = pk.boxes.astype(np.float64)
-            points = (truth[:, :2] + truth[:, 2:]) / 2 + rng.normal(0, a.jitter, (len(truth), 2))
+            points = click_points(truth, a.jitter, a.spread, rng)
             ref, net = [], []
             for i, start in enumerate(pk.offsets):
                 sl = slice(start, start + pk.counts[i])
                 image = pk.references[i].astype(np.float32) / 255.0
-                ref.append(refiner.refine(image, points[sl]))
+                ref.append(refine_boxes(refiner, image, points[sl], a.passes))
                 if loc is not None:
                     pred = loc.predictor.predict(image, pk.queries[i].astype(np.float32) / 255.0,
                                                  pk.clicks[sl])
@@ -121,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         boxes, truth_all, kinds = [], [], []
         for rec in read_manifest(path, a.split):
             gt = np.asarray(rec.boxes, dtype=np.float64)
-            pts = (gt[:, :2] + gt[:, 2:]) / 2 + rng.normal(0, a.jitter, (len(gt), 2))
+            pts = click_points(gt, a.jitter, a.spread, rng)
             image = np.asarray(Image.open(rec.reference).convert("RGB"), np.float32) / 255.0
-            boxes.append(refiner.refine(image, pts))
+            boxes.append(refine_boxes(refiner, image, pts, a.passes))
             truth_all.append(gt)
             kinds += list(rec.meta.get("kinds", ["?"] * len(gt)))
         b, t, k = np.concatenate(boxes), np.concatenate(truth_all), np.asarray(kinds)

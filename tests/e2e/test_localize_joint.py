@@ -332,6 +332,16 @@ def test_the_refiner_boxes_joint_targets_around_their_registered_points(sample, 
     assert gdf["box_source"].tolist() == ["refiner"]
     assert gdf["refiner_sha256"].tolist() == ["ef" * 32]
 
+    # refine_passes=2: the second pass looks around the first box's centre, (2, 1) px on
+    ref.calls.clear()
+    twice = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                         quiet=True, config=JointConfig(refine_passes=2))
+    (_, first), (_, second) = ref.calls
+    np.testing.assert_allclose(first, pts, atol=1e-9)
+    np.testing.assert_allclose(second, pts + np.array([2.0, 1.0]), atol=1e-9)
+    np.testing.assert_allclose(twice.targets[0].box, [pts[0, 0] - 1, pts[0, 1] - 1,
+                                                      pts[0, 0] + 9, pts[0, 1] + 5], atol=1e-9)
+
     # refine=False: the network's box, placed on the click; the refiner is not called
     ref.calls.clear()
     off = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from geomogeo.engine.checkpoint import load_checkpoint, load_refiner, save_check
 from geomogeo.engine.metrics import box_iou
 from geomogeo.engine.refine_train import RefinerTrainConfig, train_refiner
 from geomogeo.errors import CheckpointError
+from geomogeo.joint import JointConfig
 from geomogeo.nn.refine import (
     BoxRefiner,
     RefinerConfig,
@@ -22,6 +25,7 @@ from geomogeo.nn.refine import (
     dihedral_boxes,
     encode_boxes,
 )
+from geomogeo.predictor import refine_boxes
 
 
 def test_crop_around_places_the_point_at_the_crop_centre_and_pads_with_zeros() -> None:
@@ -164,3 +168,106 @@ def test_the_shipped_refiner_is_not_a_network() -> None:
     # ... and the tiles of its digitized-footprint packs (Rotterdam a to train, c to select)
     fp_tiles = [t for split in loaded.train_config["footprint_tiles"].values() for t, _ in split]
     assert fp_tiles and all(t.startswith("rotterdam_") for t in fp_tiles)
+
+
+def _script(name: str) -> Any:
+    """A module of ``scripts/`` (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_train_refiner_script_renders_footprint_and_suburb_packs_once(tmp_path: Path) -> None:
+    """scripts/train_refiner.py: the suburb and footprint packs are rendered when missing (the
+    photo counts asked, for the light16 network's inputs), reused when present, and the
+    checkpoint records which packs and tiles trained and selected it."""
+    torch.set_num_threads(1)
+    script = _script("train_refiner")
+    train = tmp_path / "rect.npz"
+    _rectangles(64, 0).save(train)
+    sub, fpv, out = tmp_path / "sub.npz", tmp_path / "fp_val.npz", tmp_path / "r.pt"
+    argv = ["--train", str(train), "--suburb-train", str(sub), "--suburbs", "1",
+            "--suburb-photos", "3", "--footprint-val", str(fpv), "--footprint-photos", "6",
+            "--epochs", "1", "--batch", "16", "--quiet"]
+    assert script.main([*argv, "--out", str(out)]) == 0
+    packs = {p: PackedData.load(p) for p in (sub, fpv)}
+    assert [len(packs[sub]), len(packs[fpv])] == [3, 2]  # footprint-photos // 3 for selection
+    for pack in packs.values():  # the light16 network's inputs, one box per target
+        assert pack.references.shape[1:3] == (256, 256) and pack.queries.shape[1:3] == (320, 320)
+        assert pack.query_fit == "letterbox" and len(pack.boxes) == pack.counts.sum()
+    ck = load_refiner(out)
+    rec = ck.train_config
+    assert rec["train_packs"] == [str(train), str(sub)] and rec["val_packs"] == [str(fpv)]
+    assert [t[0] for t in rec["footprint_tiles"]["val"]] == ["rotterdam_pan_0p5m_c.tif",
+                                                            "rotterdam_rgbn_1m_c.tif"]
+    assert (rec["suburbs"], rec["suburb_photos"]) == (1, 3)
+    stamps = {p: p.stat().st_mtime_ns for p in (sub, fpv)}
+    assert script.main([*argv, "--out", str(tmp_path / "r2.pt")]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (sub, fpv)} == stamps  # reused, not rendered
+
+
+def test_eval_refiner_crops_boxes_a_tile_s_footprints_at_the_refiner_gsd() -> None:
+    """scripts/eval_refiner_crops.py on a tile: the tile at 1 m and the envelopes of its
+    digitized footprints of >= 150 m^2 in that image's pixels, checked against the GeoJSON
+    projected with pyproj and placed with rasterio's bounds (the scene is the raster's extent
+    rounded up to whole pixels, centred on the raster: 1 m pixels from its top-left corner)."""
+    import json
+
+    import rasterio
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import Polygon
+
+    root = Path(__file__).resolve().parents[2]
+    tile = root / "sample_tiles" / "rotterdam_pan_0p5m_c.tif"
+    image, boxes = _script("eval_refiner_crops").footprint_crops(tile, 1.0, 150.0)
+    with rasterio.open(tile) as ds:
+        crs, b = ds.crs, ds.bounds
+    side = 2 * np.ceil((b.right - b.left) / 1.0 / 2)  # 299.996 m -> 300 px
+    left, top = (b.left + b.right - side) / 2, (b.bottom + b.top + side) / 2
+    assert image.shape == (side, side, 3) and image.dtype == np.float32 and image.max() <= 1.0
+    to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    gj = json.loads((root / "geomogeo" / "data" / "footprints" / f"{tile.stem}.geojson")
+                    .read_text(encoding="utf-8"))
+    want = []
+    for f in gj["features"]:
+        xs, ys = to_utm.transform(*np.array(f["geometry"]["coordinates"][0]).T)
+        poly = Polygon(zip(xs, ys, strict=True))
+        assert shapely.is_valid(poly)
+        if poly.area >= 150.0:
+            x0, y0, x1, y1 = poly.bounds
+            want.append([x0 - left, top - y1, x1 - left, top - y0])
+    assert len(want) == 12  # of the 15 footprints, 3 are smaller
+    assert np.allclose(np.sort(boxes, axis=0), np.sort(np.array(want), axis=0), atol=1e-6)
+
+
+class _HalfwayRefiner:
+    """Boxes a 10 px square whose centre lies halfway from the point to the object at
+    (40, 30): a refiner that is better the closer it looks."""
+
+    name, sha256, gsd = "halfway", "", 1.0
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+
+    def refine(self, reference: np.ndarray, points: np.ndarray) -> np.ndarray:
+        self.calls.append(np.array(points, dtype=np.float64))
+        c = (np.asarray(points, dtype=np.float64) + np.array([40.0, 30.0])) / 2
+        return np.hstack([c - 5.0, c + 5.0])
+
+
+def test_refine_boxes_looks_again_around_each_box_centre() -> None:
+    ref = _HalfwayRefiner()
+    image = np.zeros((64, 64, 3), np.float32)
+    boxes = refine_boxes(ref, image, np.array([[8.0, 14.0], [40.0, 30.0]]), passes=3)
+    # point (8, 14) -> centres 24, 32, 36 in x and 22, 26, 28 in y; (40, 30) stays put
+    assert [c.tolist() for c in ref.calls] == [[[8, 14], [40, 30]], [[24, 22], [40, 30]],
+                                               [[32, 26], [40, 30]]]
+    assert boxes.tolist() == [[31.0, 23.0, 41.0, 33.0], [35.0, 25.0, 45.0, 35.0]]
+    assert refine_boxes(ref, image, np.array([[8.0, 14.0]])).tolist() == [[19, 17, 29, 27]]
+    with pytest.raises(ValueError, match="passes=0"):
+        refine_boxes(ref, image, np.array([[8.0, 14.0]]), passes=0)
+    with pytest.raises(ValueError, match="refine_passes must be >= 1"):
+        JointConfig(refine_passes=0)
