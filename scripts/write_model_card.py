@@ -1,4 +1,4 @@
-"""Fill the model card template with the released checkpoint's hash and measured tables.
+"""Fill the model card template with a released checkpoint's hash and measured tables.
 
     python scripts/write_model_card.py scripts/model_card_template.md \\
         --eval-b runs/final/evalB_rot4s2 --eval-b-none runs/final/evalB_none \\
@@ -6,10 +6,12 @@
         --abl-a abl_a.md --abl-b abl_b.md --abl-a-tta abl_a_tta.md --abl-b-tta abl_b_tta.md \
         > model/MODEL_CARD.md
 
-``--eval-*`` are ``geomogeo evaluate`` output folders of the shipped model (test set B with
+``--name`` is the checkpoint the tables measure (``mogeo-light-v2.pt``, the default until
+``mogeo-light16-v3.pt``; the later sections of the card are written out in the template).
+``--eval-*`` are ``geomogeo evaluate`` output folders of that model (test set B with
 the default inference and with one pass, its second render, test set A); the ``.md`` files
 are tables written by ``scripts/metrics_table.py``. The demo line is measured by running the
-demo.
+demo with the shipped default.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ def _demo_line() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("template", type=Path)
+    p.add_argument("--name", default="mogeo-light-v2.pt",
+                   help="the checkpoint in model/ whose measurements the template's tables hold")
     for name in ("eval-b", "eval-b-none", "eval-b2", "eval-a", "tta-val", "tta-test", "abl-a",
                  "abl-b", "abl-a-tta", "abl-b-tta"):
         p.add_argument(f"--{name}", type=Path, required=True)
     args = p.parse_args()
     index = json.loads((ROOT / "model" / "checkpoints.json").read_text())
-    name = index["default"]
+    name = args.name
     meta = index["files"][name]
     result_b = json.loads((args.eval_b / "metrics.json").read_text())
     mb = result_b["metrics"]

@@ -101,7 +101,8 @@ def test_metadata_read_back(exported: Path) -> None:
     assert meta["format"] == "geomogeo-onnx" and meta["format_version"] == "1"
     assert json.loads(meta["model_config"]) == json.loads(ckpt.model_config.to_json())
     cfg = json.loads(meta["model_config"])
-    assert cfg["reference_size"] == 256 and cfg["query_size"] == [128, 128]
+    assert cfg["reference_size"] == 256 and cfg["query_size"] == [320, 320]  # light16
+    assert cfg["query_stride"] == 16 and cfg["query_fit"] == "letterbox"
     assert cfg["gsd"] == 1.0 and cfg["band_names"] == ["red", "green", "blue"]
     assert len(cfg["anchors"]) == 9 and cfg["mean"] == [0.485, 0.456, 0.406]
     assert meta["checkpoint_sha256"] == default_checkpoint()[1] == ckpt.sha256
