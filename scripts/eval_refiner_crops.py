@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, default=1,
                    help="refiner passes, each around the previous box's centre")
     a = p.parse_args(argv)
-    path = Path(a.refiner) if a.refiner else default_checkpoint("refiner")[0]
-    loc = Localizer.load(a.model, refiner=path) if a.model else None
+    refiner_path = Path(a.refiner) if a.refiner else default_checkpoint("refiner")[0]
+    loc = Localizer.load(a.model, refiner=refiner_path) if a.model else None
     if loc is None:
         from geomogeo.engine.checkpoint import load_refiner
         from geomogeo.nn.refine import TorchRefiner
 
-        r = load_refiner(path)
+        r = load_refiner(refiner_path)
         refiner = TorchRefiner(r.model, name=r.model_config.name, sha256=r.sha256)
     else:
         assert loc.refiner is not None

@@ -11,7 +11,7 @@
 ``--eval-*`` are ``geomogeo evaluate`` output folders of that model (test set B with
 the default inference and with one pass, its second render, test set A); the ``.md`` files
 are tables written by ``scripts/metrics_table.py``. The demo line is measured by running the
-demo with the shipped default.
+demo with that model.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ def _table(folder: Path) -> str:
     return (folder / "metrics.md").read_text().split("\n", 2)[2].strip()
 
 
-def _demo_line() -> str:
+def _demo_line(model: Path) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run_demo(tmp, quiet=True, echo=lambda _: None)
+        rows = run_demo(tmp, model_path=model, quiet=True, echo=lambda _: None)
     good = sum(r.iou > 0.5 for r in rows)
     best = max(r.iou for r in rows)
     return f"{good}/{len(rows)} targets with IoU > 0.5 (the best at {best:.2f})"
@@ -90,7 +90,7 @@ def main() -> None:
         "__ACC50__": f"{mb['all']['acc@0.5']:.3f}",
         "__MEDERR__": f"{mb['all']['centre_error_m_median']:.1f}",
         "__MEANERR__": f"{mb['all']['centre_error_m_mean']:.1f}",
-        "__DEMO__": _demo_line(),
+        "__DEMO__": _demo_line(ROOT / "model" / name),
     }
     text = args.template.read_text()
     for k, v in fills.items():
