@@ -7,11 +7,12 @@ augmentation (rot4+s2):
 * ``network, heading given``: the default localize before joint localization existed
   (``joint=False``, heading given, the network's own boxes: ``refine_network=False``);
 * ``joint, no heading``: the default flow (registration, parallax correction of the clicks,
-  re-centred window, prior, the box refiner; the heading comes from the registration);
+  re-centred window, prior, the box refiner; the heading comes from the registration; the
+  network scores the refined targets in one pass, ``DEFAULT_JOINT_TTA``);
 * ``joint, no heading, no parallax correction``: the same without the correction
   (``JointConfig(parallax=None)``), to show its cost;
 * ``joint, no heading, no box refiner``: the same with the network's boxes
-  (``JointConfig(refine=False)``), to show the refiner's cost;
+  (``JointConfig(refine=False)``, so with the full test-time augmentation);
 * ``network, no heading, rotation search``: the no-compass fallback (8 rotations, boxes by
   the refiner).
 
@@ -96,8 +97,8 @@ def main() -> None:
                 times[name].append(once(run))
     base = statistics.median(next(iter(times.values())))
     print(f"localize, 1 photo x 5 targets, shipped model {loc.predictor.name} "
-          f"({loc.predictor.sha256[:12]}, rot4+s2), {args.threads} CPU threads, median of "
-          f"{args.repeats}")
+          f"({loc.predictor.sha256[:12]}, tta {loc.predictor.tta}, registered photos "
+          f"{loc.joint_predictor.tta}), {args.threads} CPU threads, median of {args.repeats}")
     print(f"{'mode':<44}{'ms':>9}{'x today':>9}")
     for name, ts in times.items():
         med = statistics.median(ts)

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from geomogeo.errors import GeomogeoError, OutputError
-from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
+from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, TTASpec, parse_tta
 
 log = logging.getLogger("geomogeo")
 
@@ -39,6 +39,12 @@ tta_option = click.option(
     "(rot4) or 8 turned and mirrored (d4) views; sSTEPS adds STEPS x STEPS sub-cell shifts "
     "of the reference (s2, s4). 'none' is one network pass.",
 )
+
+joint_tta_option = click.option(
+    "--joint-tta", default=DEFAULT_JOINT_TTA, show_default=True, callback=_tta,
+    metavar="MODE", help="Test-time augmentation of the network for a photo whose registration "
+    "succeeded and whose boxes the refiner draws (the network only scores them there): modes "
+    "as --tta.")
 
 
 def _refiner(ctx: click.Context, param: click.Parameter, value: str) -> bool | Path:
@@ -121,11 +127,12 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
               "anywhere on an object).")
 @refiner_option
 @tta_option
+@joint_tta_option
 @click.pass_context
 def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str],
              points_file: Path | None, center: tuple[float, float] | None, center_crs: str,
              bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
-             out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec,
+             out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec, joint_tta: TTASpec,
              heading: float | None, joint: bool, click_inner: float | None,
              refiner: bool | Path) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
@@ -145,7 +152,7 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
     from geomogeo.joint import JointConfig
 
     config = JointConfig() if click_inner is None else JointConfig(click_inner=click_inner)
-    loc = Localizer.load(model_path, tta=tta, refiner=refiner)
+    loc = Localizer.load(model_path, tta=tta, refiner=refiner, joint_tta=joint_tta)
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
                        extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"], heading=heading,
                        joint=joint, config=config)
@@ -243,14 +250,15 @@ def info(raster: Path, as_json: bool) -> None:
               help="Sample folder with demo.json (default: the shipped sample_tiles/).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None)
 @tta_option
+@joint_tta_option
 @click.pass_context
 def demo(ctx: click.Context, out_dir: Path, samples: Path | None, model_path: Path | None,
-         tta: TTASpec) -> None:
+         tta: TTASpec, joint_tta: TTASpec) -> None:
     """Localize the shipped sample photos and compare with the known answers."""
     from geomogeo.demo import run_demo
 
     run_demo(out_dir, samples=samples, model_path=model_path, quiet=ctx.obj["quiet"],
-             echo=click.echo, tta=tta)
+             echo=click.echo, tta=tta, joint_tta=joint_tta)
 
 
 @cli.command()
@@ -290,12 +298,16 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @click.option("--refine-passes", type=click.IntRange(min=1), default=None,
               help="With --localize: refiner passes, each around the previous box's centre "
               "(default: JointConfig's).")
+@click.option("--refine/--no-refine", default=None,
+              help="With --localize: the refiner boxes the joint targets (default: "
+              "JointConfig's).")
 @tta_option
+@joint_tta_option
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
              runs: tuple[str, ...], rotation_search: str | None, tta: TTASpec,
-             refiner: bool | Path, refine_network: bool | None,
-             refine_passes: int | None) -> None:
+             joint_tta: TTASpec, refiner: bool | Path, refine_network: bool | None,
+             refine: bool | None, refine_passes: int | None) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image.
 
     MANIFEST may also be a packed .npz file (all its photos) or, with --cvogl, a CVOGL folder.
@@ -316,10 +328,13 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
             over["rotation_search"] = rotation_search
         if refine_network is not None:
             over["refine_network"] = refine_network
+        if refine is not None:
+            over["refine"] = refine
         if refine_passes is not None:
             over["refine_passes"] = refine_passes
         result = evaluate_localize(checkpoint, manifest, split=split, out_dir=out_dir, tta=tta,
-                                   limit=limit, runs=runs or tuple(LOCALIZE_RUNS),
+                                   joint_tta=joint_tta, limit=limit,
+                                   runs=runs or tuple(LOCALIZE_RUNS),
                                    config=JointConfig(**over), refiner=refiner)
         click.echo(localize_markdown(result))
         return
@@ -413,10 +428,11 @@ def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
 @click.option("--quiet", "quiet_here", is_flag=True, help="No progress bar.")
 @refiner_option
 @tta_option
+@joint_tta_option
 @click.pass_context
 def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
           workers: int | None, scheduler: str | None, model_path: Path | None,
-          bands: tuple[int, ...] | None, quiet_here: bool, tta: TTASpec,
+          bands: tuple[int, ...] | None, quiet_here: bool, tta: TTASpec, joint_tta: TTASpec,
           refiner: bool | Path) -> None:
     """Localize every photo of CLICKS (a CSV / JSON Lines clicks table, or a folder of photos
     with PHOTO.clicks.csv sidecars) on REFERENCE (a raster, a VRT or a folder of tiles) into
@@ -428,7 +444,8 @@ def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
     if scheduler is not None and workers is not None:
         raise click.BadParameter("give --workers or --scheduler, not both")
     summary = run_batch(clicks, reference, out_path,
-                        localizer=lambda: Localizer.load(model_path, tta=tta, refiner=refiner),
+                        localizer=lambda: Localizer.load(model_path, tta=tta, refiner=refiner,
+                                                         joint_tta=joint_tta),
                         workers=workers,
                         scheduler=scheduler, bands=bands, quiet=quiet_here or ctx.obj["quiet"])
     click.echo(f"{summary.photos} photo(s): {summary.succeeded} localized, {summary.failed} "

@@ -26,7 +26,7 @@ from shapely.geometry import Polygon
 from tqdm.auto import tqdm
 
 from geomogeo.localize import Localizer
-from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
+from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, TTASpec, parse_tta
 
 __all__ = ["DemoRow", "default_samples", "polygon_iou", "run_demo"]
 
@@ -76,17 +76,19 @@ def run_demo(
     quiet: bool = False,
     echo: Callable[[str], None] = print,
     tta: str | TTASpec = DEFAULT_TTA,
+    joint_tta: str | TTASpec = DEFAULT_JOINT_TTA,
 ) -> list[DemoRow]:
     """Run the demo; returns one row per target (also echoed as a table).
 
-    ``tta`` is the test-time augmentation of the predictor (see :class:`Localizer.load`).
+    ``tta`` and ``joint_tta`` are the test-time augmentations of the predictor for photos
+    localized by the network alone and for registered photos (see :meth:`Localizer.load`).
     """
     from geomogeo.cli import write_outputs
 
     samples = Path(samples) if samples is not None else default_samples()
     spec = json.loads((samples / "demo.json").read_text(encoding="utf-8"))
     out = Path(out_dir)
-    loc = Localizer.load(model_path, tta=tta)
+    loc = Localizer.load(model_path, tta=tta, joint_tta=joint_tta)
     raster = samples / spec["raster"]
     rows: list[DemoRow] = []
     photos = tqdm(spec["photos"], desc="photos", disable=quiet, unit="photo", leave=False)
@@ -100,7 +102,7 @@ def run_demo(
                                 t.heading_used, t.heading_source))
     # The table is printed after the progress bar is gone, so the two never interleave.
     echo(f"model {loc.predictor.name} ({loc.predictor.sha256[:12]}), raster {raster.name}, "
-         f"test-time augmentation {parse_tta(tta)}")
+         f"test-time augmentation {parse_tta(tta)}, registered photos {parse_tta(joint_tta)}")
     echo(f"{'photo':<24}{'target':>7}{'score':>8}{'IoU':>8}  {'method':<9}{'heading':>8}  source")
     for row in rows:
         echo(f"{row.photo:<24}{row.target:>7}{row.score:>8.3f}{row.iou:>8.3f}  "

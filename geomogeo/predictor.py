@@ -17,6 +17,7 @@ import numpy as np
 from geomogeo.geo.orient import QueryFit
 
 __all__ = [
+    "DEFAULT_JOINT_TTA",
     "DEFAULT_TTA",
     "TTA_GROUPS",
     "TTA_STEPS",
@@ -102,6 +103,12 @@ def parse_tta(mode: str | TTASpec) -> TTASpec:
 
 #: What inference uses unless told otherwise: chosen on the validation tile (model card).
 DEFAULT_TTA = "rot4+s2"
+
+#: What the network pass of a registered photo uses unless told otherwise, when the box refiner
+#: draws its boxes: there the network only scores the cell under each registered click, so the
+#: 16 passes of :data:`DEFAULT_TTA` change no box. Chosen on the validation tile (see
+#: :meth:`geomogeo.localize.Localizer.load`).
+DEFAULT_JOINT_TTA = "none"
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from geomogeo.errors import OutputError
 from geomogeo.geo import georef, raster
 from geomogeo.geo.export import atomic_write
 from geomogeo.joint import JointConfig
-from geomogeo.predictor import DEFAULT_TTA, TTASpec, parse_tta
+from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, TTASpec, parse_tta
 
 if TYPE_CHECKING:
     from geomogeo.localize import LocalizationResult
@@ -195,6 +195,7 @@ def evaluate_localize(
     split: str | None = "test",
     out_dir: str | os.PathLike[str] | None = None,
     tta: str | TTASpec = DEFAULT_TTA,
+    joint_tta: str | TTASpec = DEFAULT_JOINT_TTA,
     limit: int | None = None,
     start: int = 0,
     config: JointConfig | None = None,
@@ -220,9 +221,11 @@ def evaluate_localize(
     training-free baseline (a ``BASELINE_BOX_M`` square around each registered click; an
     empty box, IoU 0, where the photo did not register) comes from the registration of the
     joint run without heading (the registration does not use the heading). ``refiner`` is
-    :meth:`Localizer.load`'s (True: the shipped box refiner; False: none).
+    :meth:`Localizer.load`'s (True: the shipped box refiner; False: none), and so are
+    ``tta`` and ``joint_tta``.
 
-    Returns ``{"checkpoint", "model", "manifest", "split", "tta", "photos", "targets",
+    Returns ``{"checkpoint", "model", "manifest", "split", "tta", "joint_tta", "photos",
+    "targets",
     "config", "registration": {...}, "rotation_search": {"mode", heading error of the
     rotation search's kept rotation vs the true yaw: median, p90 and the fraction within
     22.5 degrees}, "seconds_per_photo": {run: s}, "metrics": {method:
@@ -242,7 +245,7 @@ def evaluate_localize(
         raise ManifestError(f"{manifest}: {len(missing)} record(s) of split {split!r} lack "
                             f"meta 'raster'/'gps' (e.g. {missing[:3]}), or none is "
                             "georeferenced; render them with `geomogeo synth`")
-    loc = Localizer.load(checkpoint, tta=tta, refiner=refiner)
+    loc = Localizer.load(checkpoint, tta=tta, refiner=refiner, joint_tta=joint_tta)
     photos: dict[str, list[PhotoEval]] = {}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     reg_ok: list[bool] = []
@@ -327,6 +330,7 @@ def evaluate_localize(
         "manifest": str(Path(manifest)),
         "split": split,
         "tta": str(parse_tta(tta)),
+        "joint_tta": str(parse_tta(joint_tta)),
         "photos": len(records) - len(off_raster),
         "targets": int(sum(len(r.boxes) for r in records if r.id not in off_raster)),
         "skipped_gps_off_raster": off_raster,
@@ -355,7 +359,8 @@ def localize_markdown(result: dict[str, Any], group: str = "2<=N<=6") -> str:
     cols = ("photos", "targets", "acc@0.25", "acc@0.5", "accI@0.5", "mean_iou",
             "centre_error_m_median")
     lines = [f"### localize on {Path(result['manifest']).name} ({result['split'] or 'all'}, "
-             f"tta {result['tta']}, photos with {group} targets)", "",
+             f"tta {result['tta']}, registered photos {result.get('joint_tta', 'the same')}, "
+             f"photos with {group} targets)", "",
              "| method | " + " | ".join(cols) + " | s / photo |",
              "|---|" + "|".join("---:" for _ in cols) + "|---:|"]
     for name, m in result["metrics"].items():

@@ -129,12 +129,15 @@ def test_demo_photos_carry_gps_and_altitude_but_no_heading():
 def test_demo_tta_option(tmp_path, capsys):
     import rasterio
 
-    assert main(["demo", "--out", str(tmp_path / "one"), "--tta", "none"]) == 0
-    assert "test-time augmentation none" in capsys.readouterr().out
+    # The demo's photos register, and the refiner draws their boxes: their network pass is
+    # --joint-tta's (one pass by default), whatever --tta says.
+    assert main(["demo", "--out", str(tmp_path / "one"), "--tta", "none+s2"]) == 0
+    assert "test-time augmentation none+s2, registered photos none" in capsys.readouterr().out
     with rasterio.open(tmp_path / "one" / "heatmaps" / "photo_1_target0_heatmap.tif") as ds:
         assert (ds.width, ds.height, ds.res) == (16, 16, (16.0, 16.0))  # one pass: the grid
-    assert main(["demo", "--out", str(tmp_path / "two"), "--tta", "none+s2"]) == 0
-    assert "test-time augmentation none+s2" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path / "two"), "--joint-tta", "none+s2"]) == 0
+    assert "test-time augmentation rot4+s2, registered photos none+s2" \
+        in capsys.readouterr().out
     with rasterio.open(tmp_path / "two" / "heatmaps" / "photo_1_target0_heatmap.tif") as ds:
         assert (ds.width, ds.height, ds.res) == (32, 32, (8.0, 8.0))  # the fine voting grid
     assert main(["demo", "--out", str(tmp_path / "bad"), "--tta", "rot4+s3"]) == 2

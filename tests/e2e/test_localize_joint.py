@@ -377,3 +377,44 @@ def test_a_refiner_of_another_gsd_is_refused() -> None:
     ref.gsd = 0.5
     with pytest.raises(ValueError, match=r"works at 0\.5 m/px, the network 'stand-in' at 1\.0"):
         Localizer(NetworkStandIn(), ref)
+
+
+def test_a_registered_photo_takes_the_joint_predictor(sample, tmp_path):
+    photo = tmp_path / "drone.jpg"
+    photo.write_bytes(sample.jpeg)
+    net, light = DenseStandIn(), DenseStandIn()
+    loc = Localizer(net, RefinerStandIn(), joint_predictor=light)
+    res = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                       quiet=True)
+    assert (res.targets[0].method, res.targets[0].box_source) == ("joint", "refiner")
+    assert (len(net.queries), len(light.queries)) == (0, 1)
+    # without the refiner's boxes the network's boxes are the answer: its full passes
+    light.queries.clear()
+    res = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                       quiet=True, config=JointConfig(refine=False))
+    assert (res.targets[0].method, res.targets[0].box_source) == ("joint", "network")
+    assert (len(net.queries), len(light.queries)) == (1, 0)
+    net.queries.clear()
+    # without a registration the main predictor searches the 8 rotations; the light one rests
+    light.queries.clear()
+    res = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                       quiet=True, joint=False)
+    assert res.targets[0].method == "network"
+    assert (len(net.queries), len(light.queries)) == (8, 0)
+
+
+def test_a_joint_predictor_with_other_inputs_is_refused() -> None:
+    other = NetworkStandIn()
+    other.spec = InputSpec(256, (320, 320), 1.0)
+    with pytest.raises(ValueError, match=r"joint predictor 'stand-in' takes .*320, 320"):
+        Localizer(NetworkStandIn(), joint_predictor=other)
+
+
+def test_load_gives_registered_photos_the_same_network_with_the_joint_tta(localizer):
+    from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, parse_tta
+
+    main_net, joint_net = localizer.predictor, localizer.joint_predictor
+    assert (main_net.tta, joint_net.tta) == (parse_tta(DEFAULT_TTA), parse_tta(DEFAULT_JOINT_TTA))
+    assert joint_net.model is main_net.model and joint_net.sha256 == main_net.sha256
+    same = Localizer.load(refiner=False, tta="rot4", joint_tta="rot4")
+    assert same.joint_predictor is same.predictor
