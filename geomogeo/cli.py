@@ -19,14 +19,21 @@ from typing import Any
 import click
 
 from geomogeo.errors import GeomogeoError, OutputError
-from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, TTASpec, parse_tta
+from geomogeo.predictor import (
+    DEFAULT_JOINT_TTA,
+    DEFAULT_TTA,
+    TTASpec,
+    parse_tta,
+)
 
 log = logging.getLogger("geomogeo")
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT = 1, 2, 3, 4
 
 
-def _tta(ctx: click.Context, param: click.Parameter, value: str) -> TTASpec:
+def _tta(ctx: click.Context, param: click.Parameter, value: str | None) -> TTASpec | None:
+    if value is None:  # an option without a default of its own
+        return None
     try:
         return parse_tta(value)
     except ValueError as e:
@@ -45,6 +52,12 @@ joint_tta_option = click.option(
     metavar="MODE", help="Test-time augmentation of the network for a photo whose registration "
     "succeeded and whose boxes the refiner draws (the network only scores them there): modes "
     "as --tta.")
+
+search_tta_option = click.option(
+    "--search-tta", default=None, callback=_tta, metavar="MODE",
+    help="Test-time augmentation of each rotation of the no-compass rotation search "
+    "(default: --tta's); a lighter mode is faster, and the kept rotation then gets one more "
+    "look with --tta's: modes as --tta.")
 
 
 def _refiner(ctx: click.Context, param: click.Parameter, value: str) -> bool | Path:
@@ -128,13 +141,14 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 @refiner_option
 @tta_option
 @joint_tta_option
+@search_tta_option
 @click.pass_context
 def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str],
              points_file: Path | None, center: tuple[float, float] | None, center_crs: str,
              bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
              out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec, joint_tta: TTASpec,
-             heading: float | None, joint: bool, click_inner: float | None,
-             refiner: bool | Path) -> None:
+             search_tta: TTASpec | None, heading: float | None, joint: bool,
+             click_inner: float | None, refiner: bool | Path) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -152,7 +166,8 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
     from geomogeo.joint import JointConfig
 
     config = JointConfig() if click_inner is None else JointConfig(click_inner=click_inner)
-    loc = Localizer.load(model_path, tta=tta, refiner=refiner, joint_tta=joint_tta)
+    loc = Localizer.load(model_path, tta=tta, refiner=refiner, joint_tta=joint_tta,
+                         search_tta=search_tta)
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
                        extent=ext, heatmaps=heatmaps, quiet=ctx.obj["quiet"], heading=heading,
                        joint=joint, config=config)
@@ -303,10 +318,15 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
               "JointConfig's).")
 @tta_option
 @joint_tta_option
+@search_tta_option
+@click.option("--rotations", type=click.IntRange(min=0), default=None,
+              help="With --localize: rotations of the no-compass search (default: "
+              "JointConfig's).")
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
              runs: tuple[str, ...], rotation_search: str | None, tta: TTASpec,
-             joint_tta: TTASpec, refiner: bool | Path, refine_network: bool | None,
+             joint_tta: TTASpec, search_tta: TTASpec | None, rotations: int | None,
+             refiner: bool | Path, refine_network: bool | None,
              refine: bool | None, refine_passes: int | None) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image.
 
@@ -332,8 +352,10 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
             over["refine"] = refine
         if refine_passes is not None:
             over["refine_passes"] = refine_passes
+        if rotations is not None:
+            over["rotations"] = rotations
         result = evaluate_localize(checkpoint, manifest, split=split, out_dir=out_dir, tta=tta,
-                                   joint_tta=joint_tta, limit=limit,
+                                   joint_tta=joint_tta, search_tta=search_tta, limit=limit,
                                    runs=runs or tuple(LOCALIZE_RUNS),
                                    config=JointConfig(**over), refiner=refiner)
         click.echo(localize_markdown(result))
@@ -429,11 +451,12 @@ def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
 @refiner_option
 @tta_option
 @joint_tta_option
+@search_tta_option
 @click.pass_context
 def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
           workers: int | None, scheduler: str | None, model_path: Path | None,
           bands: tuple[int, ...] | None, quiet_here: bool, tta: TTASpec, joint_tta: TTASpec,
-          refiner: bool | Path) -> None:
+          search_tta: TTASpec | None, refiner: bool | Path) -> None:
     """Localize every photo of CLICKS (a CSV / JSON Lines clicks table, or a folder of photos
     with PHOTO.clicks.csv sidecars) on REFERENCE (a raster, a VRT or a folder of tiles) into
     one GeoPackage. Exit code 3 when some photo of CLICKS failed, in this run or an earlier
@@ -445,7 +468,8 @@ def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
         raise click.BadParameter("give --workers or --scheduler, not both")
     summary = run_batch(clicks, reference, out_path,
                         localizer=lambda: Localizer.load(model_path, tta=tta, refiner=refiner,
-                                                         joint_tta=joint_tta),
+                                                         joint_tta=joint_tta,
+                                                         search_tta=search_tta),
                         workers=workers,
                         scheduler=scheduler, bands=bands, quiet=quiet_here or ctx.obj["quiet"])
     click.echo(f"{summary.photos} photo(s): {summary.succeeded} localized, {summary.failed} "

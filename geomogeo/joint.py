@@ -73,7 +73,10 @@ class JointConfig:
         floor: the prior's value far from the click, in [0, 1]: a network cell there keeps
             ``floor`` of its confidence.
         rotations: query rotations tried when neither a heading nor a registration is
-            available (0 or 1: no search); 8 did better than 12 on the validation tile.
+            available (0 or 1: no search); 8 did better than 12 on the validation tile. (With
+            4 passes per rotation, :meth:`~geomogeo.localize.Localizer.load`'s
+            ``search_tta="rot4"``, 12 did best there, but not on the test tiles: see
+            ``search_tta``.)
         rotation_search: how the rotations are scored: ``"consistency"`` (the targets'
             confidence maps must agree with one photo geometry, :class:`ConsistencySearch`;
             photos with one click fall back to the score) or ``"score"`` (the summed target
@@ -354,8 +357,9 @@ class RotationSearch:
 
     Attributes:
         heading: the rotation applied to the photo, degrees clockwise (used as its heading).
-        prediction: the predictor's output for that rotation (with a consistency search and
-            a prior: its boxes and scores are those chosen under the prior).
+        prediction: the predictor's output for that rotation (the ``final`` predictor's when
+            one was given; with a consistency search and a prior: its boxes and scores are
+            those chosen under the prior).
         total: the kept rotation's score (summed target scores, or the consistency vote).
         totals: the score of every rotation tried, in order of ``headings``.
         headings: the rotations tried, degrees (a refinement comes last).
@@ -375,9 +379,13 @@ class RotationSearch:
 
 def search_rotation(
     predictor: Predictor, reference: np.ndarray, image: np.ndarray, points: np.ndarray,
-    n: int, *, consistency: ConsistencySearch | None = None,
+    n: int, *, consistency: ConsistencySearch | None = None, final: Predictor | None = None,
 ) -> RotationSearch:
     """Try ``n`` query rotations (``360 / n`` degrees apart, 0 first) and keep the best.
+
+    With ``final`` (e.g. the same network with more test-time augmentation passes than
+    ``predictor``), the kept rotation is looked at once more by it, and that look is the
+    prediction: the search can then run on cheap looks.
 
     Without ``consistency`` (or with fewer than two clicks, or a predictor that returns no
     dense ``mass``), the best is the one whose targets' scores sum highest (the first on
@@ -394,6 +402,8 @@ def search_rotation(
         points: (m, 2) clicks in photo pixels.
         n: number of rotations (>= 1).
         consistency: the consistency score's settings, or None (summed scores).
+        final: the predictor of the kept rotation's last look, or None (``predictor``'s look
+            is kept). It must take ``predictor``'s inputs.
     """
     if n < 1:
         raise ValueError(f"search_rotation needs n >= 1 rotations, got {n}")
@@ -401,10 +411,10 @@ def search_rotation(
     size = predictor.spec.reference_size
     headings = [360.0 * k / n for k in range(n)]
 
-    def look(h: float) -> Prediction:
-        query, qpts = orient.prepare_query(image, pts, h, predictor.spec.query_size,
-                                            predictor.spec.query_fit)
-        return predictor.predict(reference, query, qpts)
+    def look(h: float, net: Predictor = predictor) -> Prediction:
+        query, qpts = orient.prepare_query(image, pts, h, net.spec.query_size,
+                                            net.spec.query_fit)
+        return net.predict(reference, query, qpts)
 
     def vote(pred: Prediction, h: float) -> tuple[float, np.ndarray, float]:
         assert consistency is not None and pred.mass is not None
@@ -441,6 +451,8 @@ def search_rotation(
         totals.append(v)
         if v > total:
             total, heading, pred, pos, scale = v, phi, again, p, s
+    if final is not None:
+        pred = look(heading, final)
     if consistency is not None and consistency.prior_px is not None and pos is not None:
         assert pred.mass is not None and pred.cell_boxes is not None
         g = pred.mass.shape[-1]

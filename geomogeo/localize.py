@@ -404,28 +404,33 @@ class Localizer:
     """
 
     def __init__(self, predictor: Predictor, refiner: Refiner | None = None,
-                 joint_predictor: Predictor | None = None) -> None:
+                 joint_predictor: Predictor | None = None,
+                 search_predictor: Predictor | None = None) -> None:
         """``joint_predictor``: the network pass of a photo whose registration succeeded and
         whose boxes the refiner draws (``config.refine``), where the network only scores the
-        cell under each registered click (None: ``predictor``). It must take ``predictor``'s
+        cell under each registered click (None: ``predictor``). ``search_predictor``: the
+        looks of the no-compass rotation search, whose kept rotation ``predictor`` then looks
+        at once more (None: ``predictor`` throughout). Both must take ``predictor``'s
         inputs: the same network with a lighter test-time augmentation (:meth:`load`'s
-        ``joint_tta``)."""
+        ``joint_tta`` and ``search_tta``)."""
         if refiner is not None and not math.isclose(refiner.gsd, predictor.spec.gsd):
             raise ValueError(f"box refiner {refiner.name!r} works at {refiner.gsd} m/px, the "
                              f"network {predictor.name!r} at {predictor.spec.gsd} m/px")
-        if joint_predictor is not None and joint_predictor.spec != predictor.spec:
-            raise ValueError(f"the joint predictor {joint_predictor.name!r} takes "
-                             f"{joint_predictor.spec}, the network {predictor.name!r} "
-                             f"{predictor.spec}")
+        for role, other in (("joint", joint_predictor), ("search", search_predictor)):
+            if other is not None and other.spec != predictor.spec:
+                raise ValueError(f"the {role} predictor {other.name!r} takes {other.spec}, "
+                                 f"the network {predictor.name!r} {predictor.spec}")
         self.predictor = predictor
         self.refiner = refiner
         self.joint_predictor = joint_predictor or predictor
+        self.search_predictor = search_predictor or predictor
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str] | None = None, *, device: str = "cpu",
         tta: str | TTASpec = DEFAULT_TTA, refiner: bool | str | os.PathLike[str] = True,
         joint_tta: str | TTASpec = DEFAULT_JOINT_TTA,
+        search_tta: str | TTASpec | None = None,
     ) -> Localizer:
         """Load a checkpoint (``None``: the default one in ``model/``, hash-checked).
 
@@ -440,7 +445,13 @@ class Localizer:
         targets' scores and heatmaps are one pass's (the heatmaps on the network's own grid,
         half as fine). Without the refiner (``JointConfig(refine=False)``) the network's boxes
         are the answer and ``tta`` applies: one pass there lowered the joint acc@0.5 from 0.810
-        to 0.578.
+        to 0.578. ``search_tta`` is the same network's test-time augmentation for each
+        rotation of the no-compass search (:class:`~geomogeo.joint.JointConfig`'s
+        ``rotations``): ``tta``'s by default (None). A lighter one is a speed setting: the kept
+        rotation then gets one more look with ``tta``'s passes. ``"rot4"`` with 12 rotations
+        (64 passes against 128) was chosen on the validation tile (acc@0.5 0.247 against
+        0.227, 78 photos), but lost on both test sets (Rotterdam c 0.437 -> 0.389, Las Vegas
+        0.361 -> 0.316) while taking a fifth of the time, so it is not the default.
 
         ``refiner``: the box refiner (:mod:`geomogeo.nn.refine`) that boxes each joint
         target around its registered click: True, the one shipped in ``model/``
@@ -449,12 +460,13 @@ class Localizer:
 
         A ``.onnx`` file (``geomogeo export-onnx``) runs on ONNX Runtime without PyTorch
         (:class:`~geomogeo.onnx_predictor.OnnxPredictor`, CPU only); its test-time augmentation
-        is built in and ``tta`` must match it; ``joint_tta`` does not apply (a registered
-        photo gets the same passes). It runs without a refiner unless ``refiner`` is a path
+        is built in and ``tta`` must match it; ``joint_tta`` and ``search_tta`` do not apply
+        (every look gets the graph's passes). It runs without a refiner unless ``refiner`` is a path
         (which needs PyTorch).
         """
         onnx = path is not None and Path(path).suffix.lower() == ".onnx"
         joint: Predictor | None = None
+        search: Predictor | None = None
         if onnx:
             from geomogeo.onnx_predictor import OnnxPredictor
 
@@ -469,9 +481,15 @@ class Localizer:
             loaded = load_checkpoint(ckpt_path, expected_sha256=expected or None)
             predictor = TorchPredictor(loaded.model, name=loaded.model_config.name,
                                        sha256=loaded.sha256, device=device, tta=tta)
-            if parse_tta(joint_tta) != predictor.tta:
-                joint = TorchPredictor(loaded.model, name=loaded.model_config.name,
-                                       sha256=loaded.sha256, device=device, tta=joint_tta)
+
+            def light(mode: str | TTASpec) -> Predictor | None:
+                if parse_tta(mode) == parse_tta(tta):
+                    return None
+                return TorchPredictor(loaded.model, name=loaded.model_config.name,
+                                      sha256=loaded.sha256, device=device, tta=mode)
+
+            joint = light(joint_tta)
+            search = None if search_tta is None else light(search_tta)
         ref = None
         if refiner is not False and not (onnx and refiner is True):
             from geomogeo.engine.checkpoint import load_refiner
@@ -482,7 +500,7 @@ class Localizer:
             r = load_refiner(rpath, expected_sha256=rsha or None)
             ref = TorchRefiner(r.model, name=r.model_config.name, sha256=r.sha256,
                                device=device)
-        return cls(predictor, ref, joint)
+        return cls(predictor, ref, joint, search)
 
     @property
     def spec(self) -> Any:
@@ -609,8 +627,10 @@ class Localizer:
             searched += 1
             used_heading = heading
             if search:
-                found = search_rotation(self.predictor, win.image, ph.image, pts,
-                                        config.rotations, consistency=consistency)
+                lighter = self.search_predictor is not self.predictor
+                found = search_rotation(self.search_predictor, win.image, ph.image, pts,
+                                        config.rotations, consistency=consistency,
+                                        final=self.predictor if lighter else None)
                 pred, used_heading = found.prediction, found.heading
             elif scene is not None and scene.ok and self.refiner is not None and config.refine:
                 # the refiner draws these boxes: the network only scores the chosen cells

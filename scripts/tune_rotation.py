@@ -10,11 +10,22 @@ nearest cached one: 15 degrees apart by default), and acc@0.5 / accI@0.5 and the
 heading's error against the true yaw are printed. Run it on the validation split only
 (Rotterdam b), never on the test tile.
 
+With ``--passes MODE ...`` it instead caches the looks of each of those test-time
+augmentation modes and compares the search's per-rotation passes (each mode x ``--rotations``,
+with the kept rotation's prediction either that mode's look or a last look with the first
+mode, the full passes), scoring the box refiner's boxes around the network's box centres as
+the default flow does (``JointConfig.refine_network``), with the default search settings.
+
 Usage::
 
     geomogeo synth out/joint_val3 --n 240 --split val --targets 1,6 --seed 9
     OMP_NUM_THREADS=1 python scripts/tune_rotation.py out/joint_val3/manifest.jsonl \\
         --split val --min-targets 2 --limit 40 --cache out/rotation_cache_val3.npz
+    geomogeo synth out/rot_val_par --parallax --split val --n 40 --targets 2,6 \\
+        --min-object 100 --seed 11
+    OMP_NUM_THREADS=2 python scripts/tune_rotation.py out/rot_val_par/manifest.jsonl \\
+        --split val --min-targets 2 --cache out/rotation_passes_val.npz \\
+        --passes rot4+s2 rot4 none --rotations 8 12 24
 """
 
 from __future__ import annotations
@@ -27,44 +38,59 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from geomogeo.data.manifest import read_manifest
+from geomogeo.data.manifest import Record, read_manifest
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
 from geomogeo.geo import georef, orient, photo, raster
 from geomogeo.joint import ConsistencySearch, JointConfig, search_rotation
 from geomogeo.localize import Localizer
-from geomogeo.predictor import Prediction
+from geomogeo.nn.predictor import TorchPredictor
+from geomogeo.predictor import InputSpec, Prediction, parse_tta, refine_boxes
+
+
+def gps_window(rec: Record, spec: InputSpec) -> raster.ReferenceWindow | None:
+    """The reference window localize reads at the record's GPS position, or None when that
+    lies off the raster."""
+    src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
+    gps = georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)  # type: ignore[union-attr]
+    if not src.contains(*gps):
+        return None
+    return raster.read_window(src, gps, spec.reference_size, spec.gsd)
 
 
 def build_cache(args: argparse.Namespace, path: Path) -> None:
-    """Look at every cached rotation of every selected photo; save to ``path``."""
+    """Look at every cached rotation of every selected photo (with each of ``args.passes``,
+    or the default predictor); save to ``path``."""
     records = [r for r in read_manifest(args.manifest, args.split)
                if r.georef is not None and len(r.clicks) >= args.min_targets][: args.limit]
     loc = Localizer.load()
     spec = loc.spec
+    modes = args.passes or [""]
+    nets = {m: TorchPredictor(loc.predictor.model, name="", sha256="", tta=m) if m  # type: ignore[attr-defined]
+            else loc.predictor for m in modes}
     arrays: dict[str, np.ndarray] = {}
     meta = []
     for rec in records:
-        src = raster.open_raster(rec.meta["raster"], bands=rec.meta.get("bands"))
-        gps = georef.to_crs(*rec.meta["gps"], rec.georef.crs, src.crs)
-        if not src.contains(*gps):
+        win = gps_window(rec, spec)
+        if win is None:
             continue  # the GPS position is off the raster: localize refuses it
         ph = photo.load_photo(rec.query)
         pts = np.asarray(rec.clicks, dtype=np.float64)
-        win = raster.read_window(src, gps, spec.reference_size, spec.gsd)
         i = len(meta)
         for r in range(args.cache_rotations):
             q, qp = orient.prepare_query(ph.image, pts, 360.0 * r / args.cache_rotations,
                                          spec.query_size, spec.query_fit)
-            p = loc.predictor.predict(win.image, q, qp)
-            for name in ("boxes", "scores", "mass", "cell_boxes"):
-                arrays[f"{i}_{r}_{name}"] = getattr(p, name)
+            for m, net in nets.items():
+                p = net.predict(win.image, q, qp)
+                for name in ("boxes", "scores", "mass", "cell_boxes"):
+                    arrays[f"{i}_{r}_{m}{name}"] = getattr(p, name)
         meta.append({"id": rec.id, "clicks": pts.tolist(), "size": [ph.width, ph.height],
                      "window": list(win.transform)[:6], "crs": georef.as_crs(win.crs).to_wkt(),
                      "record": list(rec.georef.transform), "record_crs": rec.georef.crs,
                      "boxes": np.asarray(rec.boxes).tolist(),
-                     "yaw": float(rec.meta["camera"]["yaw"])})
+                     "yaw": float(rec.meta["camera"]["yaw"]), "record_id": rec.id})
         print(f"cached {rec.id} ({len(meta)} photos)", flush=True)
-    arrays["meta"] = np.array(json.dumps({"rotations": args.cache_rotations, "photos": meta}))
+    arrays["meta"] = np.array(json.dumps({"rotations": args.cache_rotations, "photos": meta,
+                                          "passes": args.passes or []}))
     np.savez_compressed(path, **arrays)
 
 
@@ -76,8 +102,8 @@ class CachedLooks:
     sha256 = "0" * 64
 
     def __init__(self, data: np.lib.npyio.NpzFile, i: int, photo_meta: dict, n: int,
-                 spec: object) -> None:
-        self.data, self.i, self.n, self.spec = data, i, n, spec
+                 spec: object, mode: str = "") -> None:
+        self.data, self.i, self.n, self.spec, self.mode = data, i, n, spec, mode
         clicks = np.asarray(photo_meta["clicks"])
         w, h = photo_meta["size"]
         blank = np.zeros((h, w, 3), np.uint8)
@@ -90,7 +116,7 @@ class CachedLooks:
                 ) -> Prediction:
         asked = self.grid[int(np.argmin(np.abs(self.qpts - points).sum(axis=(1, 2))))]
         r = round(asked / (360.0 / self.n)) % self.n
-        get = {name: self.data[f"{self.i}_{r}_{name}"]
+        get = {name: self.data[f"{self.i}_{r}_{self.mode}{name}"]
                for name in ("boxes", "scores", "mass", "cell_boxes")}
         return Prediction(get["boxes"], get["scores"], np.zeros((len(points), 1, 1),
                           np.float32), get["mass"], get["cell_boxes"])
@@ -107,6 +133,50 @@ def record_boxes(boxes: np.ndarray, m: dict) -> np.ndarray:
     return np.asarray(out)
 
 
+def passes_table(args: argparse.Namespace, data: np.lib.npyio.NpzFile, info: dict) -> None:
+    """acc@0.5 of the search with each cached mode's passes per rotation x ``--rotations``,
+    its kept rotation's prediction that mode's look or the first mode's (``final``), boxes by
+    the shipped refiner around the network's box centres."""
+    loc = Localizer.load()
+    spec, modes, n_cached = loc.spec, info["passes"], info["rotations"]
+    records = {r.id: r for r in read_manifest(args.manifest, args.split)}
+    cfg = JointConfig()
+    photos = []
+    for i, m in enumerate(info["photos"]):
+        rec = records[m["record_id"]]
+        win = gps_window(rec, spec)
+        assert win is not None
+        hint = photo.scale_hint_from_exif(photo.load_photo(rec.query), spec.gsd)
+        photos.append((i, m, win, ConsistencySearch.from_config(cfg, m["size"][0], spec.gsd,
+                                                                hint)))
+    print(f"{len(photos)} photos, {sum(len(m['clicks']) for _, m, _, _ in photos)} targets; "
+          f"boxes by the refiner around the network's box centres")
+    print(f"{'passes':>9}{'rot':>5}{'last look':>10}{'network passes':>16}{'acc@0.5':>9}"
+          f"{'accI@0.5':>9}{'mean IoU':>9}{'head. err med':>14}{'<=22.5':>7}")
+    for mode, n, final in itertools.product(modes, args.rotations, (False, True)):
+        if final and mode == modes[0]:
+            continue
+        evals, errors = [], []
+        for i, m, win, settings in photos:
+            look = CachedLooks(data, i, m, n_cached, spec, mode)
+            last = CachedLooks(data, i, m, n_cached, spec, modes[0]) if final else None
+            found = search_rotation(look, win.image, np.zeros((m["size"][1], m["size"][0], 3),
+                                    np.uint8), np.asarray(m["clicks"]), n,
+                                    consistency=settings, final=last)
+            b = found.prediction.boxes
+            boxes = refine_boxes(loc.refiner, win.image, (b[:, :2] + b[:, 2:]) / 2.0)  # type: ignore[arg-type]
+            evals.append(PhotoEval(record_boxes(boxes, m), np.asarray(m["boxes"]),
+                                   abs(m["record"][0])))
+            d = (found.heading - m["yaw"]) % 360.0
+            errors.append(min(d, 360.0 - d))
+        acc = evaluate_boxes(evals)["all"]
+        cost = n * parse_tta(mode).passes + (parse_tta(modes[0]).passes if final else 0)
+        print(f"{mode:>9}{n:>5}{modes[0] if final else 'same':>10}{cost:>16}"
+              f"{acc['acc@0.5']:>9.3f}{acc['accI@0.5']:>9.3f}{acc['mean_iou']:>9.3f}"
+              f"{np.median(errors):>14.1f}{np.mean(np.asarray(errors) <= 22.5):>7.2f}",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("manifest")
@@ -120,6 +190,9 @@ def main() -> None:
                     help="consistency_sigma_m values")
     ap.add_argument("--prior", type=float, nargs="+", default=[0.0, 4.0, 8.0],
                     help="consistency_prior_m values (0: no prior)")
+    ap.add_argument("--passes", nargs="+", default=None, metavar="MODE",
+                    help="compare these test-time augmentation modes per rotation (the first "
+                    "is the full one) instead of the search settings")
     args = ap.parse_args()
     if args.split == "test":
         raise SystemExit("tune on validation data, never on the test tile")
@@ -128,6 +201,12 @@ def main() -> None:
     data = np.load(args.cache, allow_pickle=False)
     info = json.loads(str(data["meta"]))
     n_cached, photos = info["rotations"], info["photos"]
+    if args.passes:
+        if info.get("passes") != args.passes:
+            raise SystemExit(f"{args.cache} holds the passes {info.get('passes')}, not "
+                             f"{args.passes}: give another --cache")
+        passes_table(args, data, info)
+        return
     spec = Localizer.load().spec
     looks = [CachedLooks(data, i, m, n_cached, spec) for i, m in enumerate(photos)]
     reference = np.zeros((spec.reference_size, spec.reference_size, 3), np.float32)

@@ -33,7 +33,12 @@ from geomogeo.errors import OutputError
 from geomogeo.geo import georef, raster
 from geomogeo.geo.export import atomic_write
 from geomogeo.joint import JointConfig
-from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, TTASpec, parse_tta
+from geomogeo.predictor import (
+    DEFAULT_JOINT_TTA,
+    DEFAULT_TTA,
+    TTASpec,
+    parse_tta,
+)
 
 if TYPE_CHECKING:
     from geomogeo.localize import LocalizationResult
@@ -106,7 +111,7 @@ def evaluate(
 
 
 #: The localizations run per photo by :func:`evaluate_localize`: name -> (joint, heading
-#: given, rotations searched when no heading is known).
+#: given, rotations searched when no heading is known: 0, or the config's ``rotations``).
 LOCALIZE_RUNS: dict[str, tuple[bool, bool, int]] = {
     "network, no heading": (False, False, 0),
     "network, no heading, rotation search": (False, False, JointConfig().rotations),
@@ -196,6 +201,7 @@ def evaluate_localize(
     out_dir: str | os.PathLike[str] | None = None,
     tta: str | TTASpec = DEFAULT_TTA,
     joint_tta: str | TTASpec = DEFAULT_JOINT_TTA,
+    search_tta: str | TTASpec | None = None,
     limit: int | None = None,
     start: int = 0,
     config: JointConfig | None = None,
@@ -222,10 +228,10 @@ def evaluate_localize(
     empty box, IoU 0, where the photo did not register) comes from the registration of the
     joint run without heading (the registration does not use the heading). ``refiner`` is
     :meth:`Localizer.load`'s (True: the shipped box refiner; False: none), and so are
-    ``tta`` and ``joint_tta``.
+    ``tta``, ``joint_tta`` and ``search_tta``.
 
-    Returns ``{"checkpoint", "model", "manifest", "split", "tta", "joint_tta", "photos",
-    "targets",
+    Returns ``{"checkpoint", "model", "manifest", "split", "tta", "joint_tta", "search_tta",
+    "photos", "targets",
     "config", "registration": {...}, "rotation_search": {"mode", heading error of the
     rotation search's kept rotation vs the true yaw: median, p90 and the fraction within
     22.5 degrees}, "seconds_per_photo": {run: s}, "metrics": {method:
@@ -245,7 +251,8 @@ def evaluate_localize(
         raise ManifestError(f"{manifest}: {len(missing)} record(s) of split {split!r} lack "
                             f"meta 'raster'/'gps' (e.g. {missing[:3]}), or none is "
                             "georeferenced; render them with `geomogeo synth`")
-    loc = Localizer.load(checkpoint, tta=tta, refiner=refiner, joint_tta=joint_tta)
+    loc = Localizer.load(checkpoint, tta=tta, refiner=refiner, joint_tta=joint_tta,
+                         search_tta=search_tta)
     photos: dict[str, list[PhotoEval]] = {}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     reg_ok: list[bool] = []
@@ -267,7 +274,9 @@ def evaluate_localize(
             plain = _without_exif_heading(rec.query, Path(tmp)) if any_plain else rec.query
             for name in runs:
                 joint, with_heading, rotations = LOCALIZE_RUNS[name]
-                cfg = dataclasses.replace(config, rotations=rotations)
+                # a searching run searches config's rotations
+                cfg = dataclasses.replace(config, rotations=config.rotations if rotations > 1
+                                          else rotations)
                 t0 = time.perf_counter()
                 if joint and with_heading and registered is not None:
                     # A registered photo's heading comes from the registration, whatever heading
@@ -331,6 +340,7 @@ def evaluate_localize(
         "split": split,
         "tta": str(parse_tta(tta)),
         "joint_tta": str(parse_tta(joint_tta)),
+        "search_tta": str(parse_tta(tta if search_tta is None else search_tta)),
         "photos": len(records) - len(off_raster),
         "targets": int(sum(len(r.boxes) for r in records if r.id not in off_raster)),
         "skipped_gps_off_raster": off_raster,

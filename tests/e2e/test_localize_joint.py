@@ -197,6 +197,17 @@ def test_blurred_photo_falls_back_to_the_network_and_says_so(sample, tmp_path, c
     assert len(net.queries) == 8
     assert (res.targets[0].method, res.targets[0].heading_source) == ("network", "search")
 
+    # With a lighter search predictor, it looks at the 8 rotations and the network looks
+    # once more at the kept one, whose look is the answer.
+    net.queries.clear()
+    light = NetworkStandIn()
+    res = Localizer(net, search_predictor=light).localize(
+        photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM, quiet=True)
+    assert (len(light.queries), len(net.queries)) == (8, 1)
+    kept = res.targets[0].heading_used
+    assert kept in [45.0 * k for k in range(8)]
+    np.testing.assert_array_equal(net.queries[0], light.queries[int(kept // 45)])
+
 
 def test_click_beyond_the_raster_edge_keeps_the_joint_window_on_the_raster(caplog):
     """Demo photo 3's corner (10, 10) registers to a point just north of the Las Vegas tile:
@@ -408,6 +419,8 @@ def test_a_joint_predictor_with_other_inputs_is_refused() -> None:
     other.spec = InputSpec(256, (320, 320), 1.0)
     with pytest.raises(ValueError, match=r"joint predictor 'stand-in' takes .*320, 320"):
         Localizer(NetworkStandIn(), joint_predictor=other)
+    with pytest.raises(ValueError, match=r"search predictor 'stand-in' takes .*320, 320"):
+        Localizer(NetworkStandIn(), search_predictor=other)
 
 
 def test_load_gives_registered_photos_the_same_network_with_the_joint_tta(localizer):
@@ -415,6 +428,9 @@ def test_load_gives_registered_photos_the_same_network_with_the_joint_tta(locali
 
     main_net, joint_net = localizer.predictor, localizer.joint_predictor
     assert (main_net.tta, joint_net.tta) == (parse_tta(DEFAULT_TTA), parse_tta(DEFAULT_JOINT_TTA))
-    assert joint_net.model is main_net.model and joint_net.sha256 == main_net.sha256
-    same = Localizer.load(refiner=False, tta="rot4", joint_tta="rot4")
-    assert same.joint_predictor is same.predictor
+    assert localizer.search_predictor is main_net  # the search's passes are --tta's
+    fast = Localizer.load(refiner=False, tta="rot4+s2", joint_tta="rot4+s2", search_tta="rot4")
+    assert fast.joint_predictor is fast.predictor
+    search_net = fast.search_predictor
+    assert search_net.tta == parse_tta("rot4") and search_net.model is fast.predictor.model
+    assert search_net.sha256 == fast.predictor.sha256
