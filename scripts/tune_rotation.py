@@ -41,7 +41,7 @@ from affine import Affine
 from geomogeo.data.manifest import Record, read_manifest
 from geomogeo.engine.metrics import PhotoEval, evaluate_boxes
 from geomogeo.geo import georef, orient, photo, raster
-from geomogeo.joint import ConsistencySearch, JointConfig, search_rotation
+from geomogeo.joint import ConsistencySearch, JointConfig, RotationSearch, search_rotation
 from geomogeo.localize import Localizer
 from geomogeo.nn.predictor import TorchPredictor
 from geomogeo.predictor import InputSpec, Prediction, parse_tta, refine_boxes
@@ -133,6 +133,19 @@ def record_boxes(boxes: np.ndarray, m: dict) -> np.ndarray:
     return np.asarray(out)
 
 
+def search_cached(look: CachedLooks, reference: np.ndarray, m: dict, n: int,
+                  settings: ConsistencySearch | None, final: CachedLooks | None = None
+                  ) -> tuple[RotationSearch, float]:
+    """:func:`search_rotation` of ``n`` rotations on a photo's cached looks (a blank photo of
+    its size: the looks are found from the turned clicks), and the kept heading's error
+    against the camera's true yaw, degrees."""
+    found = search_rotation(look, reference, np.zeros((m["size"][1], m["size"][0], 3),
+                            np.uint8), np.asarray(m["clicks"]), n, consistency=settings,
+                            final=final)
+    d = (found.heading - m["yaw"]) % 360.0
+    return found, min(d, 360.0 - d)
+
+
 def passes_table(args: argparse.Namespace, data: np.lib.npyio.NpzFile, info: dict) -> None:
     """acc@0.5 of the search with each cached mode's passes per rotation x ``--rotations``,
     its kept rotation's prediction that mode's look or the first mode's (``final``), boxes by
@@ -160,15 +173,12 @@ def passes_table(args: argparse.Namespace, data: np.lib.npyio.NpzFile, info: dic
         for i, m, win, settings in photos:
             look = CachedLooks(data, i, m, n_cached, spec, mode)
             last = CachedLooks(data, i, m, n_cached, spec, modes[0]) if final else None
-            found = search_rotation(look, win.image, np.zeros((m["size"][1], m["size"][0], 3),
-                                    np.uint8), np.asarray(m["clicks"]), n,
-                                    consistency=settings, final=last)
+            found, error = search_cached(look, win.image, m, n, settings, last)
             b = found.prediction.boxes
             boxes = refine_boxes(loc.refiner, win.image, (b[:, :2] + b[:, 2:]) / 2.0)  # type: ignore[arg-type]
             evals.append(PhotoEval(record_boxes(boxes, m), np.asarray(m["boxes"]),
                                    abs(m["record"][0])))
-            d = (found.heading - m["yaw"]) % 360.0
-            errors.append(min(d, 360.0 - d))
+            errors.append(error)
         acc = evaluate_boxes(evals)["all"]
         cost = n * parse_tta(mode).passes + (parse_tta(modes[0]).passes if final else 0)
         print(f"{mode:>9}{n:>5}{modes[0] if final else 'same':>10}{cost:>16}"
@@ -233,13 +243,10 @@ def main() -> None:
         for m, net in zip(photos, looks, strict=True):
             settings = None if cfg is None else ConsistencySearch.from_config(
                 cfg, m["size"][0], spec.gsd)
-            found = search_rotation(net, reference, np.zeros((m["size"][1], m["size"][0], 3),
-                                    np.uint8), np.asarray(m["clicks"]), n,
-                                    consistency=settings)
+            found, error = search_cached(net, reference, m, n, settings)
             evals.append(PhotoEval(record_boxes(found.prediction.boxes, m),
                                    np.asarray(m["boxes"]), abs(m["record"][0])))
-            d = (found.heading - m["yaw"]) % 360.0
-            errors.append(min(d, 360.0 - d))
+            errors.append(error)
         acc = evaluate_boxes(evals)["all"]
         label = ("score", "", "", "") if cfg is None else (
             "consistency", f"{cfg.consistency_sigma_m:g}", str(cfg.consistency_prior_m),
