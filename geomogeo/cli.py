@@ -19,12 +19,7 @@ from typing import Any
 import click
 
 from geomogeo.errors import GeomogeoError, OutputError
-from geomogeo.predictor import (
-    DEFAULT_JOINT_TTA,
-    DEFAULT_TTA,
-    TTASpec,
-    parse_tta,
-)
+from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, TTASpec, parse_tta
 
 log = logging.getLogger("geomogeo")
 

@@ -87,7 +87,7 @@ def build_cache(args: argparse.Namespace, path: Path) -> None:
                      "window": list(win.transform)[:6], "crs": georef.as_crs(win.crs).to_wkt(),
                      "record": list(rec.georef.transform), "record_crs": rec.georef.crs,
                      "boxes": np.asarray(rec.boxes).tolist(),
-                     "yaw": float(rec.meta["camera"]["yaw"]), "record_id": rec.id})
+                     "yaw": float(rec.meta["camera"]["yaw"])})
         print(f"cached {rec.id} ({len(meta)} photos)", flush=True)
     arrays["meta"] = np.array(json.dumps({"rotations": args.cache_rotations, "photos": meta,
                                           "passes": args.passes or []}))
@@ -156,7 +156,7 @@ def passes_table(args: argparse.Namespace, data: np.lib.npyio.NpzFile, info: dic
     cfg = JointConfig()
     photos = []
     for i, m in enumerate(info["photos"]):
-        rec = records[m["record_id"]]
+        rec = records[m["id"]]
         win = gps_window(rec, spec)
         assert win is not None
         hint = photo.scale_hint_from_exif(photo.load_photo(rec.query), spec.gsd)

@@ -33,12 +33,7 @@ from geomogeo.errors import OutputError
 from geomogeo.geo import georef, raster
 from geomogeo.geo.export import atomic_write
 from geomogeo.joint import JointConfig
-from geomogeo.predictor import (
-    DEFAULT_JOINT_TTA,
-    DEFAULT_TTA,
-    TTASpec,
-    parse_tta,
-)
+from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, TTASpec, parse_tta
 
 if TYPE_CHECKING:
     from geomogeo.localize import LocalizationResult

@@ -431,6 +431,7 @@ def test_load_gives_registered_photos_the_same_network_with_the_joint_tta(locali
 
     main_net, joint_net = localizer.predictor, localizer.joint_predictor
     assert (main_net.tta, joint_net.tta) == (parse_tta(DEFAULT_TTA), parse_tta(DEFAULT_JOINT_TTA))
+    assert joint_net.model is main_net.model and joint_net.sha256 == main_net.sha256
     assert localizer.search_predictor is main_net  # the search's passes are --tta's
     fast = Localizer.load(refiner=False, tta="rot4+s2", joint_tta="rot4+s2", search_tta="rot4")
     assert fast.joint_predictor is fast.predictor
