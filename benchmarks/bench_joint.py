@@ -13,8 +13,10 @@ augmentation (rot4+s2):
   (``JointConfig(parallax=None)``), to show its cost;
 * ``joint, no heading, no box refiner``: the same with the network's boxes
   (``JointConfig(refine=False)``, so with the full test-time augmentation);
-* ``network, no heading, rotation search``: the no-compass fallback (8 rotations, boxes by
-  the refiner).
+* ``network, no heading, rotation search``: the no-compass fallback (4 rotations from the
+  edges' heading modulo 90 degrees, boxes by the refiner);
+* ``network, no heading, 8 rotations from 0``: the same search as it was before the edges'
+  heading (``JointConfig(edge_heading=False, rotations=8)``).
 
 Prints the median of ``--repeats`` runs of each and its ratio to the first (the issue's goal:
 joint <= 2x). With ``--baseline CHECKPOINT`` the first row runs that network instead (the
@@ -75,6 +77,8 @@ def main() -> None:
         "joint, no heading, no parallax correction": (loc, dict(config=JointConfig(parallax=None))),
         "joint, no heading, no box refiner": (loc, dict(config=JointConfig(refine=False))),
         "network, no heading, rotation search": (loc, dict(joint=False)),
+        "network, no heading, 8 rotations from 0": (loc, dict(joint=False, config=JointConfig(
+            edge_heading=False, rotations=8))),
     }
     if args.baseline:
         runs["network, heading given, shipped"] = (loc, today)

@@ -301,6 +301,9 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @click.option("--rotation-search", type=click.Choice(["consistency", "score"]), default=None,
               help="With --localize: how the no-compass rotation search scores a rotation "
               "(default: JointConfig's).")
+@click.option("--edge-heading/--no-edge-heading", default=None,
+              help="With --localize: start the no-compass search's rotations at the heading "
+              "modulo 90 degrees from the photo's edges (default: JointConfig's).")
 @refiner_option
 @click.option("--refine-network/--no-refine-network", default=None,
               help="With --localize: the refiner also boxes the network-alone targets "
@@ -319,7 +322,8 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
               "JointConfig's).")
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
-             runs: tuple[str, ...], rotation_search: str | None, tta: TTASpec,
+             runs: tuple[str, ...], rotation_search: str | None,
+             edge_heading: bool | None, tta: TTASpec,
              joint_tta: TTASpec, search_tta: TTASpec | None, rotations: int | None,
              refiner: bool | Path, refine_network: bool | None,
              refine: bool | None, refine_passes: int | None) -> None:
@@ -341,6 +345,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
         over: dict[str, Any] = {}
         if rotation_search is not None:
             over["rotation_search"] = rotation_search
+        if edge_heading is not None:
+            over["edge_heading"] = edge_heading
         if refine_network is not None:
             over["refine_network"] = refine_network
         if refine is not None:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from geomogeo.errors import CheckpointError, LocationError
 from geomogeo.geo import export, georef, maps, orient, photo, raster
+from geomogeo.geo.heading import heading_mod90
 from geomogeo.joint import (
     ConsistencySearch,
     JointConfig,
@@ -449,9 +450,10 @@ class Localizer:
         rotation of the no-compass search (:class:`~geomogeo.joint.JointConfig`'s
         ``rotations``): ``tta``'s by default (None). A lighter one is a speed setting: the kept
         rotation then gets one more look with ``tta``'s passes. ``"rot4"`` with 12 rotations
-        (64 passes against 128) was chosen on the validation tile (acc@0.5 0.247 against
-        0.227, 78 photos), but lost on both test sets (Rotterdam c 0.437 -> 0.389, Las Vegas
-        0.361 -> 0.316) while taking a fifth of the time, so it is not the default.
+        (64 passes against the 128 of 8 rotations, the default then) was chosen on the
+        validation tile (acc@0.5 0.247 against 0.227, 78 photos), but lost on both test sets
+        (Rotterdam c 0.437 -> 0.389, Las Vegas 0.361 -> 0.316) while taking a fifth of the
+        time, so it is not the default.
 
         ``refiner``: the box refiner (:mod:`geomogeo.nn.refine`) that boxes each joint
         target around its registered click: True, the one shipped in ``model/``
@@ -544,7 +546,9 @@ class Localizer:
                 None: the EXIF ``GPSImgDirection`` when present. A registered photo uses the
                 registration's heading instead; with none of these, ``config.rotations``
                 query rotations are searched per window (:func:`~geomogeo.joint.search_rotation`,
-                scored by ``config.rotation_search``).
+                scored by ``config.rotation_search``), starting at the heading modulo 90
+                degrees that the photo's edges give against the window's
+                (``config.edge_heading``, :func:`~geomogeo.geo.heading.heading_mod90`).
             overlap: fraction of overlap between search windows.
             heatmaps: keep each target's attention map.
             quiet: no progress bar.
@@ -628,9 +632,12 @@ class Localizer:
             used_heading = heading
             if search:
                 lighter = self.search_predictor is not self.predictor
+                start = heading_mod90(ph.image, win.image, win.valid) \
+                    if config.edge_heading else 0.0
                 found = search_rotation(self.search_predictor, win.image, ph.image, pts,
                                         config.rotations, consistency=consistency,
-                                        final=self.predictor if lighter else None)
+                                        final=self.predictor if lighter else None,
+                                        start=start)
                 pred, used_heading = found.prediction, found.heading
             elif scene is not None and scene.ok and self.refiner is not None and config.refine:
                 # the refiner draws these boxes: the network only scores the chosen cells

@@ -78,6 +78,13 @@ def test_rotation_search_finds_the_turn_that_puts_the_bright_side_up() -> None:
     assert found.total == max(found.totals) == pytest.approx(2.0, abs=0.02)
     assert found.prediction.boxes[0, 0] == 3.0  # the third call's prediction is kept
     assert found.totals[6] == pytest.approx(0.0, abs=0.02)  # 270: the dark side up
+    # started at 80 degrees (e.g. the edges' heading modulo 90): 80, 170, 260, 350; 80 is the
+    # nearest to the bright side up (its top rows bright but for the turned canvas's corners)
+    started = search_rotation(OrientationNet(), ref, photo, np.array([[30.0, 20.0]]), 4,
+                              start=80.0)
+    assert started.headings == (80.0, 170.0, 260.0, 350.0)
+    assert started.heading == 80.0
+    assert started.total == max(started.totals) > 2 * sorted(started.totals)[-2]
     with pytest.raises(ValueError, match="n >= 1"):
         search_rotation(net, ref, photo, np.zeros((1, 2)), 0)
 

@@ -24,6 +24,7 @@ from geomogeo.data.synth.camera import CameraRanges
 from geomogeo.data.synth.engine import Sample, SynthConfig, World, render_sample
 from geomogeo.data.synth.scene import scene_from_raster
 from geomogeo.geo import georef, raster
+from geomogeo.geo.heading import heading_mod90
 from geomogeo.joint import JointConfig
 from geomogeo.predictor import InputSpec, Prediction
 
@@ -190,23 +191,36 @@ def test_blurred_photo_falls_back_to_the_network_and_says_so(sample, tmp_path, c
     assert "photo_footprint" not in subprocess.run(
         ["ogrinfo", "-q", str(gpkg)], capture_output=True, text=True, check=True).stdout
 
-    # Without a heading the query's rotation is searched: 8 rotations, source "search".
+    # Without a heading the query's rotation is searched: 4 rotations a quarter turn apart
+    # from the heading modulo 90 degrees that the photo's edges give against the window's,
+    # source "search"; without the edges' heading, from 0.
+    src = raster.open_raster(TILE)
+    win = raster.read_window(src, sample.measured_xy, net.spec.reference_size, net.spec.gsd)
+    start = heading_mod90(np.asarray(blurred.convert("RGB")), win.image, win.valid)
     net.queries.clear()
     res = Localizer(net).localize(photo, TILE, sample.clicks, sample.measured_xy,
                                   center_crs=UTM, quiet=True)
-    assert len(net.queries) == 8
+    assert len(net.queries) == 4
     assert (res.targets[0].method, res.targets[0].heading_source) == ("network", "search")
+    assert res.targets[0].heading_used in [(start + 90.0 * k) % 360.0 for k in range(4)]
+    net.queries.clear()
+    res = Localizer(net).localize(photo, TILE, sample.clicks, sample.measured_xy,
+                                  center_crs=UTM, quiet=True,
+                                  config=JointConfig(edge_heading=False, rotations=8))
+    assert len(net.queries) == 8
+    assert res.targets[0].heading_used in [45.0 * k for k in range(8)]
 
-    # With a lighter search predictor, it looks at the 8 rotations and the network looks
+    # With a lighter search predictor, it looks at the 4 rotations and the network looks
     # once more at the kept one, whose look is the answer.
     net.queries.clear()
     light = NetworkStandIn()
     res = Localizer(net, search_predictor=light).localize(
         photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM, quiet=True)
-    assert (len(light.queries), len(net.queries)) == (8, 1)
+    assert (len(light.queries), len(net.queries)) == (4, 1)
     kept = res.targets[0].heading_used
-    assert kept in [45.0 * k for k in range(8)]
-    np.testing.assert_array_equal(net.queries[0], light.queries[int(kept // 45)])
+    k = round(((kept - start) % 360.0) / 90.0)
+    assert kept == pytest.approx((start + 90.0 * k) % 360.0)
+    np.testing.assert_array_equal(net.queries[0], light.queries[k])
 
 
 def test_click_beyond_the_raster_edge_keeps_the_joint_window_on_the_raster(caplog):
@@ -409,12 +423,12 @@ def test_a_registered_photo_takes_the_joint_predictor(sample, tmp_path):
     assert (res.targets[0].method, res.targets[0].box_source) == ("joint", "network")
     assert (len(net.queries), len(light.queries)) == (1, 0)
     net.queries.clear()
-    # without a registration the main predictor searches the 8 rotations; the light one rests
+    # without a registration the main predictor searches the 4 rotations; the light one rests
     light.queries.clear()
     res = loc.localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
                        quiet=True, joint=False)
     assert res.targets[0].method == "network"
-    assert (len(net.queries), len(light.queries)) == (8, 0)
+    assert (len(net.queries), len(light.queries)) == (4, 0)
 
 
 def test_a_joint_predictor_with_other_inputs_is_refused() -> None:
