@@ -109,9 +109,11 @@ def heading_mod90(photo: np.ndarray, reference: np.ndarray,
             ground resolution the photo is localized at (e.g. 1 m/px).
         reference_valid: (H, W) bool, the reference's pixels that hold data, or None.
     """
-    p = _luminance(photo)
-    h, w = p.shape
-    if w != PHOTO_WIDTH:
+    p = np.asarray(photo)
+    if p.dtype not in (np.uint8, np.uint16, np.float32):
+        p = p.astype(np.float32)
+    h, w = p.shape[:2]
+    if w != PHOTO_WIDTH:  # resized before anything else: a 4000 px photo costs no more
         p = cv2.resize(p, (PHOTO_WIDTH, max(1, round(h * PHOTO_WIDTH / w))),
                        interpolation=cv2.INTER_AREA)
     hp = orientation_histogram(p, PHOTO_BLUR_PX)
