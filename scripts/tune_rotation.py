@@ -8,7 +8,10 @@ then runs under every setting of the grid on a stand-in predictor that returns t
 look nearest to the heading asked for (so a refinement between two cached headings gets the
 nearest cached one: 15 degrees apart by default), and acc@0.5 / accI@0.5 and the kept
 heading's error against the true yaw are printed. Run it on the validation split only
-(Rotterdam b), never on the test tile.
+(Rotterdam b), never on the test tile. Its rotations start at 0 (``search_rotation``'s
+``start``); the start at the edges' heading modulo 90 degrees (``JointConfig.edge_heading``,
+the default since) was chosen with ``geomogeo evaluate --localize --edge-heading`` instead
+(README, "The edges' heading").
 
 With ``--passes MODE ...`` it instead caches the looks of each of those test-time
 augmentation modes and compares the search's per-rotation passes (each mode x ``--rotations``,
