@@ -41,6 +41,11 @@ def test_stripes_peak_at_their_gradient_direction(angle: float) -> None:
 def test_flat_image_gives_a_uniform_histogram() -> None:
     np.testing.assert_allclose(orientation_histogram(np.full((50, 60, 3), 7.0), 1.0),
                                np.full(90, 1 / 90))
+    # a window without valid data has no edges either; the heading then starts at 0
+    none = np.zeros((60, 60), bool)
+    np.testing.assert_allclose(orientation_histogram(stripes(30.0, 60), 1.0, none),
+                               np.full(90, 1 / 90))
+    assert heading_mod90(stripes(30.0, 120), stripes(30.0, 60), none) == 0.0
 
 
 def test_nodata_edge_is_left_out() -> None:
