@@ -54,6 +54,13 @@ search_tta_option = click.option(
     "(default: --tta's); a lighter mode is faster, and the kept rotation then gets one more "
     "look with --tta's: modes as --tta.")
 
+camera_sigma_option = click.option(
+    "--camera-sigma", type=click.FloatRange(min=0), default=None, metavar="METRES",
+    help="The no-compass search's prior that the photo's centre lies ahead of the camera "
+    "(EXIF GPS or --center) along the heading tried: its spread, metres; 0 turns it off, "
+    "e.g. when --center is not where the photo was taken (default: JointConfig's "
+    "camera_sigma_m).")
+
 
 def _refiner(ctx: click.Context, param: click.Parameter, value: str) -> bool | Path:
     return {"default": True, "none": False}.get(value, Path(value))
@@ -112,8 +119,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 @click.option("--points-file", type=click.Path(path_type=Path),
               help="CSV (x,y) or JSON file of clicks.")
 @click.option("--center", callback=_pair, metavar="A,B",
-              help="Window centre: lon,lat (or x,y in --center-crs). "
-              "Default: EXIF GPS, else search.")
+              help="Where the photo was taken (the window's centre): lon,lat (or x,y in "
+              "--center-crs). Default: EXIF GPS, else search.")
 @click.option("--center-crs", default="EPSG:4326", show_default=True)
 @click.option("--heading", type=float, default=None, metavar="DEG",
               help="Camera heading, degrees clockwise from north. Default: EXIF GPSImgDirection.")
@@ -133,6 +140,7 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
               "within F of its half-size from its centre: 0 centres it (the default, for "
               "clicks in the middle of objects), 1 only keeps the click inside (clicks "
               "anywhere on an object).")
+@camera_sigma_option
 @refiner_option
 @tta_option
 @joint_tta_option
@@ -143,7 +151,8 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
              bands: tuple[int, ...] | None, extent: str | None, model_path: Path | None,
              out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec, joint_tta: TTASpec,
              search_tta: TTASpec | None, heading: float | None, joint: bool,
-             click_inner: float | None, refiner: bool | Path) -> None:
+             click_inner: float | None, camera_sigma: float | None,
+             refiner: bool | Path) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -160,7 +169,12 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
             raise click.BadParameter(f"--extent needs four numbers, got {extent!r}") from e
     from geomogeo.joint import JointConfig
 
-    config = JointConfig() if click_inner is None else JointConfig(click_inner=click_inner)
+    over: dict[str, Any] = {}
+    if click_inner is not None:
+        over["click_inner"] = click_inner
+    if camera_sigma is not None:
+        over["camera_sigma_m"] = camera_sigma or None
+    config = JointConfig(**over)
     loc = Localizer.load(model_path, tta=tta, refiner=refiner, joint_tta=joint_tta,
                          search_tta=search_tta)
     res = loc.localize(photo, raster, pts, center, center_crs=center_crs, bands=bands,
@@ -304,6 +318,7 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 @click.option("--edge-heading/--no-edge-heading", default=None,
               help="With --localize: start the no-compass search's rotations at the heading "
               "modulo 90 degrees from the photo's edges (default: JointConfig's).")
+@camera_sigma_option
 @refiner_option
 @click.option("--refine-network/--no-refine-network", default=None,
               help="With --localize: the refiner also boxes the network-alone targets "
@@ -323,7 +338,7 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
              runs: tuple[str, ...], rotation_search: str | None,
-             edge_heading: bool | None, tta: TTASpec,
+             edge_heading: bool | None, camera_sigma: float | None, tta: TTASpec,
              joint_tta: TTASpec, search_tta: TTASpec | None, rotations: int | None,
              refiner: bool | Path, refine_network: bool | None,
              refine: bool | None, refine_passes: int | None) -> None:
@@ -347,6 +362,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
             over["rotation_search"] = rotation_search
         if edge_heading is not None:
             over["edge_heading"] = edge_heading
+        if camera_sigma is not None:
+            over["camera_sigma_m"] = camera_sigma or None
         if refine_network is not None:
             over["refine_network"] = refine_network
         if refine is not None:

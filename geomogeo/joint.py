@@ -32,6 +32,7 @@ from geomogeo.geo.register import Registration, register
 from geomogeo.predictor import Prediction, Predictor, select
 
 __all__ = [
+    "CameraPrior",
     "ConsistencySearch",
     "JointConfig",
     "RegisteredScene",
@@ -102,6 +103,16 @@ class JointConfig:
         consistency_sigma_m: the consistency vote's tolerance, metres.
         consistency_prior_m: spread of the prior around each target's consistent position,
             metres, or None (no prior).
+        camera_sigma_m: where the window is centred on the camera's position (EXIF GPS or
+            ``center``), the consistency vote also asks that the photo's centre lie on the
+            ground ahead of the camera along the heading tried (a drone camera has no roll and
+            tilts forward): a Gaussian log-prior of this spread, metres, on the photo centre's
+            sideways and backward offset from the camera (:class:`CameraPrior`). None: no
+            such prior. Chosen on validation photos (Rotterdam b with parallax,
+            ``mogeo-light16-v3``, 4 rotations from the edges' heading): on 200 photos (500
+            targets) acc@0.5 0.340 without it, 0.364 / 0.368 / 0.358 with 4 / 8 / 16 m, the
+            kept rotation within 22.5 degrees of the true yaw on 76% -> 88% of the photos
+            with 8 m; on 78 more photos 0.278 -> 0.325 (67% -> 87%).
         refine_rotation: look once more at the heading the consistency vote found (one more
             network call).
         click_inner: where the joint box goes relative to its registered click, as a
@@ -141,6 +152,7 @@ class JointConfig:
     footprint_m: tuple[float, float] = (60.0, 320.0)
     consistency_sigma_m: float = 4.0
     consistency_prior_m: float | None = None
+    camera_sigma_m: float | None = 8.0
     refine_rotation: bool = False
     click_inner: float | None = 0.0
     parallax: ParallaxConfig | None = field(default_factory=ParallaxConfig)
@@ -165,12 +177,12 @@ class JointConfig:
             raise ValueError(f"JointConfig: click_inner must be in [0, 1] or None, got "
                              f"{self.click_inner!r}")
         lo, hi = self.footprint_m
-        prior = self.consistency_prior_m
+        priors = (self.consistency_prior_m, self.camera_sigma_m)
         if not (0 < lo < hi and self.consistency_sigma_m >= 0
-                and (prior is None or prior > 0)):
+                and all(p is None or p > 0 for p in priors)):
             raise ValueError("JointConfig: 0 < footprint_m[0] < footprint_m[1], "
-                             "consistency_sigma_m >= 0 and consistency_prior_m > 0 (or None) "
-                             "needed")
+                             "consistency_sigma_m >= 0, consistency_prior_m > 0 and "
+                             "camera_sigma_m > 0 (or None) needed")
 
 
 def place_on_clicks(boxes: np.ndarray, clicks_px: np.ndarray, inner: float) -> np.ndarray:
@@ -276,6 +288,8 @@ class ConsistencySearch:
             normalised to sum 1 over its cells; a target contributes ``log(eps / cells +
             map)``, so one target found nowhere does not veto the rotation).
         floor: the prior's value far from a consistent position (see :class:`JointConfig`).
+        camera_px: spread of the camera prior (:class:`CameraPrior`), reference-input
+            pixels, or None (none).
     """
 
     scales: tuple[float, ...]
@@ -285,6 +299,7 @@ class ConsistencySearch:
     residual_step: float = 5.0
     eps: float = 1.0
     floor: float = JointConfig.floor
+    camera_px: float | None = None
 
     @classmethod
     def from_config(cls, config: JointConfig, photo_width: int, reference_gsd: float,
@@ -303,15 +318,57 @@ class ConsistencySearch:
             lo, hi = (f / photo_width / reference_gsd for f in config.footprint_m)
         count = max(2, math.ceil(math.log(hi / lo) / math.log(1.15)) + 1)
         px = config.consistency_sigma_m / reference_gsd
-        prior = None if config.consistency_prior_m is None else \
-            config.consistency_prior_m / reference_gsd
+        prior, camera = (None if m is None else m / reference_gsd
+                         for m in (config.consistency_prior_m, config.camera_sigma_m))
         return cls(tuple(float(v) for v in np.geomspace(lo, hi, count)), px, prior,
-                   config.refine_rotation, floor=config.floor)
+                   config.refine_rotation, floor=config.floor, camera_px=camera)
+
+
+@dataclass(frozen=True)
+class CameraPrior:
+    """Where the photo's centre may lie on the ground, for one heading tried.
+
+    A drone camera at ``position`` looking towards ``heading`` (no roll, tilted forward by
+    0 degrees or more) sees at its photo's centre a ground point ahead of it along the
+    heading. Given the clicks' centroid at ``c`` and the scale ``s`` of the consistent
+    geometry, the photo's centre lies at ``c + s * centre_offset``; its offset from
+    ``position`` splits into ``forward`` (along the heading) and ``side``, and the log-prior
+    is ``-(side**2 + min(forward, 0)**2) / (2 sigma_px**2)``: nothing for any distance
+    ahead (a nadir photo or one tilted 35 degrees), a penalty for a centre beside or behind
+    the camera (a wrong quarter turn of an oblique photo).
+
+    Attributes:
+        position: (x, y) the camera's ground position, reference-input pixels (x right, y
+            down, north up; corner origin).
+        centre_offset: (x, y) the photo centre's offset from the clicks' centroid, photo
+            pixels turned north-up by ``heading`` (as the vote's offsets).
+        heading: degrees clockwise from north.
+        sigma_px: the spread, reference-input pixels (> 0): the GPS error and the
+            similarity model's error for oblique photos.
+    """
+
+    position: tuple[float, float]
+    centre_offset: tuple[float, float]
+    heading: float
+    sigma_px: float
+
+    def log_prior(self, centres: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """The log-prior of clicks' centroids ``centres`` (..., 2) (reference-input pixels)
+        at ``scales`` (broadcast against ``centres[..., 0]``; reference-input pixels per
+        photo pixel)."""
+        theta = math.radians(self.heading)
+        ahead = np.array([math.sin(theta), -math.cos(theta)])
+        beside = np.array([math.cos(theta), math.sin(theta)])
+        dx = centres[..., 0] + scales * self.centre_offset[0] - self.position[0]
+        dy = centres[..., 1] + scales * self.centre_offset[1] - self.position[1]
+        forward = dx * ahead[0] + dy * ahead[1]
+        side = dx * beside[0] + dy * beside[1]
+        return -(side ** 2 + np.minimum(forward, 0.0) ** 2) / (2.0 * self.sigma_px ** 2)
 
 
 def consistency_vote(
     mass: np.ndarray, offsets: np.ndarray, scales: tuple[float, ...], reference_size: int, *,
-    tolerance_px: float, eps: float = 1.0,
+    tolerance_px: float, eps: float = 1.0, camera: CameraPrior | None = None,
 ) -> tuple[float, np.ndarray, float]:
     """The best joint placement of m targets whose positions are ``centre + scale * offsets``.
 
@@ -329,6 +386,8 @@ def consistency_vote(
         reference_size: side of the reference input, pixels.
         tolerance_px: the blur, reference-input pixels (0: none).
         eps: the floor, in units of a uniform map's value.
+        camera: a log-prior on where the photo's centre lies, added to the vote at each
+            centre and scale, or None.
 
     Returns:
         (score, positions, scale): the best vote, the targets' (m, 2) positions there
@@ -356,6 +415,8 @@ def consistency_vote(
         coords = [cy + s * off[k, 1] - 0.5, cx + s * off[k, 0] - 0.5]
         coords = [np.broadcast_to(c, vote.shape) for c in coords]
         vote += ndimage.map_coordinates(logs[k], coords, order=1, mode="constant", cval=floor)
+    if camera is not None:
+        vote += camera.log_prior(np.stack([cx * cell, cy * cell], axis=-1)[None], s)
     best = int(np.argmax(vote))
     si, i, j = np.unravel_index(best, vote.shape)
     scale = float(scales[si])
@@ -392,7 +453,7 @@ class RotationSearch:
 def search_rotation(
     predictor: Predictor, reference: np.ndarray, image: np.ndarray, points: np.ndarray,
     n: int, *, consistency: ConsistencySearch | None = None, final: Predictor | None = None,
-    start: float = 0.0,
+    start: float = 0.0, camera: tuple[float, float] | None = None,
 ) -> RotationSearch:
     """Try ``n`` query rotations (``360 / n`` degrees apart, ``start`` first) and keep the
     best.
@@ -420,6 +481,9 @@ def search_rotation(
             is kept). It must take ``predictor``'s inputs.
         start: the first rotation, degrees clockwise (e.g. the photo's heading modulo 90
             degrees from its edges, :func:`~geomogeo.geo.heading.heading_mod90`).
+        camera: the camera's ground position in the reference window, (x, y) reference-input
+            pixels, or None (unknown). With ``consistency.camera_px``, each vote weighs where
+            the photo's centre then lies (:class:`CameraPrior`).
     """
     if n < 1:
         raise ValueError(f"search_rotation needs n >= 1 rotations, got {n}")
@@ -432,11 +496,19 @@ def search_rotation(
                                             net.spec.query_fit)
         return net.predict(reference, query, qpts)
 
+    centre = np.array([image.shape[1], image.shape[0]], dtype=np.float64) / 2.0
+
     def vote(pred: Prediction, h: float) -> tuple[float, np.ndarray, float]:
         assert consistency is not None and pred.mass is not None
         offsets = orient.turn_points(pts - pts.mean(axis=0), h)
+        prior = None
+        if camera is not None and consistency.camera_px is not None:
+            off = orient.turn_points(centre - pts.mean(axis=0), h)[0]
+            prior = CameraPrior((float(camera[0]), float(camera[1])),
+                                (float(off[0]), float(off[1])), h, consistency.camera_px)
         return consistency_vote(pred.mass, offsets, consistency.scales, size,
-                                tolerance_px=consistency.tolerance_px, eps=consistency.eps)
+                                tolerance_px=consistency.tolerance_px, eps=consistency.eps,
+                                camera=prior)
 
     # headings within half a rotation step of each rotation, nearest first
     residuals: list[float] = []

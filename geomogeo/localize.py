@@ -534,9 +534,11 @@ class Localizer:
                 ``rioxarray.open_rasterio``); see :func:`geomogeo.geo.raster.open_raster`.
             points: (x, y) click positions in photo pixels, continuous, origin at the top-left
                 corner of the top-left pixel.
-            center: where the reference window is centred: (lon, lat) in EPSG:4326, or (x, y)
-                in ``center_crs``. None: the photo's EXIF GPS position; if it has none, the
-                raster (or ``extent``) is searched with overlapping windows.
+            center: where the photo was taken, and so where the reference window is
+                centred: (lon, lat) in EPSG:4326, or (x, y) in ``center_crs``. None: the
+                photo's EXIF GPS position; if it has none, the raster (or ``extent``) is
+                searched with overlapping windows. The no-compass search takes it as the
+                camera's position (``config.camera_sigma_m``; None there if it is not).
             center_crs: CRS of ``center`` (default EPSG:4326, x = lon).
             bands: 1-based raster bands mapped to the model's RGB input (default: first three;
                 a single band is replicated).
@@ -634,10 +636,12 @@ class Localizer:
                 lighter = self.search_predictor is not self.predictor
                 start = heading_mod90(ph.image, win.image, win.valid) \
                     if config.edge_heading else 0.0
+                # a window read at the photo's location is centred on its camera
+                camera = (spec.reference_size / 2.0,) * 2 if location is not None else None
                 found = search_rotation(self.search_predictor, win.image, ph.image, pts,
                                         config.rotations, consistency=consistency,
                                         final=self.predictor if lighter else None,
-                                        start=start)
+                                        start=start, camera=camera)
                 pred, used_heading = found.prediction, found.heading
             elif scene is not None and scene.ok and self.refiner is not None and config.refine:
                 # the refiner draws these boxes: the network only scores the chosen cells

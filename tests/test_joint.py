@@ -11,6 +11,7 @@ import pytest
 
 from geomogeo.geo.orient import turn_points
 from geomogeo.joint import (
+    CameraPrior,
     ConsistencySearch,
     JointConfig,
     click_prior,
@@ -98,6 +99,8 @@ def test_joint_config_rejects_bad_values() -> None:
         JointConfig(floor=1.5)
     with pytest.raises(ValueError, match="positive"):
         JointConfig(sigma_m=0.0)
+    with pytest.raises(ValueError, match="camera_sigma_m"):
+        JointConfig(camera_sigma_m=0.0)
     for inner in (-0.1, 1.5, math.nan):
         with pytest.raises(ValueError, match="click_inner"):
             JointConfig(click_inner=inner)
@@ -229,6 +232,46 @@ def test_the_consistent_rotation_beats_one_with_a_higher_raw_score() -> None:
     assert one.heading == 0.0 and one.positions is None
 
 
+def test_camera_prior_by_hand() -> None:
+    # Camera at (64, 64) px looking east (90 degrees: ahead is +x, beside is +y), sigma 8 px.
+    east = CameraPrior((64.0, 64.0), (0.0, 0.0), 90.0, 8.0)
+    got = east.log_prior(np.array([[150.0, 64.0], [40.0, 64.0], [64.0, 76.0]]), 1.0)
+    # any distance ahead: 0; 24 px behind: -(24 / 8)^2 / 2; 12 px beside: -(12 / 8)^2 / 2
+    np.testing.assert_allclose(got, [0.0, -4.5, -1.125], atol=1e-12)
+    # The photo's centre lies 10 photo px right of the clicks' centroid; at scale 2 that is
+    # 20 px: a centroid 24 px behind puts the centre 4 px behind.
+    off = CameraPrior((64.0, 64.0), (10.0, 0.0), 90.0, 8.0)
+    assert off.log_prior(np.array([40.0, 64.0]), 2.0) == pytest.approx(-0.125, abs=1e-12)
+    # Looking north (0 degrees, ahead is -y): 26 px south is behind.
+    north = CameraPrior((64.0, 64.0), (0.0, 0.0), 0.0, 8.0)
+    np.testing.assert_allclose(north.log_prior(np.array([[64.0, 30.0], [64.0, 90.0]]), 1.0),
+                               [0.0, -0.5 * (26 / 8) ** 2], atol=1e-12)
+
+
+def test_the_camera_prior_keeps_the_turn_that_looks_ahead_of_the_camera() -> None:
+    # Two rotations half a turn apart whose maps are equally consistent (each with its own
+    # heading), the clicks' centroid at cell (10, 7) = (60, 84) px both times. The photo's
+    # centre (200, 150) lies 33.3 photo px below the clicks' centroid (200, 116.7): 8 px at
+    # scale 0.24, turned by the heading. Heading 0: centre (60, 92), 28 px south of the camera
+    # at (64, 64), behind it. Heading 180: centre (60, 76), 12 px ahead and 4 px beside.
+    table = [(peaks(consistent_cells(h, 0.24, (10, 7))), np.full(3, 0.5)) for h in (0, 180)]
+    photo = np.zeros((300, 400, 3), np.uint8)
+    ref = np.zeros((SIZE, SIZE, 3), np.float32)
+    plain = ConsistencySearch(scales=(0.24,), tolerance_px=0.0, refine=False)
+    camera = ConsistencySearch(scales=(0.24,), tolerance_px=0.0, refine=False, camera_px=8.0)
+    # without the prior (or without a camera position) the two tie and the first is kept
+    for settings, position in ((plain, (64.0, 64.0)), (camera, None)):
+        found = search_rotation(TableNet(table), ref, photo, CLICKS, 2, consistency=settings,
+                                camera=position)
+        assert found.heading == 0.0 and found.totals[0] == pytest.approx(found.totals[1])
+    found = search_rotation(TableNet(table), ref, photo, CLICKS, 2, consistency=camera,
+                            camera=(64.0, 64.0))
+    assert found.heading == 180.0
+    # the totals differ by the two priors: -(28^2 + 4^2) / 128 and -4^2 / 128
+    assert found.totals[1] - found.totals[0] == pytest.approx((800 - 16) / 128, rel=1e-9)
+    np.testing.assert_allclose(found.positions.mean(axis=0), [60.0, 84.0], atol=1e-9)
+
+
 def test_refinement_looks_once_more_between_the_rotations() -> None:
     # Four rotations 90 degrees apart; at 90 the maps fit a photo turned 120 degrees, so
     # the vote's heading lies between the rotations: a fifth call looks there. Its maps are
@@ -259,3 +302,6 @@ def test_consistency_settings_from_the_config() -> None:
                                                   refine_rotation=True), 500, 0.5, 0.25)
     assert h.scales[0] == pytest.approx(0.2) and h.scales[-1] == pytest.approx(0.4)
     assert h.prior_px == 8.0 and h.tolerance_px == 16.0 and h.refine and not s.refine
+    assert s.camera_px is None
+    assert ConsistencySearch.from_config(JointConfig(camera_sigma_m=6.0), 500, 0.5).camera_px \
+        == 12.0

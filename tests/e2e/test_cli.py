@@ -216,3 +216,34 @@ def test_localize_click_inner_option(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["localize", str(photo), str(VEGAS), "--point=10,10", "--click-inner", "1.5",
                  "-o", str(tmp_path / "bad")]) == EXIT_USAGE
     assert "--click-inner" in capsys.readouterr().err
+
+
+def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``--camera-sigma`` of ``localize`` and ``evaluate --localize`` sets
+    ``JointConfig.camera_sigma_m`` (0: None, the prior off; absent: the default); a negative
+    value is a usage error."""
+    import geomogeo.engine.evaluate  # imported first: it reads the defaults at import
+    import geomogeo.joint
+    from geomogeo.errors import ConfigError
+
+    seen: list[dict] = []
+
+    def capture(**kwargs: object) -> None:
+        seen.append(kwargs)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(geomogeo.joint, "JointConfig", capture)
+    item = json.loads((REPO / "sample_tiles" / "demo.json").read_text())["photos"][0]
+    photo = REPO / "sample_tiles" / item["photo"]
+    for extra, expected in (((), {}), (("--camera-sigma", "0"), {"camera_sigma_m": None}),
+                            (("--camera-sigma", "12.5"), {"camera_sigma_m": 12.5})):
+        assert main(["-q", "localize", str(photo), str(VEGAS), "--point=10,10",
+                     "-o", str(tmp_path / "out"), *extra]) == EXIT_INPUT
+        assert main(["-q", "evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
+                     str(tmp_path / "none.jsonl"), "--localize", *extra]) == EXIT_INPUT
+        assert seen[-2:] == [expected, expected]
+    capsys.readouterr()
+    assert main(["localize", str(photo), str(VEGAS), "--point=10,10", "--camera-sigma", "-1",
+                 "-o", str(tmp_path / "bad")]) == EXIT_USAGE
+    assert "--camera-sigma" in capsys.readouterr().err

@@ -223,6 +223,32 @@ def test_blurred_photo_falls_back_to_the_network_and_says_so(sample, tmp_path, c
     np.testing.assert_array_equal(net.queries[0], light.queries[k])
 
 
+def test_the_search_knows_the_camera_only_where_the_window_is_at_the_photo(
+        sample, tmp_path, monkeypatch):
+    # The rotation search's camera prior needs the camera's place in the window: its centre
+    # when the window is read at the photo's location (EXIF GPS or center=), unknown when the
+    # raster is searched window by window.
+    import geomogeo.localize as localize_module
+
+    seen: list[object] = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["camera"])
+        return search(*args, **kwargs)
+
+    search = localize_module.search_rotation
+    monkeypatch.setattr(localize_module, "search_rotation", spy)
+    photo = tmp_path / "blurred.png"  # no EXIF, and no registration
+    Image.open(io.BytesIO(sample.jpeg)).filter(ImageFilter.GaussianBlur(25)).save(photo)
+    net = NetworkStandIn()
+    Localizer(net).localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
+                            quiet=True)
+    assert seen == [(128.0, 128.0)]
+    seen.clear()
+    Localizer(net).localize(photo, TILE, sample.clicks, quiet=True)
+    assert len(seen) > 1 and all(c is None for c in seen)
+
+
 def test_click_beyond_the_raster_edge_keeps_the_joint_window_on_the_raster(caplog):
     """Demo photo 3's corner (10, 10) registers to a point just north of the Las Vegas tile:
     the window goes to the raster's nearest point instead of failing (it raised before)."""
