@@ -294,7 +294,9 @@ def test_refinement_looks_once_more_between_the_rotations() -> None:
 def test_consistency_settings_from_the_config() -> None:
     # A 500 px photo covering 60..320 m of ground at 1 m: 0.12 .. 0.64 reference px per photo
     # px, in 15% steps (13 scales); a scale hint narrows it to hint / 1.25 .. hint * 1.6.
-    s = ConsistencySearch.from_config(JointConfig(consistency_sigma_m=8.0), 500, 1.0)
+    s = ConsistencySearch.from_config(JointConfig(consistency_sigma_m=8.0,
+                                                  consistency_prior_m=None,
+                                                  camera_sigma_m=None), 500, 1.0)
     assert s.scales[0] == pytest.approx(0.12) and s.scales[-1] == pytest.approx(0.64)
     assert len(s.scales) == 13 and s.tolerance_px == 8.0 and s.prior_px is None
     h = ConsistencySearch.from_config(JointConfig(consistency_sigma_m=8.0,
@@ -303,5 +305,8 @@ def test_consistency_settings_from_the_config() -> None:
     assert h.scales[0] == pytest.approx(0.2) and h.scales[-1] == pytest.approx(0.4)
     assert h.prior_px == 8.0 and h.tolerance_px == 16.0 and h.refine and not s.refine
     assert s.camera_px is None
+    # the defaults: a prior of 8 m around the consistent positions, a camera prior of 8 m
+    d = ConsistencySearch.from_config(JointConfig(), 500, 0.5)
+    assert (d.prior_px, d.camera_px) == (16.0, 16.0)
     assert ConsistencySearch.from_config(JointConfig(camera_sigma_m=6.0), 500, 0.5).camera_px \
         == 12.0
