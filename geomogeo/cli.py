@@ -319,6 +319,11 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
               help="With --localize: start the no-compass search's rotations at the heading "
               "modulo 90 degrees from the photo's edges (default: JointConfig's).")
 @camera_sigma_option
+@click.option("--consistency-prior", type=click.FloatRange(min=0), default=None,
+              metavar="METRES",
+              help="With --localize: the no-compass search chooses each target's cell under a "
+              "prior of this spread around its consistent position; 0 turns it off "
+              "(default: JointConfig's consistency_prior_m).")
 @refiner_option
 @click.option("--refine-network/--no-refine-network", default=None,
               help="With --localize: the refiner also boxes the network-alone targets "
@@ -338,7 +343,8 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
 def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
              runs: tuple[str, ...], rotation_search: str | None,
-             edge_heading: bool | None, camera_sigma: float | None, tta: TTASpec,
+             edge_heading: bool | None, camera_sigma: float | None,
+             consistency_prior: float | None, tta: TTASpec,
              joint_tta: TTASpec, search_tta: TTASpec | None, rotations: int | None,
              refiner: bool | Path, refine_network: bool | None,
              refine: bool | None, refine_passes: int | None) -> None:
@@ -364,6 +370,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
             over["edge_heading"] = edge_heading
         if camera_sigma is not None:
             over["camera_sigma_m"] = camera_sigma or None
+        if consistency_prior is not None:
+            over["consistency_prior_m"] = consistency_prior or None
         if refine_network is not None:
             over["refine_network"] = refine_network
         if refine is not None:

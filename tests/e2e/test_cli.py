@@ -221,8 +221,9 @@ def test_localize_click_inner_option(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """``--camera-sigma`` of ``localize`` and ``evaluate --localize`` sets
-    ``JointConfig.camera_sigma_m`` (0: None, the prior off; absent: the default); a negative
-    value is a usage error."""
+    ``JointConfig.camera_sigma_m``, and ``evaluate``'s ``--consistency-prior``
+    ``consistency_prior_m`` (0: None, the prior off; absent: the default); a negative value
+    is a usage error."""
     import geomogeo.engine.evaluate  # imported first: it reads the defaults at import
     import geomogeo.joint
     from geomogeo.errors import ConfigError
@@ -243,6 +244,13 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
         assert main(["-q", "evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
                      str(tmp_path / "none.jsonl"), "--localize", *extra]) == EXIT_INPUT
         assert seen[-2:] == [expected, expected]
+    capsys.readouterr()
+    for value, expected in (("0", {"consistency_prior_m": None}),
+                            ("4", {"consistency_prior_m": 4.0})):
+        assert main(["-q", "evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
+                     str(tmp_path / "none.jsonl"), "--localize", "--consistency-prior",
+                     value]) == EXIT_INPUT
+        assert seen[-1] == expected
     capsys.readouterr()
     assert main(["localize", str(photo), str(VEGAS), "--point=10,10", "--camera-sigma", "-1",
                  "-o", str(tmp_path / "bad")]) == EXIT_USAGE
