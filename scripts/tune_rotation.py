@@ -141,10 +141,12 @@ def search_cached(look: CachedLooks, reference: np.ndarray, m: dict, n: int,
                   ) -> tuple[RotationSearch, float]:
     """:func:`search_rotation` of ``n`` rotations on a photo's cached looks (a blank photo of
     its size: the looks are found from the turned clicks), and the kept heading's error
-    against the camera's true yaw, degrees."""
+    against the camera's true yaw, degrees. The window was read at the photo's GPS
+    position, so the camera is at its centre (``JointConfig.camera_sigma_m``)."""
+    size = look.spec.reference_size  # type: ignore[attr-defined]
     found = search_rotation(look, reference, np.zeros((m["size"][1], m["size"][0], 3),
                             np.uint8), np.asarray(m["clicks"]), n, consistency=settings,
-                            final=final)
+                            final=final, camera=(size / 2.0, size / 2.0))
     d = (found.heading - m["yaw"]) % 360.0
     return found, min(d, 360.0 - d)
 
