@@ -136,7 +136,8 @@ class PhotoJob:
         clicks: ``(x, y)`` continuous photo pixels (EXIF orientation applied), table order.
         target_ids: per click, the table's ``target_id`` (None without that column).
         heading: degrees clockwise from true north, or None (then EXIF, else none).
-        center: window centre ``(lon, lat)`` EPSG:4326, or None (then EXIF GPS, else search).
+        center: where the photo was taken (the window centre), ``(lon, lat)`` EPSG:4326, or
+            None (then EXIF GPS, else search).
         attributes: per click, the extra columns' values.
         source: where it was read, for messages (``clicks.csv:2-4``).
     """
