@@ -14,12 +14,14 @@ augmentation (rot4+s2):
 * ``joint, no heading, no box refiner``: the same with the network's boxes
   (``JointConfig(refine=False)``, so with the full test-time augmentation);
 * ``network, no heading, rotation search``: the no-compass fallback (4 rotations from the
-  edges' heading modulo 90 degrees, the camera prior in the vote, boxes by the refiner);
-* ``network, no heading, no camera prior``: the same without the camera prior
-  (``JointConfig(camera_sigma_m=None)``), to show its cost;
+  edges' heading modulo 90 degrees, the camera prior in the vote, each target's cell chosen
+  under a prior around its consistent position, boxes by the refiner);
+* ``network, no heading, no priors``: the same without the camera prior and the consistent
+  positions' prior (``JointConfig(camera_sigma_m=None, consistency_prior_m=None)``), to show
+  their cost;
 * ``network, no heading, 8 rotations from 0``: the same search as it was before the edges'
-  heading and the camera prior (``JointConfig(edge_heading=False, rotations=8,
-  camera_sigma_m=None)``).
+  heading and the priors (``JointConfig(edge_heading=False, rotations=8,
+  camera_sigma_m=None, consistency_prior_m=None)``).
 
 Prints the median of ``--repeats`` runs of each and its ratio to the first (the issue's goal:
 joint <= 2x). With ``--baseline CHECKPOINT`` the first row runs that network instead (the
@@ -80,10 +82,10 @@ def main() -> None:
         "joint, no heading, no parallax correction": (loc, dict(config=JointConfig(parallax=None))),
         "joint, no heading, no box refiner": (loc, dict(config=JointConfig(refine=False))),
         "network, no heading, rotation search": (loc, dict(joint=False)),
-        "network, no heading, no camera prior": (loc, dict(joint=False, config=JointConfig(
-            camera_sigma_m=None))),
+        "network, no heading, no priors": (loc, dict(joint=False, config=JointConfig(
+            camera_sigma_m=None, consistency_prior_m=None))),
         "network, no heading, 8 rotations from 0": (loc, dict(joint=False, config=JointConfig(
-            edge_heading=False, rotations=8, camera_sigma_m=None))),
+            edge_heading=False, rotations=8, camera_sigma_m=None, consistency_prior_m=None))),
     }
     if args.baseline:
         runs["network, heading given, shipped"] = (loc, today)
