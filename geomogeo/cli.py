@@ -324,6 +324,11 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
               help="With --localize: the no-compass search chooses each target's cell under a "
               "prior of this spread around its consistent position; 0 turns it off "
               "(default: JointConfig's consistency_prior_m).")
+@click.option("--heading-vote", default=None, metavar="DEG|none",
+              help="With --localize: with a heading but no registration, vote on the clicks' "
+              "geometry within DEG degrees of it and choose each target's cell under the "
+              "consistent positions' prior; 'none': the network's own choice (default: "
+              "JointConfig's heading_vote_deg).")
 @refiner_option
 @click.option("--refine-network/--no-refine-network", default=None,
               help="With --localize: the refiner also boxes the network-alone targets "
@@ -344,7 +349,7 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
              runs: tuple[str, ...], rotation_search: str | None,
              edge_heading: bool | None, camera_sigma: float | None,
-             consistency_prior: float | None, tta: TTASpec,
+             consistency_prior: float | None, heading_vote: str | None, tta: TTASpec,
              joint_tta: TTASpec, search_tta: TTASpec | None, rotations: int | None,
              refiner: bool | Path, refine_network: bool | None,
              refine: bool | None, refine_passes: int | None) -> None:
@@ -372,6 +377,12 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
             over["camera_sigma_m"] = camera_sigma or None
         if consistency_prior is not None:
             over["consistency_prior_m"] = consistency_prior or None
+        if heading_vote is not None:
+            try:
+                over["heading_vote_deg"] = None if heading_vote == "none" else float(heading_vote)
+            except ValueError as e:
+                raise click.BadParameter(f"a number of degrees or 'none', got {heading_vote!r}",
+                                         param_hint="--heading-vote") from e
         if refine_network is not None:
             over["refine_network"] = refine_network
         if refine is not None:

@@ -118,6 +118,11 @@ class JointConfig:
             targets) acc@0.5 0.340 without it, 0.364 / 0.368 / 0.358 with 4 / 8 / 16 m, the
             kept rotation within 22.5 degrees of the true yaw on 76% -> 88% of the photos
             with 8 m; on 78 more photos 0.278 -> 0.325 (67% -> 87%).
+        heading_vote_deg: with a heading (EXIF or given) but no registration, the network
+            looks once at that heading, the consistency vote runs at headings within this many
+            degrees of it (the compass's error) with the camera prior, and each target's cell
+            is chosen under the prior around its consistent position
+            (``consistency_prior_m``); None: the network's own choice.
         refine_rotation: look once more at the heading the consistency vote found (one more
             network call).
         click_inner: where the joint box goes relative to its registered click, as a
@@ -158,6 +163,7 @@ class JointConfig:
     consistency_sigma_m: float = 4.0
     consistency_prior_m: float | None = 8.0
     camera_sigma_m: float | None = 8.0
+    heading_vote_deg: float | None = 10.0
     refine_rotation: bool = False
     click_inner: float | None = 0.0
     parallax: ParallaxConfig | None = field(default_factory=ParallaxConfig)
@@ -183,6 +189,9 @@ class JointConfig:
                              f"{self.click_inner!r}")
         lo, hi = self.footprint_m
         priors = (self.consistency_prior_m, self.camera_sigma_m)
+        if self.heading_vote_deg is not None and not self.heading_vote_deg >= 0:
+            raise ValueError(f"JointConfig: heading_vote_deg must be >= 0 or None, got "
+                             f"{self.heading_vote_deg!r}")
         if not (0 < lo < hi and self.consistency_sigma_m >= 0
                 and all(p is None or p > 0 for p in priors)):
             raise ValueError("JointConfig: 0 < footprint_m[0] < footprint_m[1], "
@@ -459,6 +468,7 @@ def search_rotation(
     predictor: Predictor, reference: np.ndarray, image: np.ndarray, points: np.ndarray,
     n: int, *, consistency: ConsistencySearch | None = None, final: Predictor | None = None,
     start: float = 0.0, camera: tuple[float, float] | None = None,
+    spread: float | None = None,
 ) -> RotationSearch:
     """Try ``n`` query rotations (``360 / n`` degrees apart, ``start`` first) and keep the
     best.
@@ -489,6 +499,9 @@ def search_rotation(
         camera: the camera's ground position in the reference window, (x, y) reference-input
             pixels, or None (unknown). With ``consistency.camera_px``, each vote weighs where
             the photo's centre then lies (:class:`CameraPrior`).
+        spread: the consistency vote's headings around each rotation reach this many degrees
+            either side (e.g. a compass's error with ``n=1`` at its heading), or None: half
+            a rotation step.
     """
     if n < 1:
         raise ValueError(f"search_rotation needs n >= 1 rotations, got {n}")
@@ -518,7 +531,8 @@ def search_rotation(
     # headings within half a rotation step of each rotation, nearest first
     residuals: list[float] = []
     if consistency is not None:
-        k = math.floor(180.0 / n / consistency.residual_step - 1e-9)
+        reach = 180.0 / n - 1e-9 if spread is None else spread + 1e-9
+        k = math.floor(reach / consistency.residual_step)
         residuals = sorted(np.arange(-k, k + 1) * consistency.residual_step, key=abs)
     totals: list[float] = []
     best: tuple[float, float, Prediction, float, np.ndarray | None, float | None] | None = None

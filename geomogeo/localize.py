@@ -607,12 +607,19 @@ class Localizer:
                 log.warning("%s: registration failed (%s): the network alone localizes",
                             ph.path.name, scene.registration.reason)
         search = heading is None and config.rotations > 1
+        # a heading (EXIF or given) but no registration: the clicks' geometry is voted on
+        # around it, and each target's cell chosen under the consistent positions' prior
+        vote = (heading is not None and not (scene is not None and scene.ok) and len(pts) > 1
+                and config.heading_vote_deg is not None
+                and config.rotation_search == "consistency")
         consistency = None
+        if (search and config.rotation_search == "consistency") or vote:
+            consistency = ConsistencySearch.from_config(
+                config, ph.width, spec.gsd, photo.scale_hint_from_exif(ph, spec.gsd))
+        # a window read at the photo's location is centred on its camera
+        camera = (spec.reference_size / 2.0,) * 2 if location is not None else None
         if search:
             heading_source = "search"
-            if config.rotation_search == "consistency":
-                consistency = ConsistencySearch.from_config(
-                    config, ph.width, spec.gsd, photo.scale_hint_from_exif(ph, spec.gsd))
         else:
             query, qpts = orient.prepare_query(ph.image, pts, heading, spec.query_size,
                                                 spec.query_fit)
@@ -636,13 +643,16 @@ class Localizer:
                 lighter = self.search_predictor is not self.predictor
                 start = heading_mod90(ph.image, win.image, win.valid) \
                     if config.edge_heading else 0.0
-                # a window read at the photo's location is centred on its camera
-                camera = (spec.reference_size / 2.0,) * 2 if location is not None else None
                 found = search_rotation(self.search_predictor, win.image, ph.image, pts,
                                         config.rotations, consistency=consistency,
                                         final=self.predictor if lighter else None,
                                         start=start, camera=camera)
                 pred, used_heading = found.prediction, found.heading
+            elif vote:
+                assert heading is not None
+                pred = search_rotation(self.predictor, win.image, ph.image, pts, 1,
+                                       consistency=consistency, start=heading, camera=camera,
+                                       spread=config.heading_vote_deg).prediction
             elif scene is not None and scene.ok and self.refiner is not None and config.refine:
                 # the refiner draws these boxes: the network only scores the chosen cells
                 pred = self.joint_predictor.predict(win.image, query, qpts)

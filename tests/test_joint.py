@@ -101,6 +101,9 @@ def test_joint_config_rejects_bad_values() -> None:
         JointConfig(sigma_m=0.0)
     with pytest.raises(ValueError, match="camera_sigma_m"):
         JointConfig(camera_sigma_m=0.0)
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="heading_vote_deg"):
+            JointConfig(heading_vote_deg=bad)
     for inner in (-0.1, 1.5, math.nan):
         with pytest.raises(ValueError, match="click_inner"):
             JointConfig(click_inner=inner)
@@ -270,6 +273,33 @@ def test_the_camera_prior_keeps_the_turn_that_looks_ahead_of_the_camera() -> Non
     # the totals differ by the two priors: -(28^2 + 4^2) / 128 and -4^2 / 128
     assert found.totals[1] - found.totals[0] == pytest.approx((800 - 16) / 128, rel=1e-9)
     np.testing.assert_allclose(found.positions.mean(axis=0), [60.0, 84.0], atol=1e-9)
+
+
+def test_a_known_heading_is_voted_on_within_its_spread() -> None:
+    # One look at the compass heading 0; the maps fit a photo turned 10 degrees (the
+    # compass's error). Within a spread of 10 degrees the vote finds that geometry, and the
+    # prior around its positions picks each target's consistent cell; with no spread it
+    # cannot, and a prior around the wrong positions picks other cells.
+    cells = consistent_cells(10.0, 0.24, (7, 7))
+    mass = peaks(cells, 0.5) + peaks([(1, 1), (1, 14), (14, 1)], 1.0)
+    table = [(mass, np.full(3, 0.5))]
+    photo = np.zeros((300, 400, 3), np.uint8)
+    ref = np.zeros((SIZE, SIZE, 3), np.float32)
+    settings = ConsistencySearch(scales=(0.24,), tolerance_px=0.0, prior_px=4.0, refine=False)
+    net = TableNet(table)
+    found = search_rotation(net, ref, photo, CLICKS, 1, consistency=settings, spread=10.0)
+    assert net.calls == 1 and found.heading == 0.0 and found.headings == (0.0,)
+    # the positions of the 10 degree geometry lie within half a cell of the cells they were
+    # rounded to
+    np.testing.assert_allclose(found.positions, [[(j + 0.5) * CELL, (i + 0.5) * CELL]
+                                                 for i, j in cells], atol=CELL / 2)
+    for k, (i, j) in enumerate(cells):
+        assert found.prediction.boxes[k].tolist() == [j * CELL, i * CELL, (j + 1) * CELL,
+                                                      (i + 1) * CELL]
+    fixed = search_rotation(TableNet(table), ref, photo, CLICKS, 1, consistency=settings,
+                            spread=0.0)
+    assert fixed.total < found.total
+    assert not np.allclose(fixed.positions, found.positions)
 
 
 def test_refinement_looks_once_more_between_the_rotations() -> None:

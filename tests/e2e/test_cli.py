@@ -222,7 +222,8 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """``--camera-sigma`` of ``localize`` and ``evaluate --localize`` sets
     ``JointConfig.camera_sigma_m``, and ``evaluate``'s ``--consistency-prior``
-    ``consistency_prior_m`` (0: None, the prior off; absent: the default); a negative value
+    ``consistency_prior_m`` (0: None, the prior off; absent: the default) and
+    ``--heading-vote`` ``heading_vote_deg`` ('none': None); a negative or non-numeric value
     is a usage error."""
     import geomogeo.engine.evaluate  # imported first: it reads the defaults at import
     import geomogeo.joint
@@ -245,13 +246,19 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
                      str(tmp_path / "none.jsonl"), "--localize", *extra]) == EXIT_INPUT
         assert seen[-2:] == [expected, expected]
     capsys.readouterr()
-    for value, expected in (("0", {"consistency_prior_m": None}),
-                            ("4", {"consistency_prior_m": 4.0})):
+    for option, value, expected in (
+            ("--consistency-prior", "0", {"consistency_prior_m": None}),
+            ("--consistency-prior", "4", {"consistency_prior_m": 4.0}),
+            ("--heading-vote", "none", {"heading_vote_deg": None}),
+            ("--heading-vote", "5", {"heading_vote_deg": 5.0})):
         assert main(["-q", "evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
-                     str(tmp_path / "none.jsonl"), "--localize", "--consistency-prior",
-                     value]) == EXIT_INPUT
+                     str(tmp_path / "none.jsonl"), "--localize", option, value]) == EXIT_INPUT
         assert seen[-1] == expected
     capsys.readouterr()
+    assert main(["evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
+                 str(tmp_path / "none.jsonl"), "--localize", "--heading-vote", "ten"]) \
+        == EXIT_USAGE
+    assert "--heading-vote" in capsys.readouterr().err
     assert main(["localize", str(photo), str(VEGAS), "--point=10,10", "--camera-sigma", "-1",
                  "-o", str(tmp_path / "bad")]) == EXIT_USAGE
     assert "--camera-sigma" in capsys.readouterr().err

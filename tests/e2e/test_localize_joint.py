@@ -248,6 +248,25 @@ def test_the_search_knows_the_camera_only_where_the_window_is_at_the_photo(
     Localizer(net).localize(photo, TILE, sample.clicks, quiet=True)
     assert len(seen) > 1 and all(c is None for c in seen)
 
+    # With a heading but no registration, the network looks once at it and two clicks'
+    # geometry is voted on within JointConfig.heading_vote_deg of it.
+    calls: list[tuple] = []
+    monkeypatch.setattr(localize_module, "search_rotation", lambda *a, **k: (
+        calls.append((a[4], k["start"], k["spread"], k["camera"])), search(*a, **k))[1])
+    two = np.vstack([sample.clicks[:1], sample.clicks[:1] + 40.0])
+    net.queries.clear()
+    res = Localizer(net).localize(photo, TILE, two, sample.measured_xy, center_crs=UTM,
+                                  heading=33.0, quiet=True)
+    assert calls == [(1, 33.0, 10.0, (128.0, 128.0))] and len(net.queries) == 1
+    assert {t.heading_source for t in res.targets} == {"given"}
+    assert {t.heading_used for t in res.targets} == {33.0}
+    calls.clear()  # one click, or the vote turned off: the network's own choice
+    Localizer(net).localize(photo, TILE, two[:1], sample.measured_xy, center_crs=UTM,
+                            heading=33.0, quiet=True)
+    Localizer(net).localize(photo, TILE, two, sample.measured_xy, center_crs=UTM,
+                            heading=33.0, quiet=True, config=JointConfig(heading_vote_deg=None))
+    assert calls == []
+
 
 def test_click_beyond_the_raster_edge_keeps_the_joint_window_on_the_raster(caplog):
     """Demo photo 3's corner (10, 10) registers to a point just north of the Las Vegas tile:
