@@ -5,7 +5,8 @@ camera) and times, in this process, with the shipped model and its default test-
 augmentation (rot4+s2):
 
 * ``network, heading given``: the default localize before joint localization existed
-  (``joint=False``, heading given, the network's own boxes: ``refine_network=False``);
+  (``joint=False``, heading given, the network's own boxes and cells:
+  ``refine_network=False, heading_vote_deg=None``);
 * ``joint, no heading``: the default flow (registration, parallax correction of the clicks,
   re-centred window, prior, the box refiner; the heading comes from the registration; the
   network scores the refined targets in one pass, ``DEFAULT_JOINT_TTA``);
@@ -13,6 +14,8 @@ augmentation (rot4+s2):
   (``JointConfig(parallax=None)``), to show its cost;
 * ``joint, no heading, no box refiner``: the same with the network's boxes
   (``JointConfig(refine=False)``, so with the full test-time augmentation);
+* ``network, heading given, vote``: today's network-alone flow with a heading (the clicks'
+  geometry voted on within ``heading_vote_deg`` of it, boxes by the refiner);
 * ``network, no heading, rotation search``: the no-compass fallback (4 rotations from the
   edges' heading modulo 90 degrees, the camera prior in the vote, each target's cell chosen
   under a prior around its consistent position, boxes by the refiner);
@@ -74,13 +77,15 @@ def main() -> None:
     assert sample is not None and len(sample.clicks) == 5
     loc = Localizer.load()
     base_loc = Localizer.load(args.baseline) if args.baseline else loc
-    today = dict(heading=sample.heading, joint=False, config=JointConfig(refine_network=False))
+    today = dict(heading=sample.heading, joint=False,
+                 config=JointConfig(refine_network=False, heading_vote_deg=None))
     runs: dict[str, tuple[Localizer, dict]] = {
         "network, heading given" + (f" ({args.baseline.name})" if args.baseline else ""):
             (base_loc, today),
         "joint, no heading": (loc, {}),
         "joint, no heading, no parallax correction": (loc, dict(config=JointConfig(parallax=None))),
         "joint, no heading, no box refiner": (loc, dict(config=JointConfig(refine=False))),
+        "network, heading given, vote": (loc, dict(heading=sample.heading, joint=False)),
         "network, no heading, rotation search": (loc, dict(joint=False)),
         "network, no heading, no priors": (loc, dict(joint=False, config=JointConfig(
             camera_sigma_m=None, consistency_prior_m=None))),
