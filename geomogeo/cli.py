@@ -329,6 +329,9 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
               "geometry within DEG degrees of it and choose each target's cell under the "
               "consistent positions' prior; 'none': the network's own choice (default: "
               "JointConfig's heading_vote_deg).")
+@click.option("--single-click-vote/--no-single-click-vote", default=None,
+              help="With --localize: the no-compass search scores a one-click photo by the "
+              "vote with the camera prior too (default: JointConfig's).")
 @refiner_option
 @click.option("--refine-network/--no-refine-network", default=None,
               help="With --localize: the refiner also boxes the network-alone targets "
@@ -349,7 +352,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              cvogl_subset: str | None, whole: bool, limit: int | None,
              runs: tuple[str, ...], rotation_search: str | None,
              edge_heading: bool | None, camera_sigma: float | None,
-             consistency_prior: float | None, heading_vote: str | None, tta: TTASpec,
+             consistency_prior: float | None, heading_vote: str | None,
+             single_click_vote: bool | None, tta: TTASpec,
              joint_tta: TTASpec, search_tta: TTASpec | None, rotations: int | None,
              refiner: bool | Path, refine_network: bool | None,
              refine: bool | None, refine_passes: int | None) -> None:
@@ -377,6 +381,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
             over["camera_sigma_m"] = camera_sigma or None
         if consistency_prior is not None:
             over["consistency_prior_m"] = consistency_prior or None
+        if single_click_vote is not None:
+            over["single_click_vote"] = single_click_vote
         if heading_vote is not None:
             try:
                 over["heading_vote_deg"] = None if heading_vote == "none" else float(heading_vote)

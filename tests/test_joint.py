@@ -275,6 +275,41 @@ def test_the_camera_prior_keeps_the_turn_that_looks_ahead_of_the_camera() -> Non
     np.testing.assert_allclose(found.positions.mean(axis=0), [60.0, 84.0], atol=1e-9)
 
 
+def test_one_click_is_placed_against_the_camera() -> None:
+    # One click at (200, 50) in a 400 x 300 photo; both rotations, half a turn apart, put
+    # its target on cell (10, 8), i.e. at (68, 84) px. The photo's centre lies 100 photo px
+    # below the click: 24 px at scale 0.24, turned by the heading. Heading 0: centre (68,
+    # 108), 44 px behind the camera at (64, 64) and 4 px beside it; heading 180: centre
+    # (68, 60), 4 px behind and 4 beside.
+    click = np.array([[200.0, 50.0]])
+    table = [(peaks([(10, 8)]), np.full(1, 0.5))] * 2
+    photo = np.zeros((300, 400, 3), np.uint8)
+    ref = np.zeros((SIZE, SIZE, 3), np.float32)
+    # (a residual step of 90 degrees: each rotation votes at its own heading only)
+    kwargs = dict(scales=(0.24,), tolerance_px=0.0, prior_px=4.0, refine=False, camera_px=8.0,
+                  residual_step=90.0)
+    # Without the single-click vote (or without a camera position) the summed scores tie
+    # and the first rotation is kept, with no position.
+    for settings, position in ((ConsistencySearch(**kwargs, single=False), (64.0, 64.0)),
+                               (ConsistencySearch(**kwargs, single=True), None)):
+        found = search_rotation(TableNet(table), ref, photo, click, 2, consistency=settings,
+                                camera=position)
+        assert found.heading == 0.0 and found.positions is None
+        assert found.totals == (0.5, 0.5)
+    found = search_rotation(TableNet(table), ref, photo, click, 2,
+                            consistency=ConsistencySearch(**kwargs, single=True),
+                            camera=(64.0, 64.0))
+    assert found.heading == 180.0
+    np.testing.assert_allclose(found.positions, [[68.0, 84.0]], atol=1e-9)
+    # At 180 degrees the peak's vote, log(1 / 256 + 1), minus the prior (4^2 + 4^2) / 128.
+    assert found.totals[1] == pytest.approx(math.log(1 / 256 + 1) - 32 / 128, rel=1e-9)
+    # At 0 degrees the peak would pay (44^2 + 4^2) / 128 = 15.25: an empty cell that puts the
+    # centre ahead of the camera, 4 px beside it (cell centres lie at 4 + 8k px), votes
+    # higher: log(1 / 256) - 4^2 / 128.
+    assert found.totals[0] == pytest.approx(math.log(1 / 256) - 16 / 128, rel=1e-9)
+    assert found.prediction.boxes[0].tolist() == [64.0, 80.0, 72.0, 88.0]
+
+
 def test_a_known_heading_is_voted_on_within_its_spread() -> None:
     # One look at the compass heading 0; the maps fit a photo turned 10 degrees (the
     # compass's error). Within a spread of 10 degrees the vote finds that geometry, and the

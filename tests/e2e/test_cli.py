@@ -223,8 +223,8 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
     """``--camera-sigma`` of ``localize`` and ``evaluate --localize`` sets
     ``JointConfig.camera_sigma_m``, and ``evaluate``'s ``--consistency-prior``
     ``consistency_prior_m`` (0: None, the prior off; absent: the default) and
-    ``--heading-vote`` ``heading_vote_deg`` ('none': None); a negative or non-numeric value
-    is a usage error."""
+    ``--heading-vote`` ``heading_vote_deg`` ('none': None), and ``--[no-]single-click-vote``
+    ``single_click_vote``; a negative or non-numeric value is a usage error."""
     import geomogeo.engine.evaluate  # imported first: it reads the defaults at import
     import geomogeo.joint
     from geomogeo.errors import ConfigError
@@ -254,6 +254,10 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
         assert main(["-q", "evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
                      str(tmp_path / "none.jsonl"), "--localize", option, value]) == EXIT_INPUT
         assert seen[-1] == expected
+    for flag, on in (("--single-click-vote", True), ("--no-single-click-vote", False)):
+        assert main(["-q", "evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
+                     str(tmp_path / "none.jsonl"), "--localize", flag]) == EXIT_INPUT
+        assert seen[-1] == {"single_click_vote": on}
     capsys.readouterr()
     assert main(["evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
                  str(tmp_path / "none.jsonl"), "--localize", "--heading-vote", "ten"]) \
