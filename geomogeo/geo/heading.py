@@ -101,7 +101,8 @@ def heading_mod90(photo: np.ndarray, reference: np.ndarray,
     The heading ``h`` that best turns the photo's edge orientations onto the reference's:
     orientations in a photo turned clockwise by ``h`` (north-up) are the photo's plus ``h``.
     The true heading is one of ``h + k * 90``; which one the edges cannot tell. One-degree
-    resolution (the histograms' bins).
+    resolution (the histograms' bins); ties (to rounding) go to the smallest ``h``, and a
+    photo or reference without edges gives 0.
 
     Args:
         photo: the photo as taken, (H, W, 3) or (H, W); resized to :data:`PHOTO_WIDTH` wide.
@@ -118,6 +119,10 @@ def heading_mod90(photo: np.ndarray, reference: np.ndarray,
                        interpolation=cv2.INTER_AREA)
     hp = orientation_histogram(p, PHOTO_BLUR_PX)
     hr = orientation_histogram(reference, REFERENCE_BLUR_PX, reference_valid)
+    if np.ptp(hp) == 0.0 or np.ptp(hr) == 0.0:  # no edges on one side: nothing to match
+        return 0.0
     # correlation[s] = sum_i hp[i - s] hr[i]: the photo's histogram turned by s degrees
     correlation = np.array([np.dot(np.roll(hp, s), hr) for s in range(_BINS)])
-    return float(np.argmax(correlation))
+    # the first of the best up to rounding, which differs between CPUs' summation orders
+    top = float(correlation.max())
+    return float(np.flatnonzero(correlation >= top - 1e-9 * abs(top))[0])
