@@ -330,8 +330,9 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
               "consistent positions' prior; 'none': the network's own choice (default: "
               "JointConfig's heading_vote_deg).")
 @click.option("--single-click-vote/--no-single-click-vote", default=None,
-              help="With --localize: the no-compass search scores a one-click photo by the "
-              "vote with the camera prior too (default: JointConfig's).")
+              help="With --localize: a one-click photo at its camera's position is placed "
+              "by the vote with the camera prior too, without a heading (the search) and with "
+              "one but no registration (default: JointConfig's).")
 @refiner_option
 @click.option("--refine-network/--no-refine-network", default=None,
               help="With --localize: the refiner also boxes the network-alone targets "

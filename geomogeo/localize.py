@@ -608,8 +608,10 @@ class Localizer:
                             ph.path.name, scene.registration.reason)
         search = heading is None and config.rotations > 1
         # a heading (EXIF or given) but no registration: the clicks' geometry is voted on
-        # around it, and each target's cell chosen under the consistent positions' prior
-        vote = (heading is not None and not (scene is not None and scene.ok) and len(pts) > 1
+        # around it, and each target's cell chosen under the consistent positions' prior (one
+        # click is placed against the camera where it is known)
+        voted = len(pts) > 1 or (config.single_click_vote and location is not None)
+        vote = (heading is not None and not (scene is not None and scene.ok) and voted
                 and config.heading_vote_deg is not None
                 and config.rotation_search == "consistency")
         consistency = None

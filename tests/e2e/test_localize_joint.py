@@ -260,9 +260,14 @@ def test_the_search_knows_the_camera_only_where_the_window_is_at_the_photo(
     assert calls == [(1, 33.0, 10.0, (128.0, 128.0))] and len(net.queries) == 1
     assert {t.heading_source for t in res.targets} == {"given"}
     assert {t.heading_used for t in res.targets} == {33.0}
-    calls.clear()  # one click, or the vote turned off: the network's own choice
+    calls.clear()  # one click at the photo's position is placed against the camera
     Localizer(net).localize(photo, TILE, two[:1], sample.measured_xy, center_crs=UTM,
                             heading=33.0, quiet=True)
+    assert calls == [(1, 33.0, 10.0, (128.0, 128.0))]
+    calls.clear()  # one click without it, or the vote turned off: the network's own choice
+    Localizer(net).localize(photo, TILE, two[:1], sample.measured_xy, center_crs=UTM,
+                            heading=33.0, quiet=True, config=JointConfig(single_click_vote=False))
+    Localizer(net).localize(photo, TILE, two[:1], heading=33.0, quiet=True)  # no position
     Localizer(net).localize(photo, TILE, two, sample.measured_xy, center_crs=UTM,
                             heading=33.0, quiet=True, config=JointConfig(heading_vote_deg=None))
     assert calls == []
