@@ -62,6 +62,26 @@ camera_sigma_option = click.option(
     "camera_sigma_m).")
 
 
+def _tilts(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``DEG,DEG,...`` -> a tuple of floats; ``none`` -> () (the similarity); unset: None."""
+    if value is None:
+        return None
+    if value == "none":
+        return ()
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: DEG,DEG,... or 'none'") from None
+
+
+search_tilts_option = click.option(
+    "--search-tilts", callback=_tilts, default=None, metavar="DEG,...|none",
+    help="The no-compass search's vote models the photo as a camera tilted forward by each "
+    "of these angles from nadir, with the EXIF focal length (else a 75 degree field of view); "
+    "'none': the photo's own offsets, e.g. for a photo taken from the ground (default: "
+    "JointConfig's search_tilts_deg).")
+
+
 def _refiner(ctx: click.Context, param: click.Parameter, value: str) -> bool | Path:
     return {"default": True, "none": False}.get(value, Path(value))
 
@@ -141,6 +161,7 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
               "clicks in the middle of objects), 1 only keeps the click inside (clicks "
               "anywhere on an object).")
 @camera_sigma_option
+@search_tilts_option
 @refiner_option
 @tta_option
 @joint_tta_option
@@ -152,7 +173,7 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
              out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec, joint_tta: TTASpec,
              search_tta: TTASpec | None, heading: float | None, joint: bool,
              click_inner: float | None, camera_sigma: float | None,
-             refiner: bool | Path) -> None:
+             search_tilts: tuple[float, ...] | None, refiner: bool | Path) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -174,6 +195,8 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
         over["click_inner"] = click_inner
     if camera_sigma is not None:
         over["camera_sigma_m"] = camera_sigma or None
+    if search_tilts is not None:
+        over["search_tilts_deg"] = search_tilts or None
     config = JointConfig(**over)
     loc = Localizer.load(model_path, tta=tta, refiner=refiner, joint_tta=joint_tta,
                          search_tta=search_tta)
@@ -333,6 +356,7 @@ def train(ctx: click.Context, config: Path, resume: Path | None) -> None:
               help="With --localize: a one-click photo at its camera's position is placed "
               "by the vote with the camera prior too, without a heading (the search) and with "
               "one but no registration (default: JointConfig's).")
+@search_tilts_option
 @refiner_option
 @click.option("--refine-network/--no-refine-network", default=None,
               help="With --localize: the refiner also boxes the network-alone targets "
@@ -354,7 +378,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              runs: tuple[str, ...], rotation_search: str | None,
              edge_heading: bool | None, camera_sigma: float | None,
              consistency_prior: float | None, heading_vote: str | None,
-             single_click_vote: bool | None, tta: TTASpec,
+             single_click_vote: bool | None, search_tilts: tuple[float, ...] | None,
+             tta: TTASpec,
              joint_tta: TTASpec, search_tta: TTASpec | None, rotations: int | None,
              refiner: bool | Path, refine_network: bool | None,
              refine: bool | None, refine_passes: int | None) -> None:
@@ -384,6 +409,8 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
             over["consistency_prior_m"] = consistency_prior or None
         if single_click_vote is not None:
             over["single_click_vote"] = single_click_vote
+        if search_tilts is not None:
+            over["search_tilts_deg"] = search_tilts or None
         if heading_vote is not None:
             try:
                 over["heading_vote_deg"] = None if heading_vote == "none" else float(heading_vote)

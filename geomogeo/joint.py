@@ -131,6 +131,17 @@ class JointConfig:
             With a heading but no registration, one such click takes the
             ``heading_vote_deg`` path too (on 322 validation photos with a heading 0.280 ->
             0.332).
+        search_tilts_deg: the consistency vote models the photo as a pinhole camera
+            (no roll) tilted forward from nadir by each of these angles, degrees, and keeps
+            the best: the clicks' offsets become their ground offsets
+            (:func:`ground_offsets`) and the camera prior pins the camera's nadir to its
+            position (:class:`CameraPrior` ``nadir``). None: the similarity (the photo's own
+            offsets). It needs the focal length: EXIF ``FocalLengthIn35mmFilm``, else
+            ``search_hfov_deg``. Chosen on validation (Rotterdam b with parallax,
+            ``mogeo-light16-v3``, heading unknown): acc@0.5 0.436 -> 0.458 on 200 photos,
+            0.345 -> 0.381 on 78 more; with a heading but no registration 0.480 -> 0.507.
+        search_hfov_deg: the horizontal field of view assumed where EXIF gives no focal
+            length, degrees (drone cameras: about 60-84).
         refine_rotation: look once more at the heading the consistency vote found (one more
             network call).
         click_inner: where the joint box goes relative to its registered click, as a
@@ -173,6 +184,8 @@ class JointConfig:
     camera_sigma_m: float | None = 8.0
     heading_vote_deg: float | None = 10.0
     single_click_vote: bool = True
+    search_tilts_deg: tuple[float, ...] | None = (0.0, 10.0, 20.0, 30.0)
+    search_hfov_deg: float = 75.0
     refine_rotation: bool = False
     click_inner: float | None = 0.0
     parallax: ParallaxConfig | None = field(default_factory=ParallaxConfig)
@@ -196,6 +209,13 @@ class JointConfig:
         if self.click_inner is not None and not 0 <= self.click_inner <= 1:
             raise ValueError(f"JointConfig: click_inner must be in [0, 1] or None, got "
                              f"{self.click_inner!r}")
+        if self.search_tilts_deg is not None and not all(
+                0 <= t < 80 for t in self.search_tilts_deg):
+            raise ValueError(f"JointConfig: search_tilts_deg must lie in [0, 80) degrees, got "
+                             f"{self.search_tilts_deg!r}")
+        if not 0 < self.search_hfov_deg < 180:
+            raise ValueError(f"JointConfig: search_hfov_deg must lie in (0, 180) degrees, got "
+                             f"{self.search_hfov_deg!r}")
         lo, hi = self.footprint_m
         priors = (self.consistency_prior_m, self.camera_sigma_m)
         if self.heading_vote_deg is not None and not self.heading_vote_deg >= 0:
@@ -314,6 +334,11 @@ class ConsistencySearch:
         camera_px: spread of the camera prior (:class:`CameraPrior`), reference-input
             pixels, or None (none).
         single: vote on a photo with one click too when the camera prior applies.
+        tilts: camera tilts from nadir to try, degrees (with ``focal_px``): the clicks'
+            offsets are then their ground offsets under a pinhole camera tilted forward
+            (:func:`ground_offsets`) and the camera prior holds the camera's nadir; empty:
+            the similarity.
+        focal_px: the photo's focal length, photo pixels, or None (unknown).
     """
 
     scales: tuple[float, ...]
@@ -325,12 +350,16 @@ class ConsistencySearch:
     floor: float = JointConfig.floor
     camera_px: float | None = None
     single: bool = False
+    tilts: tuple[float, ...] = ()
+    focal_px: float | None = None
 
     @classmethod
     def from_config(cls, config: JointConfig, photo_width: int, reference_gsd: float,
-                    scale_hint: float | None = None) -> ConsistencySearch:
+                    scale_hint: float | None = None,
+                    focal_px: float | None = None) -> ConsistencySearch:
         """The settings of ``config`` for a photo ``photo_width`` pixels wide and a reference
-        at ``reference_gsd`` metres per pixel.
+        at ``reference_gsd`` metres per pixel (``focal_px``: the photo's focal length in
+        pixels, for ``config.search_tilts_deg``).
 
         The scales cover a photo width of ``config.footprint_m`` metres on the ground, in
         steps of 15%; with ``scale_hint`` (reference pixels per photo pixel at nadir, e.g.
@@ -347,7 +376,9 @@ class ConsistencySearch:
                          for m in (config.consistency_prior_m, config.camera_sigma_m))
         return cls(tuple(float(v) for v in np.geomspace(lo, hi, count)), px, prior,
                    config.refine_rotation, floor=config.floor, camera_px=camera,
-                   single=config.single_click_vote)
+                   single=config.single_click_vote,
+                   tilts=tuple(config.search_tilts_deg or ()) if focal_px else (),
+                   focal_px=focal_px)
 
 
 @dataclass(frozen=True)
@@ -361,7 +392,9 @@ class CameraPrior:
     ``position`` splits into ``forward`` (along the heading) and ``side``, and the log-prior
     is ``-(side**2 + min(forward, 0)**2) / (2 sigma_px**2)``: nothing for any distance
     ahead (a nadir photo or one tilted 35 degrees), a penalty for a centre beside or behind
-    the camera (a wrong quarter turn of an oblique photo).
+    the camera (a wrong quarter turn of an oblique photo). With ``nadir``, ``centre_offset``
+    is the offset of the camera's own nadir point instead, and any offset from ``position``
+    is penalised (a pinhole model that knows the tilt, :func:`ground_offsets`).
 
     Attributes:
         position: (x, y) the camera's ground position, reference-input pixels (x right, y
@@ -377,6 +410,7 @@ class CameraPrior:
     centre_offset: tuple[float, float]
     heading: float
     sigma_px: float
+    nadir: bool = False
 
     def log_prior(self, centres: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """The log-prior of clicks' centroids ``centres`` (..., 2) (reference-input pixels)
@@ -389,7 +423,36 @@ class CameraPrior:
         dy = centres[..., 1] + scales * self.centre_offset[1] - self.position[1]
         forward = dx * ahead[0] + dy * ahead[1]
         side = dx * beside[0] + dy * beside[1]
-        return -(side ** 2 + np.minimum(forward, 0.0) ** 2) / (2.0 * self.sigma_px ** 2)
+        ahead_cost = forward if self.nadir else np.minimum(forward, 0.0)
+        return -(side ** 2 + ahead_cost ** 2) / (2.0 * self.sigma_px ** 2)
+
+
+def ground_offsets(points: np.ndarray, size: tuple[int, int], focal_px: float,
+                   tilt_deg: float) -> np.ndarray | None:
+    """Where clicks lie on flat ground relative to the camera's nadir, for a pinhole camera
+    tilted forward by ``tilt_deg`` from nadir (no roll).
+
+    Args:
+        points: (m, 2) photo pixels (x right, y down; edges).
+        size: the photo's (width, height), pixels; the principal point is its centre.
+        focal_px: focal length, photo pixels.
+        tilt_deg: the optical axis's angle from straight down, degrees (>= 0).
+
+    Returns:
+        (m, 2) ground offsets in the photo's own axes (x right, y towards the photo's bottom,
+        i.e. backwards), in photo pixels at nadir scale (metres times focal / height), or
+        None when a click lies at or above the horizon. At tilt 0 they are the clicks'
+        offsets from the photo's centre.
+    """
+    t = math.radians(tilt_deg)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    x = (pts[:, 0] - size[0] / 2.0) / focal_px
+    y = (pts[:, 1] - size[1] / 2.0) / focal_px
+    den = math.cos(t) + y * math.sin(t)
+    if np.any(den <= 1e-6):
+        return None
+    forward = (math.sin(t) - y * math.cos(t)) / den
+    return np.stack([x / den, -forward], axis=-1) * focal_px
 
 
 def consistency_vote(
@@ -530,6 +593,10 @@ def search_rotation(
 
     def vote(pred: Prediction, h: float) -> tuple[float, np.ndarray, float]:
         assert consistency is not None and pred.mass is not None
+        if consistency.tilts and consistency.focal_px:
+            got = perspective_vote(pred, h)
+            if got is not None:
+                return got
         offsets = orient.turn_points(pts - pts.mean(axis=0), h)
         prior = None
         if camera is not None and consistency.camera_px is not None:
@@ -539,6 +606,27 @@ def search_rotation(
         return consistency_vote(pred.mass, offsets, consistency.scales, size,
                                 tolerance_px=consistency.tolerance_px, eps=consistency.eps,
                                 camera=prior)
+
+    def perspective_vote(pred: Prediction, h: float) -> tuple[float, np.ndarray, float] | None:
+        assert consistency is not None and consistency.focal_px and pred.mass is not None
+        best: tuple[float, np.ndarray, float] | None = None
+        for t in consistency.tilts:
+            g = ground_offsets(pts, (image.shape[1], image.shape[0]), consistency.focal_px, t)
+            if g is None:
+                continue
+            c = g.mean(axis=0)
+            prior = None
+            if camera is not None and consistency.camera_px is not None:
+                off = orient.turn_points(-c, h)[0]
+                prior = CameraPrior((float(camera[0]), float(camera[1])),
+                                    (float(off[0]), float(off[1])), h, consistency.camera_px,
+                                    nadir=True)
+            got = consistency_vote(pred.mass, orient.turn_points(g - c, h), consistency.scales,
+                                   size, tolerance_px=consistency.tolerance_px,
+                                   eps=consistency.eps, camera=prior)
+            if best is None or got[0] > best[0]:
+                best = got
+        return best  # None: every tilt put a click above the horizon
 
     # headings within half a rotation step of each rotation, nearest first
     residuals: list[float] = []

@@ -617,7 +617,9 @@ class Localizer:
         consistency = None
         if (search and config.rotation_search == "consistency") or vote:
             consistency = ConsistencySearch.from_config(
-                config, ph.width, spec.gsd, photo.scale_hint_from_exif(ph, spec.gsd))
+                config, ph.width, spec.gsd, photo.scale_hint_from_exif(ph, spec.gsd),
+                photo.focal_px_from_exif(ph)
+                or ph.width / 2.0 / math.tan(math.radians(config.search_hfov_deg) / 2.0))
         # a window read at the photo's location is centred on its camera
         camera = (spec.reference_size / 2.0,) * 2 if location is not None else None
         if search:

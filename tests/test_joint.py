@@ -16,6 +16,7 @@ from geomogeo.joint import (
     JointConfig,
     click_prior,
     consistency_vote,
+    ground_offsets,
     place_on_clicks,
     search_rotation,
 )
@@ -375,3 +376,97 @@ def test_consistency_settings_from_the_config() -> None:
     assert (d.prior_px, d.camera_px) == (16.0, 16.0)
     assert ConsistencySearch.from_config(JointConfig(camera_sigma_m=6.0), 500, 0.5).camera_px \
         == 12.0
+
+
+def project(ground: np.ndarray, height: float, focal: float, tilt_deg: float,
+            size: tuple[int, int]) -> np.ndarray:
+    """Ground points (forward, right) metres from the nadir -> photo pixels, for a camera
+    ``height`` above them tilted forward by ``tilt_deg``: an independent pinhole model (a
+    rotation matrix and a perspective division)."""
+    t = math.radians(tilt_deg)
+    # camera axes in the world (forward, right, down): x = right; z = the optical axis
+    # tilted from down towards forward; y = z cross x (the photo's down, pointing backwards)
+    x_axis = np.array([0.0, 1.0, 0.0])
+    z_axis = np.array([math.sin(t), 0.0, math.cos(t)])
+    y_axis = np.cross(z_axis, x_axis)
+    rays = np.column_stack([ground[:, 0], ground[:, 1], np.full(len(ground), height)])
+    cam = rays @ np.stack([x_axis, y_axis, z_axis]).T
+    return np.column_stack([size[0] / 2 + focal * cam[:, 0] / cam[:, 2],
+                            size[1] / 2 + focal * cam[:, 1] / cam[:, 2]])
+
+
+@pytest.mark.parametrize("tilt", [0.0, 12.0, 35.0])
+def test_ground_offsets_invert_an_independent_pinhole_projection(tilt: float) -> None:
+    ground = np.array([[30.0, -10.0], [55.0, 20.0], [5.0, 0.0], [80.0, -35.0]])  # (F, R) m
+    height, focal, size = 90.0, 420.0, (640, 480)
+    px = project(ground, height, focal, tilt, size)
+    got = ground_offsets(px, size, focal, tilt)
+    # photo pixels at nadir scale: metres times focal / height, x right, y backwards
+    expected = np.column_stack([ground[:, 1], -ground[:, 0]]) * focal / height
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+
+
+def test_ground_offsets_by_hand_and_the_horizon() -> None:
+    pts = np.array([[100.0, 50.0], [100.0, 100.0], [160.0, 50.0]])
+    np.testing.assert_allclose(ground_offsets(pts, (200, 100), 100.0, 0.0),
+                               pts - [100.0, 50.0], atol=1e-12)
+    # tilted 30 degrees: the photo's centre lies tan 30 * f ahead; a point half a focal
+    # below it at (sin 30 - 0.5 cos 30) / (cos 30 + 0.5 sin 30) f ahead
+    got = ground_offsets(pts, (200, 100), 100.0, 30.0)
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    np.testing.assert_allclose(got[0], [0.0, -100.0 * s / c], atol=1e-9)
+    np.testing.assert_allclose(got[1], [0.0, -100.0 * (s - 0.5 * c) / (c + 0.5 * s)],
+                               atol=1e-9)
+    np.testing.assert_allclose(got[2], [60.0 / c, -100.0 * s / c], atol=1e-9)
+    # tilted 80 degrees with a 90 degree field of view, the top row lies above the horizon
+    assert ground_offsets(np.array([[100.0, 0.0]]), (200, 100), 100.0, 80.0) is None
+
+
+def test_the_perspective_vote_undoes_the_tilt() -> None:
+    # Three roofs on flat ground, (forward, right) metres from the camera's nadir, seen from
+    # 100 m by a 400 px focal length tilted 30 degrees forward, heading 0 (north-up). At 1 m
+    # per reference pixel the ground's scale is 100 / 400 = 0.25 reference px per photo px.
+    # With the camera at (68, 116) px the roofs lie at (44, 76), (92, 76) and (68, 52) px:
+    # cells (9, 5), (9, 11) and (6, 8).
+    ground = np.array([[40.0, -24.0], [40.0, 24.0], [64.0, 0.0]])
+    clicks = project(ground, 100.0, 400.0, 30.0, (400, 300))
+    table = [(peaks([(9, 5), (9, 11), (6, 8)]), np.full(3, 0.5))]
+    photo = np.zeros((300, 400, 3), np.uint8)
+    ref = np.zeros((SIZE, SIZE, 3), np.float32)
+
+    def search(tilts: tuple[float, ...], focal: float | None):
+        settings = ConsistencySearch(scales=(0.25,), tolerance_px=0.0, refine=False,
+                                     camera_px=8.0, tilts=tilts, focal_px=focal)
+        return search_rotation(TableNet(table), ref, photo, clicks, 1, consistency=settings,
+                               camera=(68.0, 116.0), spread=0.0)
+
+    found = search((0.0, 30.0), 400.0)
+    np.testing.assert_allclose(found.positions, [[44.0, 76.0], [92.0, 76.0], [68.0, 52.0]],
+                               atol=1e-9)
+    # every peak on its cell, and the camera exactly at the tilted view's nadir: no penalty
+    assert found.total == pytest.approx(3 * math.log(1 / 256 + 1.0), rel=1e-9)
+    # The similarity (no tilts, or no focal length) and a nadir view miss the geometry.
+    for tilts, focal in (((), 400.0), ((0.0, 30.0), None), ((0.0,), 400.0)):
+        assert search(tilts, focal).total < found.total - 1.0
+
+
+def test_the_nadir_camera_prior_by_hand() -> None:
+    # With ``nadir`` the offset points at the camera's own nadir, and any distance from the
+    # camera costs: 20 px ahead of a camera looking east, sigma 8 px.
+    east = CameraPrior((64.0, 64.0), (0.0, 0.0), 90.0, 8.0, nadir=True)
+    np.testing.assert_allclose(east.log_prior(np.array([[84.0, 64.0], [64.0, 64.0]]), 1.0),
+                               [-0.5 * (20 / 8) ** 2, 0.0], atol=1e-12)
+    # the same point without ``nadir`` lies ahead: free
+    assert CameraPrior((64.0, 64.0), (0.0, 0.0), 90.0, 8.0).log_prior(
+        np.array([84.0, 64.0]), 1.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_tilts_need_a_focal_length() -> None:
+    config = JointConfig(search_tilts_deg=(0.0, 15.0))
+    assert ConsistencySearch.from_config(config, 500, 0.5, focal_px=400.0).tilts == (0.0, 15.0)
+    assert ConsistencySearch.from_config(config, 500, 0.5).tilts == ()
+    for bad in ((-5.0,), (0.0, 90.0)):
+        with pytest.raises(ValueError, match="search_tilts_deg"):
+            JointConfig(search_tilts_deg=bad)
+    with pytest.raises(ValueError, match="search_hfov_deg"):
+        JointConfig(search_hfov_deg=180.0)

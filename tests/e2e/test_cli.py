@@ -224,7 +224,8 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
     ``JointConfig.camera_sigma_m``, and ``evaluate``'s ``--consistency-prior``
     ``consistency_prior_m`` (0: None, the prior off; absent: the default) and
     ``--heading-vote`` ``heading_vote_deg`` ('none': None), and ``--[no-]single-click-vote``
-    ``single_click_vote``; a negative or non-numeric value is a usage error."""
+    ``single_click_vote``, and ``--search-tilts`` of both ``search_tilts_deg`` ('none': None);
+    a negative or non-numeric value is a usage error."""
     import geomogeo.engine.evaluate  # imported first: it reads the defaults at import
     import geomogeo.joint
     from geomogeo.errors import ConfigError
@@ -239,7 +240,9 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
     item = json.loads((REPO / "sample_tiles" / "demo.json").read_text())["photos"][0]
     photo = REPO / "sample_tiles" / item["photo"]
     for extra, expected in (((), {}), (("--camera-sigma", "0"), {"camera_sigma_m": None}),
-                            (("--camera-sigma", "12.5"), {"camera_sigma_m": 12.5})):
+                            (("--camera-sigma", "12.5"), {"camera_sigma_m": 12.5}),
+                            (("--search-tilts", "none"), {"search_tilts_deg": None}),
+                            (("--search-tilts", "0,15"), {"search_tilts_deg": (0.0, 15.0)})):
         assert main(["-q", "localize", str(photo), str(VEGAS), "--point=10,10",
                      "-o", str(tmp_path / "out"), *extra]) == EXIT_INPUT
         assert main(["-q", "evaluate", str(REPO / "model" / "mogeo-light-v2.pt"),
@@ -263,6 +266,9 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
                  str(tmp_path / "none.jsonl"), "--localize", "--heading-vote", "ten"]) \
         == EXIT_USAGE
     assert "--heading-vote" in capsys.readouterr().err
+    assert main(["localize", str(photo), str(VEGAS), "--point=10,10", "--search-tilts", "0,x",
+                 "-o", str(tmp_path / "bad")]) == EXIT_USAGE
+    assert "--search-tilts" in capsys.readouterr().err
     assert main(["localize", str(photo), str(VEGAS), "--point=10,10", "--camera-sigma", "-1",
                  "-o", str(tmp_path / "bad")]) == EXIT_USAGE
     assert "--camera-sigma" in capsys.readouterr().err

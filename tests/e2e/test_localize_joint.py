@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import subprocess
 from pathlib import Path
 
@@ -232,8 +233,11 @@ def test_the_search_knows_the_camera_only_where_the_window_is_at_the_photo(
 
     seen: list[object] = []
 
+    focals: list[float | None] = []
+
     def spy(*args, **kwargs):
         seen.append(kwargs["camera"])
+        focals.append(kwargs["consistency"].focal_px)
         return search(*args, **kwargs)
 
     search = localize_module.search_rotation
@@ -244,6 +248,9 @@ def test_the_search_knows_the_camera_only_where_the_window_is_at_the_photo(
     Localizer(net).localize(photo, TILE, sample.clicks, sample.measured_xy, center_crs=UTM,
                             quiet=True)
     assert seen == [(128.0, 128.0)]
+    # no EXIF focal length: the perspective vote's focal comes from JointConfig.search_hfov_deg
+    width = Image.open(photo).width
+    assert focals == [pytest.approx(width / 2 / math.tan(math.radians(75.0) / 2), rel=1e-12)]
     seen.clear()
     Localizer(net).localize(photo, TILE, sample.clicks, quiet=True)
     assert len(seen) > 1 and all(c is None for c in seen)
