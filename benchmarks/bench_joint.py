@@ -17,14 +17,17 @@ augmentation (rot4+s2):
 * ``network, heading given, vote``: today's network-alone flow with a heading (the clicks'
   geometry voted on within ``heading_vote_deg`` of it, boxes by the refiner);
 * ``network, no heading, rotation search``: the no-compass fallback (4 rotations from the
-  edges' heading modulo 90 degrees, the camera prior in the vote, each target's cell chosen
-  under a prior around its consistent position, boxes by the refiner);
+  edges' heading modulo 90 degrees, the perspective vote over the camera's tilts with the
+  camera prior, each target's cell chosen under a prior around its consistent position,
+  boxes by the refiner);
+* ``network, no heading, similarity vote``: the same with the vote's similarity instead of
+  the camera's tilts (``JointConfig(search_tilts_deg=None)``), to show their cost;
 * ``network, no heading, no priors``: the same without the camera prior and the consistent
-  positions' prior (``JointConfig(camera_sigma_m=None, consistency_prior_m=None)``), to show
-  their cost;
+  positions' prior, with the similarity (``JointConfig(search_tilts_deg=None,
+  camera_sigma_m=None, consistency_prior_m=None)``), to show their cost;
 * ``network, no heading, 8 rotations from 0``: the same search as it was before the edges'
-  heading and the priors (``JointConfig(edge_heading=False, rotations=8,
-  camera_sigma_m=None, consistency_prior_m=None)``).
+  heading, the priors and the tilts (``JointConfig(edge_heading=False, rotations=8,
+  search_tilts_deg=None, camera_sigma_m=None, consistency_prior_m=None)``).
 
 Prints the median of ``--repeats`` runs of each and its ratio to the first (the issue's goal:
 joint <= 2x). With ``--baseline CHECKPOINT`` the first row runs that network instead (the
@@ -87,10 +90,13 @@ def main() -> None:
         "joint, no heading, no box refiner": (loc, dict(config=JointConfig(refine=False))),
         "network, heading given, vote": (loc, dict(heading=sample.heading, joint=False)),
         "network, no heading, rotation search": (loc, dict(joint=False)),
+        "network, no heading, similarity vote": (loc, dict(joint=False, config=JointConfig(
+            search_tilts_deg=None))),
         "network, no heading, no priors": (loc, dict(joint=False, config=JointConfig(
-            camera_sigma_m=None, consistency_prior_m=None))),
+            search_tilts_deg=None, camera_sigma_m=None, consistency_prior_m=None))),
         "network, no heading, 8 rotations from 0": (loc, dict(joint=False, config=JointConfig(
-            edge_heading=False, rotations=8, camera_sigma_m=None, consistency_prior_m=None))),
+            edge_heading=False, rotations=8, search_tilts_deg=None, camera_sigma_m=None,
+            consistency_prior_m=None))),
     }
     if args.baseline:
         runs["network, heading given, shipped"] = (loc, today)

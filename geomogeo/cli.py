@@ -74,6 +74,18 @@ def _tilts(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
         raise click.BadParameter(f"{value!r}: DEG,DEG,... or 'none'") from None
 
 
+def _search_overrides(camera_sigma: float | None,
+                      search_tilts: tuple[float, ...] | None) -> dict[str, Any]:
+    """``JointConfig`` overrides of the search options ``localize`` and ``evaluate`` share
+    (unset: the default; 0 or 'none': off)."""
+    over: dict[str, Any] = {}
+    if camera_sigma is not None:
+        over["camera_sigma_m"] = camera_sigma or None
+    if search_tilts is not None:
+        over["search_tilts_deg"] = search_tilts or None
+    return over
+
+
 search_tilts_option = click.option(
     "--search-tilts", callback=_tilts, default=None, metavar="DEG,...|none",
     help="The no-compass search's vote models the photo as a camera tilted forward by each "
@@ -190,13 +202,9 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
             raise click.BadParameter(f"--extent needs four numbers, got {extent!r}") from e
     from geomogeo.joint import JointConfig
 
-    over: dict[str, Any] = {}
+    over = _search_overrides(camera_sigma, search_tilts)
     if click_inner is not None:
         over["click_inner"] = click_inner
-    if camera_sigma is not None:
-        over["camera_sigma_m"] = camera_sigma or None
-    if search_tilts is not None:
-        over["search_tilts_deg"] = search_tilts or None
     config = JointConfig(**over)
     loc = Localizer.load(model_path, tta=tta, refiner=refiner, joint_tta=joint_tta,
                          search_tta=search_tta)
@@ -398,19 +406,15 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
         if unknown:
             raise click.BadParameter(f"unknown run(s) {unknown}; expected some of "
                                      f"{list(LOCALIZE_RUNS)}", param_hint="--run")
-        over: dict[str, Any] = {}
+        over = _search_overrides(camera_sigma, search_tilts)
         if rotation_search is not None:
             over["rotation_search"] = rotation_search
         if edge_heading is not None:
             over["edge_heading"] = edge_heading
-        if camera_sigma is not None:
-            over["camera_sigma_m"] = camera_sigma or None
         if consistency_prior is not None:
             over["consistency_prior_m"] = consistency_prior or None
         if single_click_vote is not None:
             over["single_click_vote"] = single_click_vote
-        if search_tilts is not None:
-            over["search_tilts_deg"] = search_tilts or None
         if heading_vote is not None:
             try:
                 over["heading_vote_deg"] = None if heading_vote == "none" else float(heading_vote)
