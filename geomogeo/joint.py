@@ -589,44 +589,40 @@ def search_rotation(
                                             net.spec.query_fit)
         return net.predict(reference, query, qpts)
 
-    centre = np.array([image.shape[1], image.shape[0]], dtype=np.float64) / 2.0
+    # The vote's views of the clicks: (offsets, anchor, nadir), photo axes (x right, y down
+    # or, on the ground, backwards). The similarity: the clicks' own offsets, anchored at the
+    # photo's centre; with tilts and a focal length, their ground offsets under each tilt
+    # (those with every click below the horizon), anchored at the camera's nadir.
+    photo_size = (image.shape[1], image.shape[0])
+    views: list[tuple[np.ndarray, np.ndarray, bool]] = []
+    if consistency is not None and consistency.tilts and consistency.focal_px:
+        for t in consistency.tilts:
+            g = ground_offsets(pts, photo_size, consistency.focal_px, t)
+            if g is not None:
+                views.append((g, np.zeros(2), True))
+    if not views:
+        views.append((pts, np.array(photo_size, dtype=np.float64) / 2.0, False))
 
     def vote(pred: Prediction, h: float) -> tuple[float, np.ndarray, float]:
+        """The best vote over the views at heading ``h`` (the first best on ties)."""
         assert consistency is not None and pred.mass is not None
-        if consistency.tilts and consistency.focal_px:
-            got = perspective_vote(pred, h)
-            if got is not None:
-                return got
-        offsets = orient.turn_points(pts - pts.mean(axis=0), h)
-        prior = None
-        if camera is not None and consistency.camera_px is not None:
-            off = orient.turn_points(centre - pts.mean(axis=0), h)[0]
-            prior = CameraPrior((float(camera[0]), float(camera[1])),
-                                (float(off[0]), float(off[1])), h, consistency.camera_px)
-        return consistency_vote(pred.mass, offsets, consistency.scales, size,
-                                tolerance_px=consistency.tolerance_px, eps=consistency.eps,
-                                camera=prior)
-
-    def perspective_vote(pred: Prediction, h: float) -> tuple[float, np.ndarray, float] | None:
-        assert consistency is not None and consistency.focal_px and pred.mass is not None
         best: tuple[float, np.ndarray, float] | None = None
-        for t in consistency.tilts:
-            g = ground_offsets(pts, (image.shape[1], image.shape[0]), consistency.focal_px, t)
-            if g is None:
-                continue
-            c = g.mean(axis=0)
+        for offsets, anchor, nadir in views:
+            c = offsets.mean(axis=0)
             prior = None
             if camera is not None and consistency.camera_px is not None:
-                off = orient.turn_points(-c, h)[0]
+                off = orient.turn_points(anchor - c, h)[0]
                 prior = CameraPrior((float(camera[0]), float(camera[1])),
                                     (float(off[0]), float(off[1])), h, consistency.camera_px,
-                                    nadir=True)
-            got = consistency_vote(pred.mass, orient.turn_points(g - c, h), consistency.scales,
-                                   size, tolerance_px=consistency.tolerance_px,
-                                   eps=consistency.eps, camera=prior)
+                                    nadir=nadir)
+            got = consistency_vote(pred.mass, orient.turn_points(offsets - c, h),
+                                   consistency.scales, size,
+                                   tolerance_px=consistency.tolerance_px, eps=consistency.eps,
+                                   camera=prior)
             if best is None or got[0] > best[0]:
                 best = got
-        return best  # None: every tilt put a click above the horizon
+        assert best is not None
+        return best
 
     # headings within half a rotation step of each rotation, nearest first
     residuals: list[float] = []

@@ -619,7 +619,7 @@ class Localizer:
             consistency = ConsistencySearch.from_config(
                 config, ph.width, spec.gsd, photo.scale_hint_from_exif(ph, spec.gsd),
                 photo.focal_px_from_exif(ph)
-                or ph.width / 2.0 / math.tan(math.radians(config.search_hfov_deg) / 2.0))
+                or photo.focal_px_from_fov(ph.width, config.search_hfov_deg))
         # a window read at the photo's location is centred on its camera
         camera = (spec.reference_size / 2.0,) * 2 if location is not None else None
         if search:

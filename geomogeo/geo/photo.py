@@ -28,6 +28,7 @@ __all__ = [
     "Photo",
     "PhotoLocation",
     "focal_px_from_exif",
+    "focal_px_from_fov",
     "load_photo",
     "parse_point",
     "read_location",
@@ -258,6 +259,13 @@ def focal_px_from_exif(photo: Photo) -> float | None:
     if photo.focal_35mm is None:
         return None
     return photo.focal_35mm / _FRAME_35MM_DIAGONAL * math.hypot(photo.width, photo.height)
+
+
+def focal_px_from_fov(extent_px: float, fov_deg: float) -> float:
+    """The focal length, pixels, of a pinhole camera whose field of view across
+    ``extent_px`` pixels through the principal point (a photo's width, or its diagonal) is
+    ``fov_deg`` degrees: ``extent / (2 tan(fov / 2))``."""
+    return extent_px / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
 
 
 def scale_hint_from_exif(

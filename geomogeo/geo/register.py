@@ -27,6 +27,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from geomogeo.geo.photo import focal_px_from_fov
+
 __all__ = ["CameraPose", "RegisterConfig", "Registration", "register"]
 
 log = logging.getLogger(__name__)
@@ -236,7 +238,7 @@ class Registration:
         if not (w > 0 and math.isfinite(w)):
             return None
         f = 1.0 / math.sqrt(w)
-        lo, hi = width / (2 * math.tan(math.radians(60))), width / (2 * math.tan(math.radians(15)))
+        lo, hi = focal_px_from_fov(width, 120.0), focal_px_from_fov(width, 30.0)
         if not lo <= f <= hi:
             return None
         return f
@@ -317,7 +319,7 @@ _MIN_TILT_FOR_FOCAL = 8.0
 
 def _default_focal(width: int, height: int) -> float:
     """A typical drone camera's focal length, pixels: an 84 degree diagonal field of view."""
-    return math.hypot(width, height) / (2 * math.tan(math.radians(42)))
+    return focal_px_from_fov(math.hypot(width, height), 84.0)
 
 
 def _gray_u8(image: np.ndarray, what: str) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
 import numpy as np
 import pytest
@@ -287,3 +288,13 @@ def test_read_location_without_decoding_the_pixels(tmp_path):
     (tmp_path / "text.jpg").write_text("not an image")
     with pytest.raises(PhotoError, match=r"text\.jpg: cannot read as an image"):
         photo.read_location(tmp_path / "text.jpg")
+
+
+def test_focal_length_from_a_field_of_view_by_hand() -> None:
+    # 90 degrees across 640 px: tan 45 = 1, so half the width
+    assert photo.focal_px_from_fov(640, 90.0) == pytest.approx(320.0, rel=1e-12)
+    # 60 degrees: 320 / tan 30 = 320 * sqrt(3)
+    assert photo.focal_px_from_fov(640, 60.0) == pytest.approx(320.0 * math.sqrt(3.0), rel=1e-12)
+    # across the diagonal of a 3:4 photo (500 px): 84 degrees
+    assert photo.focal_px_from_fov(500.0, 84.0) == pytest.approx(
+        250.0 / math.tan(math.radians(42.0)), rel=1e-12)
