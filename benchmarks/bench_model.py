@@ -305,7 +305,7 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device")
         torch.backends.cudnn.benchmark = True
-        bench_gpu(["paper", "light", "detgeo"], args.large_batch, max(args.repeats, 10))
+        bench_gpu(["paper", "light", "light16", "detgeo"], args.large_batch, max(args.repeats, 10))
         return
     names = ["light"] if args.skip_paper else ["light", "paper"]
     bench_cpu_latency(names, {"light": args.repeats, "paper": args.paper_repeats})

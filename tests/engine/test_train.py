@@ -475,9 +475,16 @@ def test_evaluate_writes_the_recomputed_metrics(
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.md"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bf16_channels_last_step(tmp_path: Path, data: tuple[PackedData, PackedData],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="needs CUDA")),
+])
+def test_bf16_channels_last_step(device: str, tmp_path: Path,
+                                 data: tuple[PackedData, PackedData],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 autocast + channels-last (CUDA's defaults, forced on the CPU): two steps change
+    the weights, keep them finite and keep the run's k-means anchors."""
     tr, va = data
     initial: dict[str, torch.Tensor] = {}
     build = train_mod.build_model
@@ -488,16 +495,18 @@ def test_cuda_bf16_channels_last_step(tmp_path: Path, data: tuple[PackedData, Pa
         return m
 
     monkeypatch.setattr(train_mod, "build_model", spy)
-    cfg = dataclasses.replace(_config(tmp_path / "cuda"), device="cuda", precision="auto",
-                              channels_last="auto", max_steps=2)
+    forced = {"precision": "bf16", "channels_last": "on"} if device == "cpu" else \
+        {"precision": "auto", "channels_last": "auto"}
+    cfg = dataclasses.replace(_config(tmp_path / "run"), device=device, max_steps=2, **forced)
     res = train(cfg, quiet=True, train_data=tr, val_data=va)
     assert len(res.history) == 1 and res.history[0]["step"] == 2
     h = res.history[0]
     assert all(math.isfinite(h[k]) for k in ("loss", "cn", "reg", "s"))
     assert h["val_mean_iou"] is not None
-    state = _state(tmp_path / "cuda" / "last.pt")
+    state = _state(tmp_path / "run" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
-    params = {k for k, _ in train_mod.build_model(cfg.model.build()).named_parameters()}
+    # the unpatched builder: the spy would overwrite ``initial`` with the preset anchors
+    params = {k for k, _ in build(cfg.model.build()).named_parameters()}
     changed = [k for k in params if not torch.equal(state[k], initial[k].cpu())]
     assert len(changed) > len(params) // 2
     assert "head.out.weight" in changed

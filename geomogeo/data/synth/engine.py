@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from geomogeo.data.dataset import PackItem
@@ -559,13 +560,16 @@ def generate(
 
     ``post`` is applied to each sample inside the worker (e.g. ``Sample.pack_item``, so that
     decoding and query preparation run in parallel too); the list holds its results.
+    Forked workers render with one BLAS thread each (``workers`` pools of as many threads as
+    cores oversubscribe the machine: 2 workers on 2 cores took twice as long).
     """
     _init_worker(worlds, cfg, seed, prefix, post)
     out: list[Any] = []
     bar = tqdm(total=n, desc="rendering", unit="photo", disable=quiet)
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+        # the limit is set before the fork, so the workers inherit it; lifted afterwards
+        with threadpool_limits(limits=1), ProcessPoolExecutor(workers, mp_context=ctx) as ex:
             it = ex.map(_one, range(n), chunksize=max(1, min(64, n // (4 * workers) or 1)))
             for s in it:
                 out.append(s)
