@@ -88,8 +88,9 @@ def refiner_samples(pack: PackedData, size: int, jitter_px: float, rng: np.rando
     """Every target of ``pack`` as (crops (T, size, size, 3) uint8, boxes (T, 4) crop px).
 
     ``zoom`` > 1: each crop is a square of ``n`` reference pixels (``size / s`` rounded to an
-    even number, so the square stays centred on the crop centre), resized to ``size`` (``s`` log-uniform in ``[1 / zoom, zoom]``; area
-    interpolation when shrinking, bilinear when enlarging), its box scaled by ``size / n``.
+    even number, so the square stays centred on the crop centre; ``s`` log-uniform in
+    ``[1 / zoom, zoom]``), resized to ``size`` (area interpolation when shrinking, bilinear
+    when enlarging), its box scaled by ``size / n``.
     """
     photo = np.repeat(np.arange(len(pack)), pack.counts)
     centres = (pack.boxes[:, :2] + pack.boxes[:, 2:]) / 2.0
