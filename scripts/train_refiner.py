@@ -135,10 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jitter", type=float, default=2.0, help="crop offset sigma, pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float)
-    p.add_argument("--zoom", type=float, default=1.0, help="resample each training crop by a "
-                   "random factor in [1/ZOOM, ZOOM] (1: none)")
-    p.add_argument("--photometric", action="store_true", help="random gamma, grey, channel "
-                   "order, blur and noise per training crop")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -172,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
               "footprint_tiles": FOOTPRINT_TILES, "suburbs": a.suburbs,
               "suburb_photos": a.suburb_photos, "suburb_seed": a.suburb_seed}
     tc = RefinerTrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr, jitter_px=a.jitter,
-                            seed=a.seed, max_minutes=a.max_minutes, zoom=a.zoom,
-                            photometric=a.photometric)
+                            seed=a.seed, max_minutes=a.max_minutes)
     hist = train_refiner(train, val, a.out, config=RefinerConfig(), train_config=tc,
                          quiet=a.quiet, record=record)
     print(json.dumps(hist, indent=1))

@@ -8,12 +8,6 @@ box in that crop. Each epoch draws new offsets and turns and mirrors each batch 
 smooth L1 loss on :func:`~geomogeo.nn.refine.encode_boxes`' targets. The epoch with the best
 validation mean IoU (fixed offsets; each pack's mean IoU, averaged over the packs, so that a
 small pack of real buildings counts as much as a large synthetic one) is kept.
-
-Two optional augmentations (off by default, so that the shipped v1 and v2 commands train as
-they did) aim at objects unlike the training data: ``zoom`` resamples each training crop by a
-random factor (the refiner then cannot lean on the training objects' typical size), and
-``photometric`` draws a random gamma, grey conversion, channel order, blur and noise per crop
-(the per-crop normalisation already removes brightness and contrast).
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -44,7 +37,7 @@ from geomogeo.nn.refine import (
     encode_boxes,
 )
 
-__all__ = ["RefinerTrainConfig", "photometric", "refiner_samples", "train_refiner"]
+__all__ = ["RefinerTrainConfig", "refiner_samples", "train_refiner"]
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +54,6 @@ class RefinerTrainConfig:
             per axis (training and validation).
         seed: random seed (offsets, batches, initial weights).
         max_minutes: stop after the epoch that passes this wall time (None: no limit).
-        zoom: each training crop is resampled by a factor drawn log-uniformly in
-            ``[1 / zoom, zoom]`` (objects look that much larger or smaller; 1: none).
-        photometric: random gamma (0.6-1.6), grey (p 0.3), channel order (p 0.2), Gaussian
-            blur (p 0.3, sigma 0.3-1 px) and noise (sigma up to 3 %) per training crop.
     """
 
     epochs: int = 10
@@ -73,63 +62,25 @@ class RefinerTrainConfig:
     jitter_px: float = 2.0
     seed: int = 0
     max_minutes: float | None = None
-    zoom: float = 1.0
-    photometric: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.jitter_px < 0:
             raise ValueError("RefinerTrainConfig: epochs, batch_size >= 1, lr > 0, jitter >= 0")
-        if not 1.0 <= self.zoom <= 4.0:
-            raise ValueError(f"RefinerTrainConfig.zoom={self.zoom}: between 1 and 4")
 
 
-def refiner_samples(pack: PackedData, size: int, jitter_px: float, rng: np.random.Generator,
-                    zoom: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Every target of ``pack`` as (crops (T, size, size, 3) uint8, boxes (T, 4) crop px).
-
-    ``zoom`` > 1: each crop is a square of ``n`` reference pixels (``size / s`` rounded to an
-    even number, so the square stays centred on the crop centre; ``s`` log-uniform in
-    ``[1 / zoom, zoom]``), resized to ``size`` (area interpolation when shrinking, bilinear
-    when enlarging), its box scaled by ``size / n``.
-    """
+def refiner_samples(pack: PackedData, size: int, jitter_px: float, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Every target of ``pack`` as (crops (T, size, size, 3) uint8, boxes (T, 4) crop px)."""
     photo = np.repeat(np.arange(len(pack)), pack.counts)
     centres = (pack.boxes[:, :2] + pack.boxes[:, 2:]) / 2.0
     centres = centres + rng.normal(0.0, jitter_px, centres.shape)
-    big = size if zoom == 1.0 else 2 * int(np.ceil(size * zoom / 2.0)) + 2
-    crops = np.zeros((len(centres), big, big, 3), np.uint8)
+    crops = np.zeros((len(centres), size, size, 3), np.uint8)
     boxes = np.zeros((len(centres), 4))
     for i in np.unique(photo):
         sel = np.flatnonzero(photo == i)
-        crops[sel], origins = crop_around(pack.references[i], centres[sel], big)
+        crops[sel], origins = crop_around(pack.references[i], centres[sel], size)
         boxes[sel] = pack.boxes[sel] - np.hstack([origins, origins])
-    if big == size:
-        return crops, boxes
-    sides = 2 * np.rint(size / 2 / np.exp(rng.uniform(-np.log(zoom), np.log(zoom), len(crops))))
-    out = np.zeros((len(crops), size, size, 3), np.uint8)
-    for k, n in enumerate(sides.astype(int)):
-        c0 = (big - n) // 2
-        region = crops[k, c0:c0 + n, c0:c0 + n]
-        out[k] = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if n > size
-                            else cv2.INTER_LINEAR)
-        boxes[k] = (boxes[k] - c0) * (size / n)
-    return out, boxes
-
-
-def photometric(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(T, C, C, 3) uint8 crops with a random gamma, grey conversion, channel order, blur
-    and noise each (:class:`RefinerTrainConfig`'s ``photometric``); boxes are unchanged."""
-    out = np.empty_like(crops)
-    for k, crop in enumerate(crops):
-        x = (crop.astype(np.float32) / 255.0) ** np.exp(rng.uniform(np.log(0.6), np.log(1.6)))
-        if rng.random() < 0.3:
-            x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
-        elif rng.random() < 0.2:
-            x = x[:, :, rng.permutation(3)]
-        if rng.random() < 0.3:
-            x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.3, 1.0)))
-        x = x + rng.normal(0.0, rng.uniform(0.0, 0.03), x.shape).astype(np.float32)
-        out[k] = np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return out
+    return crops, boxes
 
 
 def _predict(model: BoxRefiner, crops: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -180,10 +131,8 @@ def train_refiner(
     best, sha = -1.0, ""
     t0 = time.perf_counter()
     for epoch in range(tc.epochs):
-        parts = [refiner_samples(p, size, tc.jitter_px, rng, tc.zoom) for p in train]
+        parts = [refiner_samples(p, size, tc.jitter_px, rng) for p in train]
         crops = np.concatenate([c for c, _ in parts])
-        if tc.photometric:
-            crops = photometric(crops, rng)
         boxes = np.concatenate([b for _, b in parts])
         perm = rng.permutation(len(boxes))
         model.train()
