@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -94,14 +95,17 @@ search_tilts_option = click.option(
     "JointConfig's search_tilts_deg).")
 
 
-def _refiner(ctx: click.Context, param: click.Parameter, value: str) -> bool | Path:
-    return {"default": True, "none": False}.get(value, Path(value))
+def _refiner(ctx: click.Context, param: click.Parameter, value: str) -> bool | list[Path]:
+    if value in ("default", "none"):
+        return value == "default"
+    return [Path(v) for v in value.split(os.pathsep) if v]
 
 
 refiner_option = click.option(
     "--refiner", default="default", show_default=True, callback=_refiner, metavar="PATH",
     help="Box refiner checkpoint that boxes each registered target around its click "
-    "('default': the shipped one; 'none': the network's own boxes).")
+    "('default': the shipped one; 'none': the network's own boxes; several paths joined by "
+    f"{os.pathsep!r}: the mean of their boxes).")
 
 
 def _point(text: str) -> tuple[float, float]:
@@ -185,7 +189,7 @@ def localize(ctx: click.Context, photo: Path, raster: Path, points: Sequence[str
              out_dir: Path, heatmaps: bool, make_map: bool, tta: TTASpec, joint_tta: TTASpec,
              search_tta: TTASpec | None, heading: float | None, joint: bool,
              click_inner: float | None, camera_sigma: float | None,
-             search_tilts: tuple[float, ...] | None, refiner: bool | Path) -> None:
+             search_tilts: tuple[float, ...] | None, refiner: bool | list[Path]) -> None:
     """Localize the clicked objects of PHOTO on RASTER."""
     from geomogeo.geo.photo import read_points_file
     from geomogeo.localize import Localizer
@@ -389,7 +393,7 @@ def evaluate(checkpoint: Path, manifest: Path, split: str, out_dir: Path | None,
              single_click_vote: bool | None, search_tilts: tuple[float, ...] | None,
              tta: TTASpec,
              joint_tta: TTASpec, search_tta: TTASpec | None, rotations: int | None,
-             refiner: bool | Path, refine_network: bool | None,
+             refiner: bool | list[Path], refine_network: bool | None,
              refine: bool | None, refine_passes: int | None) -> None:
     """Evaluate CHECKPOINT on a MANIFEST split: acc@t, accI@t by targets per image.
 
@@ -531,7 +535,7 @@ def synth(ctx: click.Context, out_dir: Path, n_per_tile: int, seed: int,
 def batch(ctx: click.Context, clicks: Path, reference: Path, out_path: Path,
           workers: int | None, scheduler: str | None, model_path: Path | None,
           bands: tuple[int, ...] | None, quiet_here: bool, tta: TTASpec, joint_tta: TTASpec,
-          search_tta: TTASpec | None, refiner: bool | Path) -> None:
+          search_tta: TTASpec | None, refiner: bool | list[Path]) -> None:
     """Localize every photo of CLICKS (a CSV / JSON Lines clicks table, or a folder of photos
     with PHOTO.clicks.csv sidecars) on REFERENCE (a raster, a VRT or a folder of tiles) into
     one GeoPackage. Exit code 3 when some photo of CLICKS failed, in this run or an earlier

@@ -57,7 +57,15 @@ if TYPE_CHECKING:
 
     from geomogeo.batch import BatchSummary
 
-__all__ = ["LocalizationResult", "Localizer", "Target", "default_checkpoint"]
+__all__ = [
+    "LocalizationResult",
+    "Localizer",
+    "RefinerPaths",
+    "Target",
+    "default_checkpoint",
+    "default_refiners",
+    "open_refiner",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +75,9 @@ NODATA_FLAG_FRACTION = 0.5
 _MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 
 
-def default_checkpoint(role: str = "default") -> tuple[Path, str]:
-    """Path and recorded sha256 of a checkpoint shipped in ``model/``: the default network
-    (``role="default"``) or the default box refiner (``role="refiner"``), as named by
-    ``model/checkpoints.json``.
-
-    ``GEOMOGEO_MODEL`` (``GEOMOGEO_REFINER`` for the refiner; a path) overrides it and the
-    returned hash is ``""``: that file is still verified when loaded, against a
-    ``checkpoints.json`` next to it or the content sha256 recorded inside it
-    (:func:`~geomogeo.engine.checkpoint.load_checkpoint`).
-
-    Raises:
-        CheckpointError: ``model/checkpoints.json`` is missing or malformed.
-    """
-    env = os.environ.get("GEOMOGEO_REFINER" if role == "refiner" else "GEOMOGEO_MODEL")
-    if env:
-        return Path(env), ""
+def _index_entries(role: str) -> list[tuple[Path, str]]:
+    """The checkpoints ``model/checkpoints.json`` names under ``role`` (a name or a list of
+    names), with their recorded sha256."""
     import json
 
     index = _MODEL_DIR / "checkpoints.json"
@@ -93,17 +88,102 @@ def default_checkpoint(role: str = "default") -> tuple[Path, str]:
         )
     try:
         meta = json.loads(index.read_text(encoding="utf-8"))
-        default = meta[role]
-        digest = meta["files"][default]["sha256"]
-        if not (isinstance(default, str) and isinstance(digest, str)):
-            raise TypeError(f"'{role}' and 'sha256' must be strings")
+        names = meta[role]
+        names = [names] if isinstance(names, str) else names
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            raise TypeError(f"'{role}' must be a name or a non-empty list of names")
+        digests = [meta["files"][n]["sha256"] for n in names]
+        if not all(isinstance(d, str) for d in digests):
+            raise TypeError("'sha256' must be a string")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError,
             TypeError) as e:
         raise CheckpointError(
-            f"{index}: malformed checkpoint index, expected {{\"default\": name, \"files\": "
-            f"{{name: {{\"sha256\": hex}}}}}} ({type(e).__name__}: {e})"
+            f"{index}: malformed checkpoint index, expected {{\"default\": name, \"refiner\": "
+            f"name or [names], \"files\": {{name: {{\"sha256\": hex}}}}}} "
+            f"({type(e).__name__}: {e})"
         ) from e
-    return _MODEL_DIR / default, digest
+    return [(_MODEL_DIR / n, d) for n, d in zip(names, digests, strict=True)]
+
+
+def default_checkpoint() -> tuple[Path, str]:
+    """Path and recorded sha256 of the default network shipped in ``model/``, as named by
+    ``model/checkpoints.json`` (``"default"``).
+
+    ``GEOMOGEO_MODEL`` (a path) overrides it and the returned hash is ``""``: that file is
+    still verified when loaded, against a ``checkpoints.json`` next to it or the content sha256
+    recorded inside it (:func:`~geomogeo.engine.checkpoint.load_checkpoint`).
+
+    Raises:
+        CheckpointError: ``model/checkpoints.json`` is missing or malformed.
+    """
+    env = os.environ.get("GEOMOGEO_MODEL")
+    if env:
+        return Path(env), ""
+    entries = _index_entries("default")
+    if len(entries) != 1:
+        raise CheckpointError(f"{_MODEL_DIR / 'checkpoints.json'}: 'default' must name one "
+                              "checkpoint")
+    return entries[0]
+
+
+def default_refiners() -> list[tuple[Path, str]]:
+    """Paths and recorded sha256 of the default box refiners shipped in ``model/``, as named
+    by ``model/checkpoints.json`` (``"refiner"``: one name, or several whose boxes are
+    averaged, :class:`~geomogeo.predictor.MeanRefiner`).
+
+    ``GEOMOGEO_REFINER`` (paths separated by ``os.pathsep``) overrides them, with hashes
+    ``""`` (verified when loaded, as :func:`default_checkpoint`'s).
+
+    Raises:
+        CheckpointError: ``model/checkpoints.json`` is missing or malformed.
+    """
+    env = os.environ.get("GEOMOGEO_REFINER")
+    if env:
+        return [(Path(p), "") for p in env.split(os.pathsep) if p]
+    return _index_entries("refiner")
+
+
+RefinerPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def open_refiner(paths: RefinerPaths | None = None, *, device: str = "cpu") -> Refiner:
+    """The box refiner of a checkpoint, or the mean of several
+    (:class:`~geomogeo.predictor.MeanRefiner`), hash-checked; None: the shipped default
+    (:func:`default_refiners`).
+
+    A checkpoint holds a box regression (:class:`~geomogeo.nn.refine.BoxRefiner`) or a mask
+    refiner (:class:`~geomogeo.nn.mask_refine.MaskRefiner`); each runs with its 8 turned and
+    mirrored views.
+
+    Raises:
+        CheckpointError: as :func:`~geomogeo.engine.checkpoint.load_refiner`, or refiners
+            of different GSDs.
+    """
+    from geomogeo.engine.checkpoint import load_refiner
+    from geomogeo.nn.mask_refine import MaskRefiner, TorchMaskRefiner
+    from geomogeo.nn.refine import TorchRefiner
+    from geomogeo.predictor import MeanRefiner
+
+    if paths is None:
+        entries = default_refiners()
+    elif isinstance(paths, (str, os.PathLike)):
+        entries = [(Path(paths), "")]
+    else:
+        entries = [(Path(p), "") for p in paths]
+    members: list[Refiner] = []
+    for path, digest in entries:
+        r = load_refiner(path, expected_sha256=digest or None)
+        runner = TorchMaskRefiner if isinstance(r.model, MaskRefiner) else TorchRefiner
+        members.append(runner(r.model, name=r.model_config.name, sha256=r.sha256,  # type: ignore[arg-type]
+                              device=device))
+    if not members:
+        raise CheckpointError("no refiner checkpoint given")
+    if len(members) == 1:
+        return members[0]
+    try:
+        return MeanRefiner(members)
+    except ValueError as e:
+        raise CheckpointError(f"{', '.join(str(p) for p, _ in entries)}: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -429,7 +509,7 @@ class Localizer:
     @classmethod
     def load(
         cls, path: str | os.PathLike[str] | None = None, *, device: str = "cpu",
-        tta: str | TTASpec = DEFAULT_TTA, refiner: bool | str | os.PathLike[str] = True,
+        tta: str | TTASpec = DEFAULT_TTA, refiner: bool | RefinerPaths = True,
         joint_tta: str | TTASpec = DEFAULT_JOINT_TTA,
         search_tta: str | TTASpec | None = None,
     ) -> Localizer:
@@ -455,16 +535,16 @@ class Localizer:
         (Rotterdam c 0.437 -> 0.389, Las Vegas 0.361 -> 0.316) while taking a fifth of the
         time, so it is not the default.
 
-        ``refiner``: the box refiner (:mod:`geomogeo.nn.refine`) that boxes each joint
-        target around its registered click: True, the one shipped in ``model/``
-        (hash-checked; ``GEOMOGEO_REFINER`` overrides it); a path, that checkpoint; False,
-        none (the network's boxes).
+        ``refiner``: the box refiner (:func:`open_refiner`) that boxes each joint target
+        around its registered click: True, the one shipped in ``model/`` (hash-checked;
+        ``GEOMOGEO_REFINER`` overrides it); a path, that checkpoint; several paths, the mean
+        of their boxes; False, none (the network's boxes).
 
         A ``.onnx`` file (``geomogeo export-onnx``) runs on ONNX Runtime without PyTorch
         (:class:`~geomogeo.onnx_predictor.OnnxPredictor`, CPU only); its test-time augmentation
         is built in and ``tta`` must match it; ``joint_tta`` and ``search_tta`` do not apply
         (every look gets the graph's passes). It runs without a refiner unless ``refiner`` is a path
-        (which needs PyTorch).
+        (or paths; they need PyTorch).
         """
         onnx = path is not None and Path(path).suffix.lower() == ".onnx"
         joint: Predictor | None = None
@@ -494,14 +574,7 @@ class Localizer:
             search = None if search_tta is None else light(search_tta)
         ref = None
         if refiner is not False and not (onnx and refiner is True):
-            from geomogeo.engine.checkpoint import load_refiner
-            from geomogeo.nn.refine import TorchRefiner
-
-            rpath, rsha = (default_checkpoint("refiner") if refiner is True
-                           else (Path(refiner), ""))
-            r = load_refiner(rpath, expected_sha256=rsha or None)
-            ref = TorchRefiner(r.model, name=r.model_config.name, sha256=r.sha256,
-                               device=device)
+            ref = open_refiner(None if refiner is True else refiner, device=device)
         return cls(predictor, ref, joint, search)
 
     @property

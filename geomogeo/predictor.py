@@ -22,6 +22,7 @@ __all__ = [
     "TTA_GROUPS",
     "TTA_STEPS",
     "InputSpec",
+    "MeanRefiner",
     "Prediction",
     "Predictor",
     "Refiner",
@@ -297,3 +298,34 @@ def refine_boxes(refiner: Refiner, reference: np.ndarray, points: np.ndarray, pa
     for _ in range(passes - 1):
         boxes = refiner.refine(reference, (boxes[:, :2] + boxes[:, 2:]) / 2.0)
     return boxes
+
+
+class MeanRefiner:
+    """Several refiners' boxes of the same points, averaged: the mean of their centres and
+    the geometric mean of their widths and heights (a :class:`Refiner`).
+
+    ``name`` and ``sha256`` are the members' joined by ``"+"``.
+
+    Raises:
+        ValueError: no member, or members of different GSDs.
+    """
+
+    def __init__(self, members: list[Refiner]) -> None:
+        if not members:
+            raise ValueError("MeanRefiner needs at least one refiner")
+        gsds = sorted({float(m.gsd) for m in members})
+        if gsds[-1] - gsds[0] > 1e-9 * gsds[-1]:
+            raise ValueError(f"refiners of different GSDs cannot be averaged: {gsds} m/px")
+        self.members = list(members)
+        self.name = "+".join(m.name for m in members)
+        self.sha256 = "+".join(m.sha256 for m in members)
+        self.gsd = members[0].gsd
+
+    def refine(self, reference: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """:meth:`Refiner.refine` of every member, averaged; (m, 4) float64 boxes (x1, y1, x2,
+        y2), reference pixels (edges)."""
+        boxes = np.stack([np.asarray(m.refine(reference, points), dtype=np.float64)
+                          for m in self.members])
+        centre = ((boxes[..., :2] + boxes[..., 2:]) / 2.0).mean(0)
+        size = np.exp(np.log(np.clip(boxes[..., 2:] - boxes[..., :2], 1e-6, None)).mean(0))
+        return np.hstack([centre - size / 2.0, centre + size / 2.0])

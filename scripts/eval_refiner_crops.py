@@ -26,6 +26,7 @@ of their logarithms, per input and, for manifests, per target kind.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from geomogeo.data.synth.footprints import footprint_structures
 from geomogeo.data.synth.scene import downsample, scene_from_raster
 from geomogeo.engine.metrics import box_iou
 from geomogeo.joint import click_prior, place_on_clicks
-from geomogeo.localize import Localizer, default_checkpoint
+from geomogeo.localize import Localizer, open_refiner
 from geomogeo.predictor import refine_boxes, select
 
 
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("inputs", type=Path, nargs="+", help="packs (.npz) or manifests (.jsonl)")
     p.add_argument("--model", help="network checkpoint for the 'network' rows (packs)")
     p.add_argument("--refiner", default=None,
-                   help="refiner checkpoint (default: the shipped one, model/checkpoints.json)")
+                   help="refiner checkpoint, or several joined by os.pathsep (their boxes "
+                   "averaged; default: the shipped one(s), model/checkpoints.json)")
     p.add_argument("--split", default=None, help="manifest split")
     p.add_argument("--jitter", type=float, default=1.5, help="point offset sigma, pixels")
     p.add_argument("--min-area", type=float, default=150.0,
@@ -92,17 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, default=1,
                    help="refiner passes, each around the previous box's centre")
     a = p.parse_args(argv)
-    refiner_path = Path(a.refiner) if a.refiner else default_checkpoint("refiner")[0]
-    loc = Localizer.load(a.model, refiner=refiner_path) if a.model else None
-    if loc is None:
-        from geomogeo.engine.checkpoint import load_refiner
-        from geomogeo.nn.refine import TorchRefiner
-
-        r = load_refiner(refiner_path)
-        refiner = TorchRefiner(r.model, name=r.model_config.name, sha256=r.sha256)
-    else:
-        assert loc.refiner is not None
-        refiner = loc.refiner
+    paths = a.refiner.split(os.pathsep) if a.refiner else None
+    loc = Localizer.load(a.model, refiner=paths or True) if a.model else None
+    refiner = open_refiner(paths) if loc is None else loc.refiner
+    assert refiner is not None
     for path in a.inputs:
         rng = np.random.default_rng(5)
         if path.suffix == ".tif":

@@ -4,10 +4,12 @@ A checkpoint is a ``torch.save``'d dict holding only tensors, strings and number
 
 - ``"format"``: ``"geomogeo-checkpoint"``, ``"format_version"``: 1
 - ``"kind"``: ``"network"`` (a MOGeo network; checkpoints written before the key existed are
-  networks) or ``"box-refiner"`` (a :class:`~geomogeo.nn.refine.BoxRefiner`)
+  networks), ``"box-refiner"`` (a :class:`~geomogeo.nn.refine.BoxRefiner`) or
+  ``"mask-refiner"`` (a :class:`~geomogeo.nn.mask_refine.MaskRefiner`)
 - ``"model_config"``: :class:`~geomogeo.nn.config.ModelConfig` (a refiner's:
-  :class:`~geomogeo.nn.refine.RefinerConfig`) as a JSON string (input sizes, GSD, band order,
-  normalisation, anchors, version: everything inference needs)
+  :class:`~geomogeo.nn.refine.RefinerConfig` or
+  :class:`~geomogeo.nn.mask_refine.MaskRefinerConfig`) as a JSON string (input sizes, GSD,
+  band order, normalisation, anchors, version: everything inference needs)
 - ``"state_dict"``: the network's tensors (fp16 or fp32)
 - ``"train_config"``, ``"metrics"``: JSON strings (may be ``"null"``)
 - ``"geomogeo_version"``: the package version that wrote it
@@ -40,11 +42,13 @@ import torch
 
 from geomogeo.errors import CheckpointError
 from geomogeo.nn.config import ModelConfig
+from geomogeo.nn.mask_refine import MaskRefiner, MaskRefinerConfig
 from geomogeo.nn.model import MOGeoNet, build_model
 from geomogeo.nn.refine import BoxRefiner, RefinerConfig
 
 __all__ = [
     "INDEX_NAME",
+    "REFINER_KINDS",
     "LoadedCheckpoint",
     "content_sha256",
     "load_checkpoint",
@@ -55,6 +59,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The checkpoint kinds of box refiners (:func:`load_refiner`).
+REFINER_KINDS = ("box-refiner", "mask-refiner")
+_KINDS: dict[type, str] = {BoxRefiner: "box-refiner", MaskRefiner: "mask-refiner"}
 
 #: The index of released checkpoints in a folder: ``{"default": name, "files": {name:
 #: {"sha256": hex, ...}}}``.
@@ -114,15 +122,15 @@ def recorded_sha256(path: str | os.PathLike[str]) -> tuple[str, Path] | None:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: MOGeoNet | BoxRefiner,
+    model: MOGeoNet | BoxRefiner | MaskRefiner,
     *,
     train_config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """Write ``model`` (a network or a box refiner) atomically (temporary file + rename) and
-    return the file's sha256.
+    """Write ``model`` (a network, a box refiner or a mask refiner) atomically (temporary file
+    + rename) and return the file's sha256.
 
     ``dtype`` applies to floating-point tensors (``torch.float16`` halves the file; BatchNorm
     statistics survive fp16 well at these magnitudes) except the ``anchors`` buffer, which stays
@@ -140,7 +148,7 @@ def save_checkpoint(
     obj: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "kind": "box-refiner" if isinstance(model, BoxRefiner) else "network",
+        "kind": _KINDS.get(type(model), "network"),
         "geomogeo_version": __version__,
         "model_config": config_json,
         "state_dict": state,
@@ -170,8 +178,8 @@ class LoadedCheckpoint:
 
     ``verified`` says which hashes were checked ("" when none could be)."""
 
-    model: MOGeoNet | BoxRefiner
-    model_config: ModelConfig | RefinerConfig
+    model: MOGeoNet | BoxRefiner | MaskRefiner
+    model_config: ModelConfig | RefinerConfig | MaskRefinerConfig
     train_config: dict[str, Any] | None
     metrics: dict[str, Any] | None
     sha256: str
@@ -181,8 +189,9 @@ class LoadedCheckpoint:
 
 
 def _read_verified(path: Path, expected_sha256: str | None, map_location: str | torch.device,
-                   kind: str) -> tuple[dict[str, Any], str, list[str]]:
-    """The verified contents of a checkpoint of ``kind``, its file sha256 and the checks made."""
+                   kinds: tuple[str, ...]) -> tuple[dict[str, Any], str, list[str]]:
+    """The verified contents of a checkpoint of one of ``kinds``, its file sha256 and the
+    checks made."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
@@ -215,8 +224,9 @@ def _read_verified(path: Path, expected_sha256: str | None, map_location: str | 
             f"{FORMAT_VERSION}"
         )
     found_kind = obj.get("kind", "network")
-    if found_kind != kind:
-        raise CheckpointError(f"{path}: a {found_kind!r} checkpoint, not a {kind!r} one")
+    if found_kind not in kinds:
+        raise CheckpointError(f"{path}: a {found_kind!r} checkpoint, not a "
+                              f"{' or '.join(map(repr, kinds))} one")
     if "content_sha256" in obj:
         try:
             content = content_sha256(obj["model_config"], obj["state_dict"])
@@ -236,17 +246,23 @@ def _read_verified(path: Path, expected_sha256: str | None, map_location: str | 
     return obj, digest, checks
 
 
-def _loaded(path: Path, kind: str, expected_sha256: str | None,
+def _loaded(path: Path, kinds: tuple[str, ...], expected_sha256: str | None,
             map_location: str | torch.device) -> LoadedCheckpoint:
-    obj, digest, checks = _read_verified(path, expected_sha256, map_location, kind)
+    obj, digest, checks = _read_verified(path, expected_sha256, map_location, kinds)
     try:
         raw_cfg = json.loads(obj["model_config"])
+        kind = obj.get("kind", "network")
+        cfg: ModelConfig | RefinerConfig | MaskRefinerConfig
+        model: MOGeoNet | BoxRefiner | MaskRefiner
         if kind == "network":
-            cfg: ModelConfig | RefinerConfig = ModelConfig.from_dict(raw_cfg)
-            model: MOGeoNet | BoxRefiner = build_model(cfg)
-        else:
+            cfg = ModelConfig.from_dict(raw_cfg)
+            model = build_model(cfg)
+        elif kind == "box-refiner":
             cfg = RefinerConfig.from_dict(raw_cfg)
             model = BoxRefiner(cfg)
+        else:
+            cfg = MaskRefinerConfig.from_dict(raw_cfg)
+            model = MaskRefiner(cfg)
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in obj["state_dict"].items()}
         model.load_state_dict(state, strict=True)
@@ -283,7 +299,7 @@ def load_checkpoint(
             geomogeo network checkpoint, a file that needs pickled objects, a malformed index,
             or weights that do not fit the stored configuration.
     """
-    return _loaded(Path(path), "network", expected_sha256, map_location)
+    return _loaded(Path(path), ("network",), expected_sha256, map_location)
 
 
 def load_refiner(
@@ -292,11 +308,11 @@ def load_refiner(
     expected_sha256: str | None = None,
     map_location: str | torch.device = "cpu",
 ) -> LoadedCheckpoint:
-    """Load and verify a box-refiner checkpoint (:class:`~geomogeo.nn.refine.BoxRefiner`),
-    like :func:`load_checkpoint`: ``model`` is the refiner, ``model_config`` its
-    :class:`~geomogeo.nn.refine.RefinerConfig`.
+    """Load and verify a refiner checkpoint (a :class:`~geomogeo.nn.refine.BoxRefiner` or a
+    :class:`~geomogeo.nn.mask_refine.MaskRefiner`), like :func:`load_checkpoint`: ``model``
+    is the refiner, ``model_config`` its configuration.
 
     Raises:
         CheckpointError: as :func:`load_checkpoint`, and for a network checkpoint.
     """
-    return _loaded(Path(path), "box-refiner", expected_sha256, map_location)
+    return _loaded(Path(path), REFINER_KINDS, expected_sha256, map_location)

@@ -8,6 +8,12 @@ box in that crop. Each epoch draws new offsets and turns and mirrors each batch 
 smooth L1 loss on :func:`~geomogeo.nn.refine.encode_boxes`' targets. The epoch with the best
 validation mean IoU (fixed offsets; each pack's mean IoU, averaged over the packs, so that a
 small pack of real buildings counts as much as a large synthetic one) is kept.
+
+The mask refiner (:class:`~geomogeo.nn.mask_refine.MaskRefiner`) needs each target's outline,
+which packs do not keep: its samples (:class:`MaskSamples`) come from the data engine's worlds,
+one per known footprint and blob hull (:func:`mask_samples`), and it learns the footprint's
+soft mask (its pixel coverage) with the binary cross-entropy plus the Dice loss;
+offsets, turns, mirrors and the selection are the box refiner's.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from geomogeo.data.dataset import PackedData
+from geomogeo.data.synth.engine import World
+from geomogeo.data.synth.structures import signed_area
 from geomogeo.engine.checkpoint import save_checkpoint
 from geomogeo.engine.metrics import box_iou
+from geomogeo.nn.mask_refine import MaskRefiner, MaskRefinerConfig, TorchMaskRefiner, mask_box
 from geomogeo.nn.refine import (
     BoxRefiner,
     RefinerConfig,
@@ -37,7 +46,14 @@ from geomogeo.nn.refine import (
     encode_boxes,
 )
 
-__all__ = ["RefinerTrainConfig", "refiner_samples", "train_refiner"]
+__all__ = [
+    "MaskSamples",
+    "RefinerTrainConfig",
+    "mask_samples",
+    "refiner_samples",
+    "train_mask_refiner",
+    "train_refiner",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +144,7 @@ def train_refiner(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr,
                                                 total_steps=tc.epochs * steps_per_epoch)
     history: list[dict[str, Any]] = []
-    best, sha = -1.0, ""
+    sha = ""
     t0 = time.perf_counter()
     for epoch in range(tc.epochs):
         parts = [refiner_samples(p, size, tc.jitter_px, rng) for p in train]
@@ -152,20 +168,183 @@ def train_refiner(
             sched.step()
             losses.append(loss.item())
         iou = box_iou(_predict(model, val_crops), val_boxes)
-        per_pack = [float(iou[val_pack == k].mean()) for k in range(len(vb))]
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-               "val_mean_iou": float(np.mean(per_pack)), "val_pack_mean_iou": per_pack,
-               "val_acc50": float((iou > 0.5).mean()),
-               "minutes": (time.perf_counter() - t0) / 60.0}
-        history.append(row)
-        log.info("refiner epoch %d: loss %.4f, validation mean IoU %.3f (by pack %s), "
-                 "acc@0.5 %.3f", row["epoch"], row["loss"], row["val_mean_iou"],
-                 " ".join(f"{v:.3f}" for v in per_pack), row["val_acc50"])
-        if row["val_mean_iou"] > best:
-            best = row["val_mean_iou"]
-            sha = save_checkpoint(out, model, dtype=torch.float16, metrics=row,
-                                  train_config={**asdict(tc), **(record or {})})
-        if tc.max_minutes is not None and row["minutes"] > tc.max_minutes:
+        sha = _keep_best(history, epoch, losses, iou, val_pack, t0, model, out,
+                         {**asdict(tc), **(record or {})}) or sha
+        if tc.max_minutes is not None and history[-1]["minutes"] > tc.max_minutes:
+            break
+    best_row = max(history, key=lambda r: r["val_mean_iou"])
+    return {"epochs": history, "best_epoch": best_row["epoch"], "sha256": sha}
+
+
+def _keep_best(history: list[dict[str, Any]], epoch: int, losses: list[float], iou: np.ndarray,
+               val_pack: np.ndarray, t0: float, model: BoxRefiner | MaskRefiner, out: str | Path,
+               record: dict[str, Any]) -> str:
+    """Append the epoch's row to ``history`` (validation IoUs ``iou``, pack of each
+    ``val_pack``) and save ``model`` at ``out`` when its mean of the packs' mean IoUs is the
+    best so far; the checkpoint's sha256, or "" when not saved."""
+    per_pack = [float(iou[val_pack == k].mean()) for k in range(int(val_pack.max()) + 1)]
+    row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+           "val_mean_iou": float(np.mean(per_pack)), "val_pack_mean_iou": per_pack,
+           "val_acc50": float((iou > 0.5).mean()),
+           "minutes": (time.perf_counter() - t0) / 60.0}
+    best = max((r["val_mean_iou"] for r in history), default=-1.0)
+    history.append(row)
+    log.info("%s epoch %d: loss %.4f, validation mean IoU %.3f (by pack %s), acc@0.5 %.3f",
+             model.config.name, row["epoch"], row["loss"], row["val_mean_iou"],
+             " ".join(f"{v:.3f}" for v in per_pack), row["val_acc50"])
+    if row["val_mean_iou"] <= best:
+        return ""
+    return save_checkpoint(out, model, dtype=torch.float16, metrics=row, train_config=record)
+
+
+@dataclass(frozen=True)
+class MaskSamples:
+    """Targets with their outlines, for :func:`train_mask_refiner`.
+
+    Attributes:
+        references: the worlds' reference images, (H_i, W_i, 3) uint8 each.
+        owner: (T,) int64 index into ``references`` of each target.
+        boxes: (T, 4) float64 footprint envelopes (x1, y1, x2, y2), reference pixels (edges).
+        masks: (T, S, S) uint8 soft masks (0-255: the fraction of each pixel the footprint
+            covers) of a window of side S centred on each box centre.
+        origins: (T, 2) int64 top-left pixel (x0, y0) of each window in its reference
+            (:func:`~geomogeo.nn.refine.crop_around`'s origins of the box centres).
+    """
+
+    references: list[np.ndarray]
+    owner: np.ndarray
+    boxes: np.ndarray
+    masks: np.ndarray
+    origins: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def crops(self, size: int, jitter_px: float, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Every target as (crops (T, size, size, 3) uint8, masks (T, size, size) uint8),
+        centred on the box centre moved by a Gaussian offset of ``jitter_px`` per axis (cut
+        where the window ends)."""
+        margin = (self.masks.shape[1] - size) // 2
+        if margin < 0:
+            raise ValueError(f"mask windows of {self.masks.shape[1]} px are smaller than "
+                             f"crops of {size} px")
+        shift = np.clip(rng.normal(0.0, jitter_px, (len(self), 2)), -margin, margin)
+        centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2.0 + shift
+        crops = np.zeros((len(self), size, size, 3), np.uint8)
+        masks = np.zeros((len(self), size, size), np.uint8)
+        for i in np.unique(self.owner):
+            sel = np.flatnonzero(self.owner == i)
+            crops[sel], _ = crop_around(self.references[i], centres[sel], size)
+        for j, (m, o, c) in enumerate(zip(self.masks, self.origins, centres, strict=True)):
+            masks[j] = crop_around(m[..., None], (c - o)[None], size)[0][0, ..., 0]
+        return crops, masks
+
+
+def _soft_mask(poly_px: np.ndarray, origin: np.ndarray, side: int, supersample: int = 4
+               ) -> np.ndarray:
+    """(side, side) uint8 coverage (0-255) of the polygon (k, 2) reference pixels by the
+    pixels of the window at ``origin``: the share of ``supersample`` x ``supersample``
+    sample points (sub-pixel centres) inside it (GDAL's centre rule)."""
+    from rasterio.features import rasterize
+    from rasterio.transform import Affine
+
+    ring = [tuple(map(float, p)) for p in poly_px - origin]
+    fine = rasterize([({"type": "Polygon", "coordinates": [[*ring, ring[0]]]}, 255)],
+                     out_shape=(side * supersample, side * supersample),
+                     transform=Affine.scale(1.0 / supersample), fill=0, dtype="uint8")
+    cover = fine.reshape(side, supersample, side, supersample).mean(axis=(1, 3))
+    return np.round(cover).astype(np.uint8)
+
+
+def mask_samples(worlds: Sequence[World], window: int, min_area_m2: float = 150.0,
+                 quiet: bool = True) -> MaskSamples:
+    """Every target structure's footprint and every blob's hull of at least ``min_area_m2``
+    lying wholly on its world's reference, with its soft mask in a ``window`` px window."""
+    refs: list[np.ndarray] = []
+    owner, boxes, masks, origins = [], [], [], []
+    for w in tqdm(worlds, desc="mask samples", disable=quiet, unit="world"):
+        ref = w.reference
+        image = np.asarray(ref.image)
+        h, wd = image.shape[:2]
+        for poly in (*w.structures.footprints, *w.objects.hulls):
+            if abs(signed_area(poly)) < min_area_m2:
+                continue
+            col, row = ref.map_to_pixel(poly[:, 0], poly[:, 1])
+            if col.min() < 0 or row.min() < 0 or col.max() > wd or row.max() > h:
+                continue
+            box = np.array([col.min(), row.min(), col.max(), row.max()])
+            _, origin = crop_around(image[:1, :1], ((box[:2] + box[2:]) / 2)[None], window)
+            owner.append(len(refs))
+            boxes.append(box)
+            origins.append(origin[0])
+            masks.append(_soft_mask(np.column_stack([col, row]), origin[0], window))
+        refs.append(image)
+    if not boxes:
+        raise ValueError("mask_samples: no target of the worlds lies on its reference")
+    return MaskSamples(refs, np.array(owner, np.int64), np.array(boxes, np.float64),
+                       np.stack(masks), np.array(origins, np.int64))
+
+
+def train_mask_refiner(
+    train: MaskSamples, val: Sequence[PackedData], out: str | Path, *,
+    config: MaskRefinerConfig | None = None, train_config: RefinerTrainConfig | None = None,
+    quiet: bool = False, record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a mask refiner on ``train``'s targets (their reference images at
+    ``config.gsd``), keep the epoch with the best validation mean IoU of the boxes
+    (:func:`~geomogeo.nn.mask_refine.mask_box` of one view; packs as in :func:`train_refiner`)
+    at ``out`` (fp16 checkpoint) and return the history (as :func:`train_refiner`'s)."""
+    cfg = config or MaskRefinerConfig()
+    tc = train_config or RefinerTrainConfig(batch_size=32)
+    size = cfg.crop_size
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    model = MaskRefiner(cfg)
+    vx, vb = zip(*(refiner_samples(p, size, tc.jitter_px, np.random.default_rng(1))
+                   for p in val), strict=True)
+    val_crops, val_boxes = np.concatenate(vx), np.concatenate(vb)
+    val_pack = np.repeat(np.arange(len(vb)), [len(b) for b in vb])
+    steps_per_epoch = len(train) // tc.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(train)} training targets make no batch of {tc.batch_size}")
+    opt = torch.optim.AdamW(model.parameters(), tc.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr,
+                                                total_steps=tc.epochs * steps_per_epoch)
+    runner = TorchMaskRefiner(model, name=cfg.name, sha256="", tta=False)
+    history: list[dict[str, Any]] = []
+    sha = ""
+    t0 = time.perf_counter()
+    for epoch in range(tc.epochs):
+        crops, masks = train.crops(size, tc.jitter_px, rng)
+        perm = rng.permutation(len(train))
+        model.train()
+        losses = []
+        bar = tqdm(range(steps_per_epoch), desc=f"mask refiner epoch {epoch + 1}/{tc.epochs}",
+                   disable=quiet, unit="step")
+        for s in bar:
+            idx = perm[s * tc.batch_size:(s + 1) * tc.batch_size]
+            k, mirror = int(rng.integers(4)), bool(rng.integers(2))
+            x, y = crops[idx], masks[idx]
+            if mirror:
+                x, y = x[:, :, ::-1], y[:, :, ::-1]
+            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
+            target = torch.from_numpy(np.ascontiguousarray(y)).float() / 255.0
+            logits = model(crops_to_input(x))
+            prob = torch.sigmoid(logits)
+            dice = 1 - (2 * (prob * target).sum((1, 2)) + 1) / (
+                prob.sum((1, 2)) + target.sum((1, 2)) + 1)
+            loss = F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        model.eval()
+        pred = mask_box(runner.probabilities(val_crops), cfg.threshold)
+        sha = _keep_best(history, epoch, losses, box_iou(pred, val_boxes), val_pack, t0,
+                         model, out, {**asdict(tc), **(record or {})}) or sha
+        if tc.max_minutes is not None and history[-1]["minutes"] > tc.max_minutes:
             break
     best_row = max(history, key=lambda r: r["val_mean_iou"])
     return {"epochs": history, "best_epoch": best_row["epoch"], "sha256": sha}

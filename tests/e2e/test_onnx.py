@@ -18,7 +18,7 @@ from geomogeo.cli import main
 from geomogeo.demo import default_samples
 from geomogeo.engine.checkpoint import load_checkpoint
 from geomogeo.errors import CheckpointError
-from geomogeo.localize import Localizer, default_checkpoint
+from geomogeo.localize import Localizer, default_checkpoint, default_refiners
 from geomogeo.onnx_predictor import OnnxPredictor
 from geomogeo.predictor import DEFAULT_TTA
 
@@ -52,9 +52,9 @@ def test_parity_with_pytorch_on_the_demo_photos(exported: Path) -> None:
     assert sorted({len(p["clicks"]) for p in DEMO["photos"]}) == [2, 3]
     # the graph's passes serve registered photos too, so torch scores those with them as well
     torch_loc = Localizer.load(None, joint_tta=DEFAULT_TTA)
-    # an ONNX network runs without the (torch) box refiner unless given its path
+    # an ONNX network runs without the (torch) box refiner unless given its path(s)
     assert Localizer.load(exported).refiner is None
-    onnx_loc = Localizer.load(exported, refiner=default_checkpoint("refiner")[0])
+    onnx_loc = Localizer.load(exported, refiner=[p for p, _ in default_refiners()])
     assert onnx_loc.refiner is not None and torch_loc.refiner is not None
     assert onnx_loc.refiner.sha256 == torch_loc.refiner.sha256
     assert isinstance(onnx_loc.predictor, OnnxPredictor)

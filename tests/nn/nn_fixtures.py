@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from geomogeo.data.dataset import PackedData
 from geomogeo.nn.config import ModelConfig
 
 
@@ -53,3 +55,24 @@ def synthetic_scene(
     qs = query_size or size
     query = torch.nn.functional.interpolate(ref, size=(qs, qs), mode="bilinear", antialias=True)
     return ref, query, torch.tensor(clicks) * (qs / size), torch.tensor(bidx), torch.tensor(boxes)
+
+
+def rectangle_pack(n: int, seed: int, size: int = 48) -> PackedData:
+    """Photos whose reference shows one bright rectangle (the target) and a dimmer one
+    elsewhere, on noise."""
+    rng = np.random.default_rng(seed)
+    refs = np.zeros((n, size, size, 3), np.uint8)
+    boxes = np.zeros((n, 4), np.float32)
+    for i in range(n):
+        img = rng.normal(60, 12, (size, size))
+        w, h = rng.integers(5, 15, 2)
+        x0, y0 = (rng.uniform(20, 28, 2) - np.array([w, h]) / 2).astype(int)  # in 13..35
+        d = rng.integers(0, 4)
+        img[(0, 40)[d % 2]:(0, 40)[d % 2] + 8, (0, 38)[d // 2]:(0, 38)[d // 2] + 10] += 40
+        img[y0:y0 + h, x0:x0 + w] += 110
+        refs[i] = np.clip(img, 0, 255).astype(np.uint8)[..., None]
+        boxes[i] = [x0, y0, x0 + w, y0 + h]
+    return PackedData(ids=np.array([f"r{i}" for i in range(n)]), references=refs,
+                      queries=np.zeros((n, 4, 4, 3), np.uint8), clicks=np.zeros((n, 2), np.float32),
+                      boxes=boxes, counts=np.ones(n, np.int64),
+                      metres_per_pixel=np.full(n, np.nan))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from nn_fixtures import rectangle_pack
 
 from geomogeo.data.dataset import PackedData
 from geomogeo.engine.checkpoint import load_checkpoint, load_refiner, save_checkpoint
@@ -89,31 +90,11 @@ def test_refine_with_tta_is_equivariant_to_turns_and_mirrors() -> None:
     assert np.allclose(mirrored, expect, atol=1e-3)
 
 
-def _rectangles(n: int, seed: int, size: int = 48) -> PackedData:
-    """Photos whose reference shows one bright rectangle (the target) and a dimmer one
-    elsewhere, on noise."""
-    rng = np.random.default_rng(seed)
-    refs = np.zeros((n, size, size, 3), np.uint8)
-    boxes = np.zeros((n, 4), np.float32)
-    for i in range(n):
-        img = rng.normal(60, 12, (size, size))
-        w, h = rng.integers(5, 15, 2)
-        x0, y0 = (rng.uniform(20, 28, 2) - np.array([w, h]) / 2).astype(int)  # in 13..35
-        d = rng.integers(0, 4)
-        img[(0, 40)[d % 2]:(0, 40)[d % 2] + 8, (0, 38)[d // 2]:(0, 38)[d // 2] + 10] += 40
-        img[y0:y0 + h, x0:x0 + w] += 110
-        refs[i] = np.clip(img, 0, 255).astype(np.uint8)[..., None]
-        boxes[i] = [x0, y0, x0 + w, y0 + h]
-    return PackedData(ids=np.array([f"r{i}" for i in range(n)]), references=refs,
-                      queries=np.zeros((n, 4, 4, 3), np.uint8), clicks=np.zeros((n, 2), np.float32),
-                      boxes=boxes, counts=np.ones(n, np.int64),
-                      metres_per_pixel=np.full(n, np.nan))
-
-
-def test_the_refiner_learns_to_box_rectangles(tmp_path: Path) -> None:
+def test_the_refiner_learns_to_boxrectangle_pack(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "refiner.pt"
-    hist = train_refiner([_rectangles(1500, 0)], [_rectangles(100, 1), _rectangles(20, 4)], out,
+    val = [rectangle_pack(100, 1), rectangle_pack(20, 4)]
+    hist = train_refiner([rectangle_pack(1500, 0)], val, out,
                          config=RefinerConfig(crop_size=32, width=8),
                          train_config=RefinerTrainConfig(epochs=4, batch_size=32, lr=3e-3,
                                                          jitter_px=1.0), quiet=True)
@@ -128,7 +109,7 @@ def test_the_refiner_learns_to_box_rectangles(tmp_path: Path) -> None:
     assert loaded.metrics is not None
     assert loaded.metrics["epoch"] == hist["best_epoch"]
     ref = TorchRefiner(loaded.model, name="r", sha256=loaded.sha256)
-    test = _rectangles(60, 2)
+    test = rectangle_pack(60, 2)
     rng = np.random.default_rng(3)
     got = np.concatenate([
         ref.refine(test.references[i].astype(np.float32) / 255.0,
@@ -171,25 +152,29 @@ def test_refiner_checkpoints_have_their_own_kind(tmp_path: Path) -> None:
         load_refiner(path, expected_sha256="0" * 64)
 
 
-def test_the_shipped_refiner_is_not_a_network() -> None:
-    from geomogeo.localize import default_checkpoint
+def test_the_shipped_refiners_are_not_networks() -> None:
+    from geomogeo.localize import default_checkpoint, default_refiners
 
-    path, digest = default_checkpoint("refiner")
-    with pytest.raises(CheckpointError, match="not a 'box-refiner'"):
+    with pytest.raises(CheckpointError, match="not a 'box-refiner' or 'mask-refiner' one"):
         load_refiner(default_checkpoint()[0])
-    loaded = load_refiner(path, expected_sha256=digest)
-    assert loaded.model_config.gsd == 1.0
-    assert path.stat().st_size <= 25 * 1024 * 1024
-    assert digest in (path.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
-    # trained and selected without the held-out city: its packs' recorded tiles
-    settings = loaded.train_config["pack_settings"]
-    assert len(settings) == 2
-    tiles = [t for s in settings.values() for t in s["tiles"]]
-    assert len(tiles) == 6 and not any("las_vegas" in t for t in tiles)
-    assert all(s["holdout"] == "las_vegas" for s in settings.values())
-    # ... and the tiles of its digitized-footprint packs (Rotterdam a to train, c to select)
-    fp_tiles = [t for split in loaded.train_config["footprint_tiles"].values() for t, _ in split]
-    assert fp_tiles and all(t.startswith("rotterdam_") for t in fp_tiles)
+    for path, digest in default_refiners():
+        loaded = load_refiner(path, expected_sha256=digest)
+        assert loaded.model_config.gsd == 1.0
+        assert path.stat().st_size <= 25 * 1024 * 1024
+        assert digest in (path.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
+        # trained and selected without the held-out city: its packs' recorded tiles
+        rec = loaded.train_config
+        settings = rec["pack_settings"]
+        tiles = [t for s in settings.values() for t in s["tiles"]]
+        assert tiles and not any("las_vegas" in t for t in tiles)
+        assert all(s["holdout"] == "las_vegas" for s in settings.values())
+        if isinstance(loaded.model, BoxRefiner):
+            assert len(settings) == 2 and len(tiles) == 6
+            # ... and its digitized-footprint packs' tiles (Rotterdam a to train, c to select)
+            fp_tiles = [t for split in rec["footprint_tiles"].values() for t, _ in split]
+        else:  # a mask refiner: the worlds of Rotterdam a's tiles and procedural towns
+            fp_tiles = [t for t, _ in rec["footprint_tiles"]]
+        assert fp_tiles and all(t.startswith("rotterdam_") for t in fp_tiles)
 
 
 def _script(name: str) -> Any:
@@ -208,7 +193,7 @@ def test_train_refiner_script_renders_footprint_and_suburb_packs_once(tmp_path: 
     torch.set_num_threads(1)
     script = _script("train_refiner")
     train = tmp_path / "rect.npz"
-    _rectangles(64, 0).save(train)
+    rectangle_pack(64, 0).save(train)
     sub, fpv, out = tmp_path / "sub.npz", tmp_path / "fp_val.npz", tmp_path / "r.pt"
     argv = ["--train", str(train), "--suburb-train", str(sub), "--suburbs", "1",
             "--suburb-photos", "3", "--footprint-val", str(fpv), "--footprint-photos", "6",
