@@ -23,12 +23,19 @@ import logging
 import sys
 from pathlib import Path
 
-from train_refiner import FOOTPRINT_TILES, PARALLAX, TILES, pack_settings
+from train_refiner import (
+    FOOTPRINT_TILES,
+    PARALLAX,
+    TILES,
+    add_training_options,
+    pack_settings,
+    training,
+)
 
 from geomogeo.data.dataset import PackedData
 from geomogeo.data.synth.engine import World, build_worlds
 from geomogeo.data.synth.scene import scene_from_raster
-from geomogeo.engine.refine_train import RefinerTrainConfig, mask_samples, train_mask_refiner
+from geomogeo.engine.refine_train import mask_samples, train_mask_refiner
 from geomogeo.nn.mask_refine import MaskRefinerConfig
 
 #: Extra copies of each tile besides its 8 turns and mirrors (random rotation and zoom).
@@ -57,14 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="seed of a set of procedural towns and suburbs (repeatable)")
     p.add_argument("--towns", type=int, default=40, help="procedural towns per seed")
     p.add_argument("--suburbs", type=int, default=40, help="suburbs per seed")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
-    p.add_argument("--epochs", type=int, default=14)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--jitter", type=float, default=2.0, help="crop offset sigma, pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float)
-    p.add_argument("--quiet", action="store_true")
+    add_training_options(p, epochs=14, batch=32)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = MaskRefinerConfig()
@@ -76,10 +76,8 @@ def main(argv: list[str] | None = None) -> int:
               "world_seeds": a.world_seed,
               "towns": a.towns, "suburbs": a.suburbs, "rotations": ROTATIONS,
               "footprint_tiles": FOOTPRINT_TILES["train"], "targets": len(train)}
-    tc = RefinerTrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr, jitter_px=a.jitter,
-                            seed=a.seed, max_minutes=a.max_minutes)
-    hist = train_mask_refiner(train, val, a.out, config=cfg, train_config=tc, quiet=a.quiet,
-                              record=record)
+    hist = train_mask_refiner(train, val, a.out, config=cfg, train_config=training(a),
+                              quiet=a.quiet, record=record)
     print(json.dumps(hist, indent=1))
     return 0
 

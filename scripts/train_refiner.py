@@ -107,6 +107,24 @@ def pack_settings(packs: list[Path]) -> dict[str, object]:
     return out
 
 
+def add_training_options(p: argparse.ArgumentParser, epochs: int, batch: int) -> None:
+    """The options of a refiner's training (:class:`RefinerTrainConfig`, :func:`training`)."""
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--jitter", type=float, default=2.0, help="crop offset sigma, pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--quiet", action="store_true")
+
+
+def training(a: argparse.Namespace) -> RefinerTrainConfig:
+    """The :class:`RefinerTrainConfig` of :func:`add_training_options`' options."""
+    return RefinerTrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr, jitter_px=a.jitter,
+                              seed=a.seed, max_minutes=a.max_minutes)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train", type=Path, action="append", required=True, help="training pack")
@@ -128,14 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suburbs", type=int, default=60, help="suburb towns")
     p.add_argument("--suburb-photos", type=int, default=2000)
     p.add_argument("--suburb-seed", type=int, default=77)
-    p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--jitter", type=float, default=2.0, help="crop offset sigma, pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float)
-    p.add_argument("--quiet", action="store_true")
+    add_training_options(p, epochs=10, batch=64)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     val = [PackedData.load(v) for v in a.val]
@@ -167,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
               "footprint_photos": a.footprint_photos, "footprint_seed": a.footprint_seed,
               "footprint_tiles": FOOTPRINT_TILES, "suburbs": a.suburbs,
               "suburb_photos": a.suburb_photos, "suburb_seed": a.suburb_seed}
-    tc = RefinerTrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr, jitter_px=a.jitter,
-                            seed=a.seed, max_minutes=a.max_minutes)
-    hist = train_refiner(train, val, a.out, config=RefinerConfig(), train_config=tc,
+    hist = train_refiner(train, val, a.out, config=RefinerConfig(), train_config=training(a),
                          quiet=a.quiet, record=record)
     print(json.dumps(hist, indent=1))
     return 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -130,71 +130,82 @@ def train_refiner(
     cfg, tc = config or RefinerConfig(), train_config or RefinerTrainConfig()
     size = cfg.crop_size
     torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
     model = BoxRefiner(cfg)
-    vx, vb = zip(*(refiner_samples(p, size, tc.jitter_px, np.random.default_rng(1))
-                   for p in val), strict=True)
+
+    def samples(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        parts = [refiner_samples(p, size, tc.jitter_px, rng) for p in train]
+        return np.concatenate([c for c, _ in parts]), np.concatenate([b for _, b in parts])
+
+    def loss(crops: np.ndarray, boxes: np.ndarray, k: int, mirror: bool) -> torch.Tensor:
+        x = np.rot90(crops[:, :, ::-1] if mirror else crops, k, axes=(1, 2))
+        y = encode_boxes(dihedral_boxes(boxes, size, k, mirror), size)
+        return F.smooth_l1_loss(model(crops_to_input(x)), torch.from_numpy(y), beta=0.1)
+
+    return _fit(model, tc, int(sum(len(p.boxes) for p in train)), val, samples, loss,
+                lambda crops: _predict(model, crops), out, record, quiet)
+
+
+def _fit(model: BoxRefiner | MaskRefiner, tc: RefinerTrainConfig, n_train: int,
+         val: Sequence[PackedData],
+         samples: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+         loss: Callable[[np.ndarray, np.ndarray, int, bool], torch.Tensor],
+         predict: Callable[[np.ndarray], np.ndarray], out: str | Path,
+         record: dict[str, Any] | None, quiet: bool) -> dict[str, Any]:
+    """The training loop of both refiners (see the module doc).
+
+    Each epoch ``samples(rng)`` draws the ``n_train`` training crops and their targets, each
+    batch is turned and mirrored and scored by ``loss(crops, targets, k, mirror)``, and
+    ``predict(crops)`` boxes the fixed validation crops (crop pixels). The best epoch is saved
+    at ``out``; returns the history (:func:`train_refiner`'s).
+    """
+    name = model.config.name
+    rng = np.random.default_rng(tc.seed)
+    vx, vb = zip(*(refiner_samples(p, model.config.crop_size, tc.jitter_px,
+                                   np.random.default_rng(1)) for p in val), strict=True)
     val_crops, val_boxes = np.concatenate(vx), np.concatenate(vb)
     val_pack = np.repeat(np.arange(len(vb)), [len(b) for b in vb])
-    n_train = int(sum(len(p.boxes) for p in train))
-    steps_per_epoch = n_train // tc.batch_size
-    if steps_per_epoch < 1:
+    steps = n_train // tc.batch_size
+    if steps < 1:
         raise ValueError(f"{n_train} training targets make no batch of {tc.batch_size}")
     opt = torch.optim.AdamW(model.parameters(), tc.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr,
-                                                total_steps=tc.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr, total_steps=tc.epochs * steps)
     history: list[dict[str, Any]] = []
-    sha = ""
+    best, sha = -1.0, ""
     t0 = time.perf_counter()
     for epoch in range(tc.epochs):
-        parts = [refiner_samples(p, size, tc.jitter_px, rng) for p in train]
-        crops = np.concatenate([c for c, _ in parts])
-        boxes = np.concatenate([b for _, b in parts])
-        perm = rng.permutation(len(boxes))
+        crops, targets = samples(rng)
+        perm = rng.permutation(len(crops))
         model.train()
         losses = []
-        bar = tqdm(range(steps_per_epoch), desc=f"refiner epoch {epoch + 1}/{tc.epochs}",
-                   disable=quiet, unit="step")
-        for s in bar:
+        for s in tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{tc.epochs}",
+                      disable=quiet, unit="step"):
             idx = perm[s * tc.batch_size:(s + 1) * tc.batch_size]
             k, mirror = int(rng.integers(4)), bool(rng.integers(2))
-            x = crops[idx][:, :, ::-1] if mirror else crops[idx]
-            x = np.rot90(x, k, axes=(1, 2))
-            y = encode_boxes(dihedral_boxes(boxes[idx], size, k, mirror), size)
-            loss = F.smooth_l1_loss(model(crops_to_input(x)), torch.from_numpy(y), beta=0.1)
+            value = loss(crops[idx], targets[idx], k, mirror)
             opt.zero_grad()
-            loss.backward()
+            value.backward()
             opt.step()
             sched.step()
-            losses.append(loss.item())
-        iou = box_iou(_predict(model, val_crops), val_boxes)
-        sha = _keep_best(history, epoch, losses, iou, val_pack, t0, model, out,
-                         {**asdict(tc), **(record or {})}) or sha
-        if tc.max_minutes is not None and history[-1]["minutes"] > tc.max_minutes:
+            losses.append(value.item())
+        model.eval()
+        iou = box_iou(predict(val_crops), val_boxes)
+        per_pack = [float(iou[val_pack == k].mean()) for k in range(len(vb))]
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+               "val_mean_iou": float(np.mean(per_pack)), "val_pack_mean_iou": per_pack,
+               "val_acc50": float((iou > 0.5).mean()),
+               "minutes": (time.perf_counter() - t0) / 60.0}
+        history.append(row)
+        log.info("%s epoch %d: loss %.4f, validation mean IoU %.3f (by pack %s), acc@0.5 %.3f",
+                 name, row["epoch"], row["loss"], row["val_mean_iou"],
+                 " ".join(f"{v:.3f}" for v in per_pack), row["val_acc50"])
+        if row["val_mean_iou"] > best:
+            best = row["val_mean_iou"]
+            sha = save_checkpoint(out, model, dtype=torch.float16, metrics=row,
+                                  train_config={**asdict(tc), **(record or {})})
+        if tc.max_minutes is not None and row["minutes"] > tc.max_minutes:
             break
     best_row = max(history, key=lambda r: r["val_mean_iou"])
     return {"epochs": history, "best_epoch": best_row["epoch"], "sha256": sha}
-
-
-def _keep_best(history: list[dict[str, Any]], epoch: int, losses: list[float], iou: np.ndarray,
-               val_pack: np.ndarray, t0: float, model: BoxRefiner | MaskRefiner, out: str | Path,
-               record: dict[str, Any]) -> str:
-    """Append the epoch's row to ``history`` (validation IoUs ``iou``, pack of each
-    ``val_pack``) and save ``model`` at ``out`` when its mean of the packs' mean IoUs is the
-    best so far; the checkpoint's sha256, or "" when not saved."""
-    per_pack = [float(iou[val_pack == k].mean()) for k in range(int(val_pack.max()) + 1)]
-    row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-           "val_mean_iou": float(np.mean(per_pack)), "val_pack_mean_iou": per_pack,
-           "val_acc50": float((iou > 0.5).mean()),
-           "minutes": (time.perf_counter() - t0) / 60.0}
-    best = max((r["val_mean_iou"] for r in history), default=-1.0)
-    history.append(row)
-    log.info("%s epoch %d: loss %.4f, validation mean IoU %.3f (by pack %s), acc@0.5 %.3f",
-             model.config.name, row["epoch"], row["loss"], row["val_mean_iou"],
-             " ".join(f"{v:.3f}" for v in per_pack), row["val_acc50"])
-    if row["val_mean_iou"] <= best:
-        return ""
-    return save_checkpoint(out, model, dtype=torch.float16, metrics=row, train_config=record)
 
 
 @dataclass(frozen=True)
@@ -297,54 +308,22 @@ def train_mask_refiner(
     at ``out`` (fp16 checkpoint) and return the history (as :func:`train_refiner`'s)."""
     cfg = config or MaskRefinerConfig()
     tc = train_config or RefinerTrainConfig(batch_size=32)
-    size = cfg.crop_size
     torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
     model = MaskRefiner(cfg)
-    vx, vb = zip(*(refiner_samples(p, size, tc.jitter_px, np.random.default_rng(1))
-                   for p in val), strict=True)
-    val_crops, val_boxes = np.concatenate(vx), np.concatenate(vb)
-    val_pack = np.repeat(np.arange(len(vb)), [len(b) for b in vb])
-    steps_per_epoch = len(train) // tc.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"{len(train)} training targets make no batch of {tc.batch_size}")
-    opt = torch.optim.AdamW(model.parameters(), tc.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr,
-                                                total_steps=tc.epochs * steps_per_epoch)
     runner = TorchMaskRefiner(model, name=cfg.name, sha256="", tta=False)
-    history: list[dict[str, Any]] = []
-    sha = ""
-    t0 = time.perf_counter()
-    for epoch in range(tc.epochs):
-        crops, masks = train.crops(size, tc.jitter_px, rng)
-        perm = rng.permutation(len(train))
-        model.train()
-        losses = []
-        bar = tqdm(range(steps_per_epoch), desc=f"mask refiner epoch {epoch + 1}/{tc.epochs}",
-                   disable=quiet, unit="step")
-        for s in bar:
-            idx = perm[s * tc.batch_size:(s + 1) * tc.batch_size]
-            k, mirror = int(rng.integers(4)), bool(rng.integers(2))
-            x, y = crops[idx], masks[idx]
-            if mirror:
-                x, y = x[:, :, ::-1], y[:, :, ::-1]
-            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
-            target = torch.from_numpy(np.ascontiguousarray(y)).float() / 255.0
-            logits = model(crops_to_input(x))
-            prob = torch.sigmoid(logits)
-            dice = 1 - (2 * (prob * target).sum((1, 2)) + 1) / (
-                prob.sum((1, 2)) + target.sum((1, 2)) + 1)
-            loss = F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        model.eval()
-        pred = mask_box(runner.probabilities(val_crops), cfg.threshold)
-        sha = _keep_best(history, epoch, losses, box_iou(pred, val_boxes), val_pack, t0,
-                         model, out, {**asdict(tc), **(record or {})}) or sha
-        if tc.max_minutes is not None and history[-1]["minutes"] > tc.max_minutes:
-            break
-    best_row = max(history, key=lambda r: r["val_mean_iou"])
-    return {"epochs": history, "best_epoch": best_row["epoch"], "sha256": sha}
+
+    def loss(crops: np.ndarray, masks: np.ndarray, k: int, mirror: bool) -> torch.Tensor:
+        if mirror:
+            crops, masks = crops[:, :, ::-1], masks[:, :, ::-1]
+        x, y = np.rot90(crops, k, axes=(1, 2)), np.rot90(masks, k, axes=(1, 2))
+        target = torch.from_numpy(np.ascontiguousarray(y)).float() / 255.0
+        logits = model(crops_to_input(x))
+        prob = torch.sigmoid(logits)
+        dice = 1 - (2 * (prob * target).sum((1, 2)) + 1) / (
+            prob.sum((1, 2)) + target.sum((1, 2)) + 1)
+        return F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
+
+    return _fit(model, tc, len(train), val,
+                lambda rng: train.crops(cfg.crop_size, tc.jitter_px, rng), loss,
+                lambda crops: mask_box(runner.probabilities(crops), cfg.threshold), out,
+                record, quiet)

@@ -19,23 +19,20 @@ up to the rounding to a pixel corner), normalised by
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geomogeo.nn.refine import crop_around, crops_to_input
+from geomogeo.nn.refine import CropConfig, crop_around, crops_to_input
 
 __all__ = ["MaskRefiner", "MaskRefinerConfig", "TorchMaskRefiner", "mask_box"]
 
 
 @dataclass(frozen=True)
-class MaskRefinerConfig:
+class MaskRefinerConfig(CropConfig):
     """Architecture and input contract of a :class:`MaskRefiner`; saved in its checkpoint.
 
     Attributes:
@@ -61,26 +58,9 @@ class MaskRefinerConfig:
     version: int = 1
 
     def __post_init__(self) -> None:
-        if self.crop_size < 32 or self.crop_size % 8:
-            raise ValueError(f"MaskRefinerConfig.crop_size={self.crop_size}: a multiple of 8, "
-                             ">= 32")
-        if not (self.gsd > 0 and self.width >= 4 and self.click_sigma > 0
-                and 0 < self.threshold < 1):
-            raise ValueError("MaskRefinerConfig: gsd and click_sigma must be > 0, width >= 4, "
-                             "threshold in (0, 1)")
-        if self.normalisation != "per-crop":
-            raise ValueError(f"MaskRefinerConfig.normalisation={self.normalisation!r}: only "
-                             "'per-crop' exists")
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MaskRefinerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"invalid MaskRefinerConfig: unknown fields {sorted(set(d) - known)}")
-        return cls(**d)
+        self.check_crop(8)
+        if not (self.click_sigma > 0 and 0 < self.threshold < 1):
+            raise ValueError("MaskRefinerConfig: click_sigma must be > 0, threshold in (0, 1)")
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -198,15 +178,10 @@ class TorchMaskRefiner:
         return np.concatenate(out) if out else np.zeros((0, *crops.shape[1:3]), np.float32)
 
     def refine(self, reference: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """The box of the object under each point.
-
-        Args:
-            reference: (H, W, 3) float32 in [0, 1] or uint8, at :attr:`gsd` metres per pixel.
-            points: (m, 2) (x, y) reference pixels, one per object.
-
-        Returns:
-            (m, 4) float64 boxes (x1, y1, x2, y2), reference pixels (edges), not clipped.
-        """
+        """The box of the object under each point, as
+        :meth:`geomogeo.nn.refine.TorchRefiner.refine`: ``reference`` (H, W, 3) float32 in
+        [0, 1] or uint8 at :attr:`gsd` m/px, ``points`` (m, 2) reference pixels -> (m, 4)
+        float64 boxes, reference pixels (edges), not clipped."""
         crops, origins = crop_around(reference, points, self.model.config.crop_size)
         if len(crops) == 0:
             return np.zeros((0, 4))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from torch import nn
 __all__ = [
     "OFFSET_SCALE",
     "BoxRefiner",
+    "CropConfig",
     "RefinerConfig",
     "TorchRefiner",
     "crop_around",
@@ -42,8 +43,40 @@ __all__ = [
 OFFSET_SCALE = 8.0
 
 
+_C = TypeVar("_C", bound="CropConfig")
+
+
+class CropConfig:
+    """A frozen dataclass configuration of a refiner, saved as JSON in checkpoints:
+    :meth:`to_json`, a :meth:`from_dict` that refuses unknown fields, and the checks of the
+    crop contract (fields ``crop_size``, ``gsd``, ``width``, ``normalisation``)."""
+
+    def check_crop(self, multiple: int) -> None:
+        """Raise ValueError unless ``crop_size`` is a multiple of ``multiple`` >= 32, ``gsd``
+        > 0, ``width`` >= 4 and ``normalisation`` is ``"per-crop"``."""
+        name, c = type(self).__name__, self.__dict__
+        if c["crop_size"] < 32 or c["crop_size"] % multiple:
+            raise ValueError(f"{name}.crop_size={c['crop_size']}: a multiple of {multiple}, "
+                             ">= 32")
+        if not (c["gsd"] > 0 and c["width"] >= 4):
+            raise ValueError(f"{name}: gsd must be > 0 and width >= 4")
+        if c["normalisation"] != "per-crop":
+            raise ValueError(f"{name}.normalisation={c['normalisation']!r}: only 'per-crop' "
+                             "exists")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_C], d: dict[str, Any]) -> _C:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if set(d) - known:
+            raise ValueError(f"invalid {cls.__name__}: unknown fields {sorted(set(d) - known)}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class RefinerConfig:
+class RefinerConfig(CropConfig):
     """Architecture and input contract of a :class:`BoxRefiner`; saved in its checkpoint.
 
     Attributes:
@@ -66,24 +99,7 @@ class RefinerConfig:
     version: int = 1
 
     def __post_init__(self) -> None:
-        if self.crop_size < 32 or self.crop_size % 16:
-            raise ValueError(f"RefinerConfig.crop_size={self.crop_size}: a multiple of 16, "
-                             ">= 32")
-        if not (self.gsd > 0 and self.width >= 4):
-            raise ValueError("RefinerConfig: gsd must be > 0 and width >= 4")
-        if self.normalisation != "per-crop":
-            raise ValueError(f"RefinerConfig.normalisation={self.normalisation!r}: only "
-                             "'per-crop' exists")
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RefinerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"invalid RefinerConfig: unknown fields {sorted(set(d) - known)}")
-        return cls(**d)
+        self.check_crop(16)
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -76,3 +78,16 @@ def rectangle_pack(n: int, seed: int, size: int = 48) -> PackedData:
                       queries=np.zeros((n, 4, 4, 3), np.uint8), clicks=np.zeros((n, 2), np.float32),
                       boxes=boxes, counts=np.ones(n, np.int64),
                       metres_per_pixel=np.full(n, np.nan))
+
+
+def refined_ious(refiner: Any, pack: PackedData, seed: int) -> np.ndarray:
+    """IoUs of ``refiner``'s boxes of :func:`rectangle_pack`'s targets, each asked around its
+    box centre moved by N(0, 1 px) per axis."""
+    from geomogeo.engine.metrics import box_iou
+
+    rng = np.random.default_rng(seed)
+    got = np.concatenate([
+        refiner.refine(pack.references[i].astype(np.float32) / 255.0,
+                       (pack.boxes[i, :2] + pack.boxes[i, 2:])[None] / 2 + rng.normal(0, 1, 2))
+        for i in range(len(pack))])
+    return box_iou(got, pack.boxes.astype(np.float64))

@@ -10,10 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from nn_fixtures import rectangle_pack
+from nn_fixtures import rectangle_pack, refined_ious
 
 from geomogeo.engine.checkpoint import load_checkpoint, load_refiner, save_checkpoint
-from geomogeo.engine.metrics import box_iou
 from geomogeo.engine.refine_train import (
     MaskSamples,
     RefinerTrainConfig,
@@ -136,13 +135,7 @@ def test_the_mask_refiner_learns_to_box_rectangles(tmp_path: Path, threads: int)
     assert loaded.metrics is not None and loaded.metrics["epoch"] == hist["best_epoch"]
     assert loaded.raw["kind"] == "mask-refiner"
     ref = TorchMaskRefiner(loaded.model, name="m", sha256=loaded.sha256)
-    test = rectangle_pack(40, 2)
-    rng = np.random.default_rng(3)
-    got = np.concatenate([
-        ref.refine(test.references[i].astype(np.float32) / 255.0,
-                   (test.boxes[i, :2] + test.boxes[i, 2:])[None] / 2 + rng.normal(0, 1, 2))
-        for i in range(len(test))])
-    iou = box_iou(got, test.boxes.astype(np.float64))
+    iou = refined_ious(ref, rectangle_pack(40, 2), seed=3)
     assert np.median(iou) > 0.9 and (iou > 0.5).mean() > 0.95
 
 
@@ -199,3 +192,37 @@ def test_open_refiner_averages_several_checkpoints(tmp_path: Path,
     assert open_refiner().sha256 == mean.sha256
     with pytest.raises(CheckpointError, match=r"box_05\.pt.*different GSDs"):
         open_refiner([paths[0], paths[2]])
+
+
+def test_train_mask_refiner_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/train_mask_refiner.py: the tiles of Rotterdam a as they are (their digitized
+    footprints as structures) and their copies (blobs only), no other tile; a run records
+    its data in the checkpoint."""
+    from test_refine import _script
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts"))
+    script = _script("train_mask_refiner")
+    worlds = script.training_worlds([], 0, 0)
+    names = [w.scene.name for w in worlds]
+    tiles = ["rotterdam_pan_0p5m_a", "rotterdam_rgbn_1m_a"]
+    assert names[:2] == tiles  # as they are, then 7 turns/mirrors and 2 rotations of each
+    assert len(names) == 2 * (1 + 7 + script.ROTATIONS) == len(set(names))
+    assert all(n.split("~")[0] in tiles and "~" in n and not n.endswith("~r0")
+               for n in names[2:])
+    # a short run on one suburb (the worlds replaced, for time)
+    from train_refiner import PARALLAX
+
+    from geomogeo.data.synth.engine import build_worlds
+
+    script.training_worlds = lambda seeds, towns, suburbs: build_worlds(
+        [], PARALLAX, augment=False, seed=seeds[0], suburbs=suburbs)
+    val = tmp_path / "val.npz"
+    rectangle_pack(8, 1, size=96).save(val)
+    out = tmp_path / "m.pt"
+    assert script.main(["--val", str(val), "--world-seed", "5", "--towns", "0", "--suburbs",
+                        "1", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    ck = load_refiner(out)
+    assert isinstance(ck.model, MaskRefiner) and ck.model_config == MaskRefinerConfig()
+    rec = ck.train_config
+    assert (rec["world_seeds"], rec["towns"], rec["suburbs"]) == ([5], 0, 1)
+    assert rec["val_packs"] == [str(val)] and rec["targets"] > 10 and rec["batch_size"] == 32

@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from nn_fixtures import rectangle_pack
+from nn_fixtures import rectangle_pack, refined_ious
 
 from geomogeo.data.dataset import PackedData
 from geomogeo.engine.checkpoint import load_checkpoint, load_refiner, save_checkpoint
-from geomogeo.engine.metrics import box_iou
 from geomogeo.engine.refine_train import (
     RefinerTrainConfig,
     refiner_samples,
@@ -109,13 +108,7 @@ def test_the_refiner_learns_to_boxrectangle_pack(tmp_path: Path) -> None:
     assert loaded.metrics is not None
     assert loaded.metrics["epoch"] == hist["best_epoch"]
     ref = TorchRefiner(loaded.model, name="r", sha256=loaded.sha256)
-    test = rectangle_pack(60, 2)
-    rng = np.random.default_rng(3)
-    got = np.concatenate([
-        ref.refine(test.references[i].astype(np.float32) / 255.0,
-                   (test.boxes[i, :2] + test.boxes[i, 2:])[None] / 2 + rng.normal(0, 1, 2))
-        for i in range(len(test))])
-    iou = box_iou(got, test.boxes.astype(np.float64))
+    iou = refined_ious(ref, rectangle_pack(60, 2), seed=3)
     assert np.median(iou) > 0.7 and (iou > 0.5).mean() > 0.8
 
 
