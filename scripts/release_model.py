@@ -3,14 +3,17 @@
     python scripts/release_model.py runs/cpu/full/best.pt --name mogeo-light-v2.pt
     python scripts/release_model.py runs/refiner/box-refiner.pt --role refiner \
         --name box-refiner-v1.pt
+    python scripts/release_model.py runs/mask/mask-refiner.pt --role refiner-add \
+        --name mask-refiner-v1.pt
 
 Checks that the file loads without pickle, is at most 25 MB and (a network) covers at least
 250 m of ground; a checkpoint that records no ``content_sha256`` (written before geomogeo
 recorded one) is re-saved with it, same tensors, so that copies of it verify themselves;
-updates ``model/checkpoints.json`` (``{"default": name, "refiner": name, "files": {name:
-{"sha256", "bytes", "model", "reference_m"}}}``; other files' entries are kept) atomically:
-``--role default`` makes it the default network, ``refiner`` the default box refiner,
-``extra`` only lists it. The model card quotes the same hash.
+updates ``model/checkpoints.json`` (``{"default": name, "refiner": name or [names],
+"files": {name: {"sha256", "bytes", "model", "reference_m"}}}``; other files' entries are
+kept) atomically: ``--role default`` makes it the default network, ``refiner`` the default
+box refiner, ``refiner-add`` one more default refiner (their boxes are averaged,
+``geomogeo.predictor.MeanRefiner``), ``extra`` only lists it. The model card quotes the same hash.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--name", default="mogeo-light-v2.pt")
-    p.add_argument("--role", choices=["default", "refiner", "extra"], default="default")
+    p.add_argument("--role", choices=["default", "refiner", "refiner-add", "extra"],
+                   default="default")
     args = p.parse_args()
-    refiner = args.role == "refiner"
+    refiner = args.role.startswith("refiner")
     ck = load_refiner(args.checkpoint) if refiner else load_checkpoint(args.checkpoint)
     size = args.checkpoint.stat().st_size
     if size > MAX_BYTES:
@@ -69,7 +73,11 @@ def main() -> None:
     index_path = ROOT / "model" / INDEX_NAME
     index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
     index.setdefault("files", {})[args.name] = {"sha256": digest, "bytes": size, **entry}
-    if args.role != "extra":
+    if args.role == "refiner-add":
+        current = index.get("refiner", [])
+        members = [current] if isinstance(current, str) else list(current)
+        index["refiner"] = [*(m for m in members if m != args.name), args.name]
+    elif args.role != "extra":
         index[args.role] = args.name
     with atomic_write(index_path) as tmp:
         Path(tmp).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

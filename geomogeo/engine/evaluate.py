@@ -36,7 +36,7 @@ from geomogeo.joint import JointConfig
 from geomogeo.predictor import DEFAULT_JOINT_TTA, DEFAULT_TTA, TTASpec, parse_tta
 
 if TYPE_CHECKING:
-    from geomogeo.localize import LocalizationResult
+    from geomogeo.localize import LocalizationResult, RefinerPaths
 
 __all__ = ["LOCALIZE_RUNS", "evaluate", "evaluate_localize", "localize_markdown"]
 
@@ -202,7 +202,7 @@ def evaluate_localize(
     config: JointConfig | None = None,
     runs: Sequence[str] = tuple(LOCALIZE_RUNS),
     quiet: bool = True,
-    refiner: bool | str | os.PathLike[str] = True,
+    refiner: bool | RefinerPaths = True,
 ) -> dict[str, Any]:
     """Evaluate the whole localization (:meth:`Localizer.localize`) on rendered photos WITH
     their raster, so that the photo-to-orthophoto registration runs.
@@ -222,8 +222,8 @@ def evaluate_localize(
     training-free baseline (a ``BASELINE_BOX_M`` square around each registered click; an
     empty box, IoU 0, where the photo did not register) comes from the registration of the
     joint run without heading (the registration does not use the heading). ``refiner`` is
-    :meth:`Localizer.load`'s (True: the shipped box refiner; False: none), and so are
-    ``tta``, ``joint_tta`` and ``search_tta``.
+    :meth:`Localizer.load`'s (True: the shipped box refiner(s); False: none; paths: those),
+    and so are ``tta``, ``joint_tta`` and ``search_tta``.
 
     Returns ``{"checkpoint", "model", "manifest", "split", "tta", "joint_tta", "search_tta",
     "photos", "targets",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -272,3 +273,30 @@ def test_camera_sigma_option_reaches_joint_config(tmp_path: Path, monkeypatch: p
     assert main(["localize", str(photo), str(VEGAS), "--point=10,10", "--camera-sigma", "-1",
                  "-o", str(tmp_path / "bad")]) == EXIT_USAGE
     assert "--camera-sigma" in capsys.readouterr().err
+
+
+def test_localize_refiner_option_averages_several(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``--refiner A{os.pathsep}B``: the joint boxes are the mean of both refiners' (the API's
+    ``refiner=[A, B]``), and the GeoPackage records both hashes."""
+    import geopandas as gpd
+
+    from geomogeo import Localizer
+
+    item = json.loads((REPO / "sample_tiles" / "demo.json").read_text())["photos"][0]
+    photo = REPO / "sample_tiles" / item["photo"]
+    paths = [REPO / "model" / "box-refiner-v2.pt", REPO / "model" / "box-refiner-v1.pt"]
+    out = tmp_path / "two"
+    assert main(["-q", "localize", str(photo), str(VEGAS),
+                 *(f"--point={x},{y}" for x, y in item["clicks"]), "-o", str(out),
+                 "--no-map", "--no-heatmaps", "--tta", "none",
+                 "--refiner", os.pathsep.join(map(str, paths))]) == 0
+    gdf = gpd.read_file(out / "targets.gpkg", layer="targets")
+    index = json.loads((REPO / "model" / "checkpoints.json").read_text())["files"]
+    assert set(gdf["refiner_sha256"]) == {"+".join(index[p.name]["sha256"] for p in paths)}
+    assert set(gdf["box_source"]) == {"refiner"}
+    api = Localizer.load(tta="none", refiner=paths).localize(photo, VEGAS, item["clicks"],
+                                                             quiet=True)
+    for g, t in zip(gdf.geometry, api.targets, strict=True):
+        assert g.hausdorff_distance(t.polygon) < 1e-9  # degrees: far below 1 mm
+    capsys.readouterr()
