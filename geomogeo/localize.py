@@ -253,7 +253,8 @@ class LocalizationResult:
         registration: the photo's registration to the raster
             (:class:`~geomogeo.joint.RegisteredScene`), or None when none was tried (no
             location known, or ``joint=False``).
-        refiner_sha256: the file sha256 of the box refiner that drew some boxes, or "".
+        refiner_sha256: the file sha256 of the box refiner that drew some boxes (several
+            joined by "+" when their boxes were averaged), or "".
     """
 
     photo: Path
