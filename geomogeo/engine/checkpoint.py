@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,9 +60,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Each checkpoint kind: its configuration's class and how a model is built from it.
+_KINDS: dict[str, tuple[Any, Callable[[Any], MOGeoNet | BoxRefiner | MaskRefiner]]] = {
+    "network": (ModelConfig, build_model),
+    "box-refiner": (RefinerConfig, BoxRefiner),
+    "mask-refiner": (MaskRefinerConfig, MaskRefiner),
+}
 #: The checkpoint kinds of box refiners (:func:`load_refiner`).
 REFINER_KINDS = ("box-refiner", "mask-refiner")
-_KINDS: dict[type, str] = {BoxRefiner: "box-refiner", MaskRefiner: "mask-refiner"}
 
 #: The index of released checkpoints in a folder: ``{"default": name, "files": {name:
 #: {"sha256": hex, ...}}}``.
@@ -148,7 +153,7 @@ def save_checkpoint(
     obj: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "kind": _KINDS.get(type(model), "network"),
+        "kind": next(k for k, (c, _) in _KINDS.items() if isinstance(model.config, c)),
         "geomogeo_version": __version__,
         "model_config": config_json,
         "state_dict": state,
@@ -250,19 +255,10 @@ def _loaded(path: Path, kinds: tuple[str, ...], expected_sha256: str | None,
             map_location: str | torch.device) -> LoadedCheckpoint:
     obj, digest, checks = _read_verified(path, expected_sha256, map_location, kinds)
     try:
-        raw_cfg = json.loads(obj["model_config"])
-        kind = obj.get("kind", "network")
-        cfg: ModelConfig | RefinerConfig | MaskRefinerConfig
-        model: MOGeoNet | BoxRefiner | MaskRefiner
-        if kind == "network":
-            cfg = ModelConfig.from_dict(raw_cfg)
-            model = build_model(cfg)
-        elif kind == "box-refiner":
-            cfg = RefinerConfig.from_dict(raw_cfg)
-            model = BoxRefiner(cfg)
-        else:
-            cfg = MaskRefinerConfig.from_dict(raw_cfg)
-            model = MaskRefiner(cfg)
+        config_class, build = _KINDS[obj.get("kind", "network")]
+        cfg: ModelConfig | RefinerConfig | MaskRefinerConfig = config_class.from_dict(
+            json.loads(obj["model_config"]))
+        model = build(cfg)
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in obj["state_dict"].items()}
         model.load_state_dict(state, strict=True)

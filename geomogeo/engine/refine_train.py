@@ -40,8 +40,10 @@ from geomogeo.nn.refine import (
     BoxRefiner,
     RefinerConfig,
     crop_around,
+    crop_origins,
     crops_to_input,
     decode_boxes,
+    dihedral_array,
     dihedral_boxes,
     encode_boxes,
 )
@@ -137,7 +139,7 @@ def train_refiner(
         return np.concatenate([c for c, _ in parts]), np.concatenate([b for _, b in parts])
 
     def loss(crops: np.ndarray, boxes: np.ndarray, k: int, mirror: bool) -> torch.Tensor:
-        x = np.rot90(crops[:, :, ::-1] if mirror else crops, k, axes=(1, 2))
+        x = dihedral_array(crops, k, mirror)
         y = encode_boxes(dihedral_boxes(boxes, size, k, mirror), size)
         return F.smooth_l1_loss(model(crops_to_input(x)), torch.from_numpy(y), beta=0.1)
 
@@ -285,11 +287,11 @@ def mask_samples(worlds: Sequence[World], window: int, min_area_m2: float = 150.
             if col.min() < 0 or row.min() < 0 or col.max() > wd or row.max() > h:
                 continue
             box = np.array([col.min(), row.min(), col.max(), row.max()])
-            _, origin = crop_around(image[:1, :1], ((box[:2] + box[2:]) / 2)[None], window)
+            origin = crop_origins((box[:2] + box[2:]) / 2, window)[0]
             owner.append(len(refs))
             boxes.append(box)
-            origins.append(origin[0])
-            masks.append(_soft_mask(np.column_stack([col, row]), origin[0], window))
+            origins.append(origin)
+            masks.append(_soft_mask(np.column_stack([col, row]), origin, window))
         refs.append(image)
     if not boxes:
         raise ValueError("mask_samples: no target of the worlds lies on its reference")
@@ -313,9 +315,7 @@ def train_mask_refiner(
     runner = TorchMaskRefiner(model, name=cfg.name, sha256="", tta=False)
 
     def loss(crops: np.ndarray, masks: np.ndarray, k: int, mirror: bool) -> torch.Tensor:
-        if mirror:
-            crops, masks = crops[:, :, ::-1], masks[:, :, ::-1]
-        x, y = np.rot90(crops, k, axes=(1, 2)), np.rot90(masks, k, axes=(1, 2))
+        x, y = dihedral_array(crops, k, mirror), dihedral_array(masks, k, mirror)
         target = torch.from_numpy(np.ascontiguousarray(y)).float() / 255.0
         logits = model(crops_to_input(x))
         prob = torch.sigmoid(logits)

@@ -26,7 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geomogeo.nn.refine import CropConfig, crop_around, crops_to_input
+from geomogeo.nn.refine import (
+    CropConfig,
+    crop_around,
+    crops_to_input,
+    dihedral_tensor,
+    dihedral_views,
+)
 
 __all__ = ["MaskRefiner", "MaskRefinerConfig", "TorchMaskRefiner", "mask_box"]
 
@@ -165,14 +171,14 @@ class TorchMaskRefiner:
     @torch.no_grad()
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """(m, C, C, 3) crops (uint8, or float in [0, 1]) -> (m, C, C) float32 probabilities."""
-        views = [(m, k) for m in (False, True) for k in range(4)] if self.tta else [(False, 0)]
+        views = dihedral_views(self.tta)
         out = []
         for s in range(0, len(crops), self.batch_size):
             x = crops_to_input(crops[s:s + self.batch_size]).to(self.device)
             acc = torch.zeros(x.shape[0], x.shape[2], x.shape[3], device=self.device)
             for mirror, k in views:
-                v = torch.rot90(torch.flip(x, dims=(3,)) if mirror else x, k, dims=(2, 3))
-                p = torch.rot90(torch.sigmoid(self.model(v)), -k, dims=(1, 2))
+                p = torch.sigmoid(self.model(dihedral_tensor(x, k, mirror)))
+                p = torch.rot90(p, -k, dims=(1, 2))  # back: undo the turn, then the mirror
                 acc += torch.flip(p, dims=(2,)) if mirror else p
             out.append((acc / len(views)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, *crops.shape[1:3]), np.float32)

@@ -33,9 +33,13 @@ __all__ = [
     "RefinerConfig",
     "TorchRefiner",
     "crop_around",
+    "crop_origins",
     "crops_to_input",
     "decode_boxes",
+    "dihedral_array",
     "dihedral_boxes",
+    "dihedral_tensor",
+    "dihedral_views",
     "encode_boxes",
 ]
 
@@ -51,17 +55,23 @@ class CropConfig:
     :meth:`to_json`, a :meth:`from_dict` that refuses unknown fields, and the checks of the
     crop contract (fields ``crop_size``, ``gsd``, ``width``, ``normalisation``)."""
 
+    # declared by each subclass's dataclass fields (annotations only: no fields here)
+    crop_size: int
+    gsd: float
+    width: int
+    normalisation: str
+
     def check_crop(self, multiple: int) -> None:
         """Raise ValueError unless ``crop_size`` is a multiple of ``multiple`` >= 32, ``gsd``
         > 0, ``width`` >= 4 and ``normalisation`` is ``"per-crop"``."""
-        name, c = type(self).__name__, self.__dict__
-        if c["crop_size"] < 32 or c["crop_size"] % multiple:
-            raise ValueError(f"{name}.crop_size={c['crop_size']}: a multiple of {multiple}, "
+        name = type(self).__name__
+        if self.crop_size < 32 or self.crop_size % multiple:
+            raise ValueError(f"{name}.crop_size={self.crop_size}: a multiple of {multiple}, "
                              ">= 32")
-        if not (c["gsd"] > 0 and c["width"] >= 4):
+        if not (self.gsd > 0 and self.width >= 4):
             raise ValueError(f"{name}: gsd must be > 0 and width >= 4")
-        if c["normalisation"] != "per-crop":
-            raise ValueError(f"{name}.normalisation={c['normalisation']!r}: only 'per-crop' "
+        if self.normalisation != "per-crop":
+            raise ValueError(f"{name}.normalisation={self.normalisation!r}: only 'per-crop' "
                              "exists")
 
     def to_json(self) -> str:
@@ -157,13 +167,37 @@ def crop_around(image: np.ndarray, points: np.ndarray, size: int
     """
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     h, w = image.shape[:2]
-    origins = np.floor(pts + 0.5).astype(np.int64) - size // 2
+    origins = crop_origins(pts, size)
     out = np.zeros((len(pts), size, size, image.shape[2]), dtype=image.dtype)
     for k, (x0, y0) in enumerate(origins):
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + size, w), min(y0 + size, h)
         if xb > xa and yb > ya:
             out[k, ya - y0:yb - y0, xa - x0:xb - x0] = image[ya:yb, xa:xb]
     return out, origins
+
+
+def crop_origins(points: np.ndarray, size: int) -> np.ndarray:
+    """(m, 2) int64 top-left pixels (x0, y0) of the ``size`` px crops centred on ``points``
+    (m, 2) (x, y) pixels: ``floor(point + 0.5) - size // 2`` (see the module's conventions)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return np.floor(pts + 0.5).astype(np.int64) - size // 2
+
+
+def dihedral_views(tta: bool) -> list[tuple[bool, int]]:
+    """The (mirror, quarter turns) of each view: the 8 of the dihedral group with ``tta``,
+    else the crop as it is."""
+    return [(m, k) for m in (False, True) for k in range(4)] if tta else [(False, 0)]
+
+
+def dihedral_array(a: np.ndarray, k: int, mirror: bool) -> np.ndarray:
+    """(B, H, W, ...) images mirrored left-right (when ``mirror``), then turned ``k`` quarter
+    turns counter-clockwise (:func:`dihedral_boxes`' transform)."""
+    return np.rot90(a[:, :, ::-1] if mirror else a, k, axes=(1, 2))
+
+
+def dihedral_tensor(x: torch.Tensor, k: int, mirror: bool) -> torch.Tensor:
+    """(B, C, H, W) network input under :func:`dihedral_array`'s transform."""
+    return torch.rot90(torch.flip(x, dims=(3,)) if mirror else x, k, dims=(2, 3))
 
 
 def crops_to_input(crops: np.ndarray) -> torch.Tensor:
@@ -235,12 +269,10 @@ class TorchRefiner:
         if len(crops) == 0:
             return np.zeros((0, 4))
         x = crops_to_input(crops).to(self.device)
-        views = [(m, k) for m in (False, True) for k in range(4)] if self.tta else [(False, 0)]
+        views = dihedral_views(self.tta)
         acc = np.zeros((len(crops), 4))
         for mirror, k in views:
-            v = torch.flip(x, dims=(3,)) if mirror else x
-            v = torch.rot90(v, k, dims=(2, 3))
-            boxes = decode_boxes(self.model(v).cpu().numpy(), size)
+            boxes = decode_boxes(self.model(dihedral_tensor(x, k, mirror)).cpu().numpy(), size)
             # back to the crop's own frame: undo the turn, then the mirror
             back = dihedral_boxes(boxes, size, -k, False)
             acc += dihedral_boxes(back, size, 0, mirror)
